@@ -1,0 +1,26 @@
+// What every part of a running agent shares.
+#pragma once
+
+#include "job_dir.hpp"
+#include "options.hpp"
+
+#include <asio/io_context.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace rfork::agent {
+
+struct agent_state {
+    asio::io_context& io;
+    options opts;
+    std::string criu;      // the CRIU binary in use
+    std::string self_exe;  // this binary, re-executed as a namespace init
+    std::string host;      // this host's name, as told to peers
+    std::uint64_t next_job = 1;
+
+    // A fresh, empty, private directory under the work dir for one job.
+    job_dir make_job_dir(const std::string& name);
+};
+
+}  // namespace rfork::agent

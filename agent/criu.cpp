@@ -1,0 +1,150 @@
+#include "criu.hpp"
+
+#include <fmt/core.h>
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <limits>
+#include <fstream>
+#include <sstream>
+
+namespace rfork::agent {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_executable(const std::string& path) { return !path.empty() && ::access(path.c_str(), X_OK) == 0; }
+
+std::string search_path(const std::string& name) {
+    const char* path = std::getenv("PATH");
+    std::stringstream dirs(path ? path : "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (std::string dir; std::getline(dirs, dir, ':');)
+        if (auto candidate = dir + "/" + name; is_executable(candidate)) return candidate;
+    return {};
+}
+
+bool is_tty_device(const struct stat& st) {
+    if (!S_ISCHR(st.st_mode)) return false;
+    auto major_number = major(st.st_rdev);
+    // 136-143: Unix98 pseudo-terminals, 4: virtual consoles and serial, 5: /dev/tty, /dev/console, ptmx.
+    return (major_number >= 136 && major_number <= 143) || major_number == 4 ||
+           (major_number == 5 && minor(st.st_rdev) <= 1);
+}
+
+// The mnt_id of an open file, from /proc/PID/fdinfo/FD.
+long mount_id(int pid, int fd) {
+    std::ifstream in(fmt::format("/proc/{}/fdinfo/{}", pid, fd));
+    for (std::string line; std::getline(in, line);)
+        if (line.starts_with("mnt_id:")) return std::strtol(line.c_str() + 7, nullptr, 10);
+    return -1;
+}
+
+// Whether the process's own mount namespace has that mount.
+bool has_mount(int pid, long mount) {
+    std::ifstream in(fmt::format("/proc/{}/mountinfo", pid));
+    for (long id; in >> id;) {
+        if (id == mount) return true;
+        in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+    }
+    return false;
+}
+
+}  // namespace
+
+std::string find_criu(const std::string& configured, const std::string& self_exe) {
+    if (!configured.empty()) return is_executable(configured) ? configured : std::string{};
+    if (const char* env = std::getenv("RFORK_CRIU"); env && *env) return is_executable(env) ? env : std::string{};
+#ifdef RFORK_BUILT_CRIU
+    if (is_executable(RFORK_BUILT_CRIU)) return RFORK_BUILT_CRIU;
+#endif
+    if (auto beside = fs::path(self_exe).parent_path() / "../libexec/rfork/criu"; is_executable(beside))
+        return fs::weakly_canonical(beside).string();
+    return search_path("criu");
+}
+
+stdio_files inspect_stdio(int pid) {
+    stdio_files result;
+    for (int fd = 0; fd < 3; ++fd) {
+        auto link = fmt::format("/proc/{}/fd/{}", pid, fd);
+        std::error_code ec;
+        auto target = fs::read_symlink(link, ec).string();
+        struct stat st {};
+        if (ec || ::stat(link.c_str(), &st) != 0) continue;  // closed: nothing to replace
+        std::string& key = result.keys[static_cast<std::size_t>(fd)];
+        if (target.starts_with("pipe:[")) {
+            key = target;
+        } else if (target.starts_with("socket:[")) {
+            key = target;
+            result.externals.push_back(fmt::format("unix[{}]", st.st_ino));
+        } else if (is_tty_device(st)) {
+            key = fmt::format("tty[{:x}:{:x}]", st.st_rdev, st.st_dev);
+            result.externals.push_back(key);
+        } else if (auto mount = mount_id(pid, fd); (S_ISREG(st.st_mode) || S_ISCHR(st.st_mode)) && mount >= 0) {
+            if (has_mount(pid, mount) && target.starts_with('/') && !target.ends_with(" (deleted)")) {
+                key = target.substr(1);  // CRIU names files by their path without the leading '/'
+            } else {
+                // Opened in another mount namespace (a program started by
+                // nsenter): CRIU dumps it as external "file[MNT:INO]" and, on
+                // restore, looks the inherited fd up by the name it keeps for it:
+                // that id without its first character (criu/files-reg.c). That
+                // lookup hands our fd over as is; the documented "file[..]" key
+                // would reopen it and seek, which a pipe refuses.
+                auto id = fmt::format("file[{:x}:{:x}]", mount, st.st_ino);
+                result.externals.push_back(id);
+                key = id.substr(1);
+            }
+        }
+    }
+    std::sort(result.externals.begin(), result.externals.end());
+    result.externals.erase(std::unique(result.externals.begin(), result.externals.end()), result.externals.end());
+    return result;
+}
+
+std::vector<std::string> dump_command(const std::string& criu, int pid, const std::string& images_dir,
+                                      const std::string& log_file, std::uint64_t socket_inode,
+                                      const std::vector<std::string>& externals) {
+    // --shell-job: the caller is rarely a session leader; --leave-running: it is the parent.
+    std::vector<std::string> argv{criu,           "dump",       "--tree",   std::to_string(pid),
+                                  "--images-dir", images_dir,   "--log-file", log_file,
+                                  "-v4",          "--leave-running", "--shell-job",
+                                  "--external",   fmt::format("unix[{}]", socket_inode)};
+    for (auto& e : externals) argv.insert(argv.end(), {"--external", e});
+    return argv;
+}
+
+std::vector<std::string> restore_command(const std::string& criu, const std::string& images_dir,
+                                         const std::string& log_file, const std::string& pid_file,
+                                         const std::vector<std::pair<int, std::string>>& inherit) {
+    std::vector<std::string> argv{criu,       "restore", "--images-dir",      images_dir,
+                                  "--log-file", log_file, "-v4",               "--shell-job",
+                                  "--restore-detached", "--pidfile", pid_file};
+    for (auto& [fd, key] : inherit) argv.insert(argv.end(), {"--inherit-fd", fmt::format("fd[{}]:{}", fd, key)});
+    return argv;
+}
+
+std::string criu_error_line(const std::string& log_file) {
+    std::ifstream in(log_file);
+    std::string line, error, last;
+    while (std::getline(in, line)) {
+        if (line.empty()) continue;
+        last = line;
+        // CRIU always fails to raise its own RLIMIT_NOFILE under some setups; that is harmless.
+        bool harmless = line.find("RLIMIT_NOFILE") != std::string::npos;
+        if (line.find("Error (") != std::string::npos && error.empty() && !harmless) error = line;
+    }
+    // The first error is the cause; later ones are consequences.
+    std::string chosen = error.empty() ? last : error;
+    if (chosen.starts_with('(')) {
+        if (auto close = chosen.find(") "); close != std::string::npos) chosen.erase(0, close + 2);
+    }
+    if (chosen.empty()) return "CRIU left no log at " + log_file;
+    return chosen;
+}
+
+}  // namespace rfork::agent

@@ -1,0 +1,157 @@
+// rfork-agent: one binary on every machine, in both roles (see sender.hpp and
+// receiver.hpp).
+#include "agent.hpp"
+#include "criu.hpp"
+#include "log.hpp"
+#include "ns_init.hpp"
+#include "options.hpp"
+#include "receiver.hpp"
+#include "sender.hpp"
+
+#include <rfork/detail/frame_io.hpp>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/signal_set.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+using namespace rfork::agent;
+
+job_dir agent_state::make_job_dir(const std::string& name) {
+    fs::path path = fs::path(opts.work_dir) / name;
+    fs::create_directory(path);  // throws if it exists: a job never reuses another's directory
+    fs::permissions(path, fs::perms::owner_all);
+    return job_dir(path);
+}
+
+namespace {
+
+template <typename Acceptor, typename Serve>
+asio::awaitable<void> accept_loop(agent_state& agent, Acceptor& acceptor, Serve serve) {
+    for (;;) {
+        auto [ec, socket] = co_await acceptor.async_accept(rfork::detail::as_tuple_awaitable);
+        if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+        if (ec) {
+            log("accept failed: {}", ec.message());
+            continue;
+        }
+        asio::co_spawn(agent.io, serve(agent, std::move(socket)), [](std::exception_ptr e) {
+            if (!e) return;
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& what) {
+                log("connection failed: {}", what.what());
+            }
+        });
+    }
+}
+
+// Binds the local socket, replacing a stale one but never a live agent's.
+void bind_local_socket(asio::local::stream_protocol::acceptor& acceptor, const std::string& path) {
+    fs::create_directories(fs::path(path).parent_path());
+    if (fs::exists(fs::symlink_status(path))) {
+        asio::local::stream_protocol::socket probe(acceptor.get_executor());
+        std::error_code ec;
+        probe.connect(path, ec);
+        if (!ec) throw std::runtime_error("another agent already listens at " + path);
+        fs::remove(path);
+    }
+    acceptor.open();
+    acceptor.bind(path);
+    ::chmod(path.c_str(), 0660);  // root and the socket's group; see SECURITY notes in the README
+    acceptor.listen();
+}
+
+// Leftovers of an agent that died mid-job belong to nobody now.
+void prepare_work_dir(const std::string& dir) {
+    fs::create_directories(dir);
+    fs::permissions(dir, fs::perms::owner_all);
+    for (auto& entry : fs::directory_iterator(dir)) fs::remove_all(entry.path());
+}
+
+int run_agent(const options& opts) {
+    std::signal(SIGPIPE, SIG_IGN);
+    asio::io_context io(1);
+    agent_state agent{io, opts, {}, fs::read_symlink("/proc/self/exe").string(), opts.name};
+    if (agent.host.empty()) {
+        char name[256] = {};
+        ::gethostname(name, sizeof name - 1);
+        agent.host = name;
+    }
+    set_log_name(agent.host);
+    agent.criu = find_criu(opts.criu, agent.self_exe);
+    if (agent.criu.empty()) {
+        log("no usable CRIU binary{}: run scripts/setup, or pass --criu PATH",
+            opts.criu.empty() ? "" : " at " + opts.criu);
+        return 1;
+    }
+    prepare_work_dir(opts.work_dir);
+
+    asio::local::stream_protocol::acceptor local(io);
+    asio::ip::tcp::acceptor network(io);
+    try {
+        bind_local_socket(local, opts.socket_path);
+        asio::ip::tcp::endpoint where(asio::ip::make_address(opts.listen.host), opts.listen.port);
+        network.open(where.protocol());
+        network.set_option(asio::socket_base::reuse_address(true));
+        network.bind(where);
+        network.listen();
+    } catch (const std::exception& e) {
+        log("cannot listen: {}", e.what());
+        return 1;
+    }
+
+    asio::co_spawn(io, accept_loop(agent, local, serve_program), asio::detached);
+    asio::co_spawn(io, accept_loop(agent, network, serve_peer), asio::detached);
+    asio::signal_set stop(io, SIGINT, SIGTERM);
+    stop.async_wait([&](std::error_code, int signal) {
+        log("stopping on signal {}; children keep running", signal);
+        local.close();
+        network.close();
+        io.stop();
+    });
+
+    log("listening on {} and {} (CRIU {})", opts.listen.to_string(), opts.socket_path, agent.criu);
+    if (opts.ready_fd >= 0) {
+        [[maybe_unused]] auto n = ::write(opts.ready_fd, "ready\n", 6);
+        ::close(opts.ready_fd);
+    }
+    io.run();
+    std::error_code ignored;
+    fs::remove(opts.socket_path, ignored);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc >= 2 && std::strcmp(argv[1], "ns-init") == 0) return run_ns_init(argc, argv);
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+        std::fputs(usage_text, stdout);
+        return 0;
+    }
+    std::string error;
+    auto opts = parse_options(args, error);
+    if (!opts) {
+        std::fprintf(stderr, "rfork-agent: %s\n\n%s", error.c_str(), usage_text);
+        return 2;
+    }
+    try {
+        return run_agent(*opts);
+    } catch (const std::exception& e) {
+        log("fatal: {}", e.what());
+        return 1;
+    }
+}

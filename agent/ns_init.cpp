@@ -1,0 +1,78 @@
+#include "ns_init.hpp"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+namespace rfork::agent {
+
+namespace {
+
+void report(int fd, const std::string& line) {
+    std::string text = line + "\n";
+    [[maybe_unused]] auto ignored = ::write(fd, text.data(), text.size());
+}
+
+}  // namespace
+
+int run_ns_init(int argc, char** argv) {
+    if (argc < 6 || std::strcmp(argv[4], "--") != 0 || getpid() != 1) {
+        std::fprintf(stderr, "rfork-agent ns-init is started by the agent only\n");
+        return 2;
+    }
+    int status_fd = std::atoi(argv[2]);
+    const char* pid_file = argv[3];
+    char** criu_argv = argv + 5;
+
+    ::setsid();  // out of the agent's session: its terminal's signals are not the child's
+    // A /proc of this pid namespace, which CRIU needs, in a mount namespace of our own.
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+        report(status_fd, std::string("failed mount /proc: ") + std::strerror(errno));
+        return 1;
+    }
+
+    pid_t criu = ::fork();
+    if (criu == 0) {
+        ::close(status_fd);
+        ::execv(criu_argv[0], criu_argv);
+        ::_exit(127);
+    }
+    int status = 0;
+    while (criu > 0 && ::waitpid(criu, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (criu < 0 || status != 0) {
+        report(status_fd, "failed " + std::to_string(status));
+        return 1;
+    }
+    long child = 0;
+    std::ifstream(pid_file) >> child;
+    if (child <= 1) {
+        report(status_fd, "failed no pid file");
+        return 1;
+    }
+    // The restored child holds its own copies of the inherited fds now.
+    ::close_range(3, static_cast<unsigned>(status_fd) - 1, 0);
+    ::close_range(static_cast<unsigned>(status_fd) + 1, ~0u, 0);
+    report(status_fd, "restored " + std::to_string(child));
+
+    int child_status = 0;
+    for (;;) {
+        int s = 0;
+        pid_t reaped = ::wait(&s);
+        if (reaped == child) child_status = s;
+        if (reaped < 0 && errno == ECHILD) break;
+    }
+    report(status_fd, "exited " + std::to_string(child_status));
+    return 0;
+}
+
+}  // namespace rfork::agent

@@ -1,0 +1,115 @@
+#include "process.hpp"
+
+#include <rfork/detail/frame_io.hpp>
+
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/this_coro.hpp>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+#include <system_error>
+
+namespace rfork::agent {
+
+void unique_fd::reset(int fd) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+}
+
+namespace {
+
+[[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
+
+// Only async-signal-safe calls between fork and exec.
+[[noreturn]] void exec_child(char* const* argv, const std::vector<fd_mapping>& fds, int devnull) {
+    // Move sources above every target first, so no dup2 clobbers a later source.
+    constexpr int high = 1000;
+    int moved[16];
+    std::size_t n = fds.size() < 16 ? fds.size() : 16;
+    for (std::size_t i = 0; i < n; ++i) moved[i] = ::fcntl(fds[i].source, F_DUPFD, high);
+    int null_high = ::fcntl(devnull, F_DUPFD, high);
+    for (int fd = 0; fd < 3; ++fd) ::dup2(null_high, fd);
+    for (std::size_t i = 0; i < n; ++i) ::dup2(moved[i], fds[i].target);  // dup2 clears FD_CLOEXEC
+    int keep = 3;
+    for (std::size_t i = 0; i < n; ++i) keep = fds[i].target >= keep ? fds[i].target + 1 : keep;
+    for (int fd = 3; fd < keep; ++fd) {
+        bool mapped = false;
+        for (std::size_t i = 0; i < n; ++i) mapped = mapped || fds[i].target == fd;
+        if (!mapped) ::close(fd);
+    }
+    ::close_range(static_cast<unsigned>(keep), ~0u, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::signal(SIGPIPE, SIG_DFL);
+    ::execv(argv[0], argv);
+    ::_exit(127);
+}
+
+struct exec_request {
+    char* const* argv;
+    const std::vector<fd_mapping>* fds;
+    int devnull;
+};
+
+int exec_from_clone(void* arg) {
+    auto* request = static_cast<exec_request*>(arg);
+    exec_child(request->argv, *request->fds, request->devnull);
+}
+
+}  // namespace
+
+child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_mapping>& fds, int namespaces) {
+    if (fds.size() > 16) throw std::invalid_argument("spawn: too many fds");
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    unique_fd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    if (!devnull) throw_errno("open /dev/null");
+
+    pid_t pid;
+    if (namespaces == 0) {
+        pid = ::fork();
+        if (pid == 0) exec_child(cargv.data(), fds, devnull.get());
+    } else {
+        // clone(2) without CLONE_VM copies the address space, stack included.
+        exec_request request{cargv.data(), &fds, devnull.get()};
+        std::vector<char> stack(64 * 1024);
+        pid = ::clone(exec_from_clone, stack.data() + stack.size(), namespaces | SIGCHLD, &request);
+    }
+    if (pid < 0) throw_errno("fork");
+
+    child_process child;
+    child.pid = pid;
+    child.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    if (!child.pidfd) throw_errno("pidfd_open");
+    return child;
+}
+
+asio::awaitable<int> wait_for_exit(child_process& child) {
+    // A pidfd becomes readable when its process ends.
+    auto ex = co_await asio::this_coro::executor;
+    asio::posix::stream_descriptor watch(ex, ::dup(child.pidfd.get()));
+    // Any error (the agent stopping) also ends the wait; waitpid then reaps.
+    co_await watch.async_wait(asio::posix::stream_descriptor::wait_read, detail::as_tuple_awaitable);
+    int status = 0;
+    while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    child.pidfd.reset();
+    co_return status;
+}
+
+std::string describe_wait_status(int status) {
+    if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status)) + " (" + ::strsignal(WTERMSIG(status)) + ")";
+    return "exit code " + std::to_string(WEXITSTATUS(status));
+}
+
+int shell_status(int status) { return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status); }
+
+}  // namespace rfork::agent

@@ -1,0 +1,74 @@
+// Big-endian field encoding for rfork's messages, with bounds-checked reading.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rfork::detail {
+
+using bytes = std::vector<unsigned char>;
+
+class wire_writer {
+public:
+    explicit wire_writer(bytes& out) : out_(out) {}
+
+    void u8(std::uint8_t v) { out_.push_back(v); }
+    void u16(std::uint16_t v) { put(v, 2); }
+    void u32(std::uint32_t v) { put(v, 4); }
+    void u64(std::uint64_t v) { put(v, 8); }
+    void raw(std::span<const unsigned char> data) { out_.insert(out_.end(), data.begin(), data.end()); }
+    // A string is its length (u32) and its bytes.
+    void str(std::string_view s) {
+        u32(static_cast<std::uint32_t>(s.size()));
+        out_.insert(out_.end(), s.begin(), s.end());
+    }
+
+private:
+    void put(std::uint64_t v, int width) {
+        for (int i = width - 1; i >= 0; --i) out_.push_back(static_cast<unsigned char>(v >> (8 * i)));
+    }
+    bytes& out_;
+};
+
+// Reads fields in order; any read past the end or any over-long string makes
+// the reader fail, and every later read returns zero values.
+class wire_reader {
+public:
+    explicit wire_reader(std::span<const unsigned char> in) : in_(in) {}
+
+    std::uint8_t u8() { return static_cast<std::uint8_t>(get(1)); }
+    std::uint16_t u16() { return static_cast<std::uint16_t>(get(2)); }
+    std::uint32_t u32() { return static_cast<std::uint32_t>(get(4)); }
+    std::uint64_t u64() { return get(8); }
+    std::string str(std::size_t max_length) {
+        std::uint32_t n = u32();
+        if (!ok_ || n > max_length || n > remaining()) return fail(), std::string{};
+        std::string s(reinterpret_cast<const char*>(in_.data() + pos_), n);
+        pos_ += n;
+        return s;
+    }
+
+    bool ok() const { return ok_; }
+    std::size_t remaining() const { return in_.size() - pos_; }
+    // True when every byte was consumed and nothing failed.
+    bool done() const { return ok_ && pos_ == in_.size(); }
+
+private:
+    void fail() { ok_ = false; }
+    std::uint64_t get(std::size_t width) {
+        if (!ok_ || remaining() < width) return fail(), 0;
+        std::uint64_t v = 0;
+        for (std::size_t i = 0; i < width; ++i) v = (v << 8) | in_[pos_ + i];
+        pos_ += width;
+        return v;
+    }
+    std::span<const unsigned char> in_;
+    std::size_t pos_ = 0;
+    bool ok_ = true;
+};
+
+}  // namespace rfork::detail

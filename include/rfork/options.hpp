@@ -1,0 +1,22 @@
+// Options of fork_remote.
+#pragma once
+
+#include <cstdlib>
+#include <string>
+
+namespace rfork {
+
+inline constexpr const char* default_agent_socket = "/run/rfork/agent.sock";
+
+// The local agent's socket: $RFORK_AGENT_SOCKET, or /run/rfork/agent.sock.
+inline std::string agent_socket_from_environment() {
+    const char* env = std::getenv("RFORK_AGENT_SOCKET");
+    return env && *env ? env : default_agent_socket;
+}
+
+struct fork_options {
+    // Where the local agent listens; empty means agent_socket_from_environment().
+    std::string agent_socket;
+};
+
+}  // namespace rfork

@@ -1,0 +1,364 @@
+// rfork's wire format, shared by the library and the agent.
+//
+// A connection starts with one handshake from each side that speaks (16 bytes):
+//
+//   offset 0  "RFRK"         magic
+//          4  u16 version    protocol_version
+//          6  u8  role       who is speaking, see `role`
+//          7  u8  flags      0
+//          8  u32 reserved   0
+//         12  u32 crc32c     of bytes 0..11
+//
+// and then carries frames, each a 12-byte header and a payload:
+//
+//   offset 0  u16 type       see `message_type`
+//          2  u16 flags      0
+//          4  u32 length     payload bytes that follow
+//          8  u32 crc32c     of header bytes 0..7, then of the payload
+//
+// All integers are big-endian. The frame layout does not depend on the version,
+// so a peer of another version can always read the error frame that refuses it.
+#pragma once
+
+#include <rfork/detail/crc32c.hpp>
+#include <rfork/detail/wire.hpp>
+#include <rfork/error.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace rfork::protocol {
+
+using detail::bytes;
+
+inline constexpr std::array<unsigned char, 4> magic = {'R', 'F', 'R', 'K'};
+inline constexpr std::uint16_t protocol_version = 1;
+inline constexpr std::size_t handshake_size = 16;
+inline constexpr std::size_t frame_header_size = 12;
+// No frame may be larger than this, whatever a receiver allows.
+inline constexpr std::uint32_t max_frame_payload = 16u << 20;
+inline constexpr std::size_t max_text = 4096;  // any string inside a message
+
+enum class role : std::uint8_t {
+    program = 1,  // a program asking its local agent to fork it
+    sender = 2,   // an agent sending a checkpoint image to restore
+    agent = 3,    // an agent answering either of them
+};
+
+enum class message_type : std::uint16_t {
+    error = 1,         // error_message: the request failed
+    fork_request = 2,  // program -> local agent
+    fork_reply = 3,    // agent -> program (parent) or -> restored child
+    image_begin = 16,  // sender -> receiver: what is coming
+    image_file = 17,   // sender -> receiver: one image file starts
+    image_data = 18,   // sender -> receiver: raw bytes of the current file
+    image_end = 19,    // sender -> receiver: all files sent, restore now
+    restored = 20,     // receiver -> sender: the child runs
+};
+
+inline bool is_known(message_type t) {
+    switch (t) {
+    case message_type::error:
+    case message_type::fork_request:
+    case message_type::fork_reply:
+    case message_type::image_begin:
+    case message_type::image_file:
+    case message_type::image_data:
+    case message_type::image_end:
+    case message_type::restored: return true;
+    }
+    return false;
+}
+
+// ---- handshake ------------------------------------------------------------
+
+struct handshake {
+    std::uint16_t version = protocol_version;
+    role who = role::program;
+};
+
+inline std::array<unsigned char, handshake_size> encode_handshake(role who,
+                                                                std::uint16_t version = protocol_version) {
+    bytes out;
+    detail::wire_writer w(out);
+    w.raw(magic);
+    w.u16(version);
+    w.u8(static_cast<std::uint8_t>(who));
+    w.u8(0);
+    w.u32(0);
+    w.u32(detail::crc32c(out));
+    std::array<unsigned char, handshake_size> result{};
+    std::copy(out.begin(), out.end(), result.begin());
+    return result;
+}
+
+inline std::error_code decode_handshake(std::span<const unsigned char> in, handshake& out) {
+    if (in.size() < handshake_size) return errc::truncated;
+    if (!std::equal(magic.begin(), magic.end(), in.begin())) return errc::bad_magic;
+    detail::wire_reader r(in.subspan(4, handshake_size - 4));
+    out.version = r.u16();
+    auto who = r.u8();
+    auto flags = r.u8();
+    auto reserved = r.u32();
+    auto crc = r.u32();
+    if (crc != detail::crc32c(in.first(12))) return errc::bad_checksum;
+    if (out.version != protocol_version) return errc::unsupported_version;
+    if (flags != 0 || reserved != 0) return errc::bad_header;
+    if (who < 1 || who > 3) return errc::unknown_role;
+    out.who = static_cast<role>(who);
+    return {};
+}
+
+// ---- frames ---------------------------------------------------------------
+
+struct frame_header {
+    message_type type{};
+    std::uint32_t length = 0;
+    std::uint32_t crc = 0;
+};
+
+inline std::uint32_t frame_crc(std::span<const unsigned char> header8, std::span<const unsigned char> payload) {
+    return detail::crc32c(payload, detail::crc32c(header8));
+}
+
+// The whole frame, header and payload, ready to write.
+inline bytes encode_frame(message_type type, std::span<const unsigned char> payload) {
+    bytes out;
+    out.reserve(frame_header_size + payload.size());
+    detail::wire_writer w(out);
+    w.u16(static_cast<std::uint16_t>(type));
+    w.u16(0);
+    w.u32(static_cast<std::uint32_t>(payload.size()));
+    w.u32(frame_crc(std::span(out).first(8), payload));
+    w.raw(payload);
+    return out;
+}
+
+// Checks what can be checked before the payload is read: the length against
+// `limit` (so a hostile length never makes us allocate) and reserved bits.
+// An unknown type is reported only after the checksum proves it was sent so.
+inline std::error_code decode_frame_header(std::span<const unsigned char> in, frame_header& out,
+                                           std::uint32_t limit = max_frame_payload) {
+    if (in.size() < frame_header_size) return errc::truncated;
+    detail::wire_reader r(in.first(frame_header_size));
+    out.type = static_cast<message_type>(r.u16());
+    auto flags = r.u16();
+    out.length = r.u32();
+    out.crc = r.u32();
+    if (out.length > limit || out.length > max_frame_payload) return errc::frame_too_large;
+    if (flags != 0) return errc::bad_header;
+    return {};
+}
+
+inline std::error_code check_frame(std::span<const unsigned char> header, const frame_header& h,
+                                   std::span<const unsigned char> payload) {
+    if (payload.size() != h.length) return errc::truncated;
+    if (frame_crc(header.first(8), payload) != h.crc) return errc::bad_checksum;
+    if (!is_known(h.type)) return errc::unexpected_message;
+    return {};
+}
+
+// ---- messages -------------------------------------------------------------
+// Each message is a struct with its `type`, an `encode` into a payload and a
+// `decode` from one that rejects anything but an exact, well-formed payload.
+
+struct error_message {
+    static constexpr message_type type = message_type::error;
+    std::error_code code;  // always in rfork's category on the wire
+    std::string text;      // what the user should read, e.g. CRIU's own line
+
+    void encode(detail::wire_writer& w) const {
+        w.u16(static_cast<std::uint16_t>(code.category() == category() ? code.value()
+                                                                        : int(errc::internal_error)));
+        w.str(text.substr(0, max_text));
+    }
+    bool decode(detail::wire_reader& r) {
+        auto value = r.u16();
+        code = errc(value);
+        text = r.str(max_text);
+        return value != 0;
+    }
+};
+
+struct fork_request {
+    static constexpr message_type type = message_type::fork_request;
+    std::string endpoint;            // "host:port" of the remote agent
+    std::uint64_t socket_inode = 0;  // inode of the program's end of this connection
+
+    void encode(detail::wire_writer& w) const { w.str(endpoint), w.u64(socket_inode); }
+    bool decode(detail::wire_reader& r) {
+        endpoint = r.str(max_text);
+        socket_inode = r.u64();
+        return !endpoint.empty() && socket_inode != 0;
+    }
+};
+
+enum class fork_side : std::uint8_t { parent = 1, child = 2 };
+
+struct fork_reply {
+    static constexpr message_type type = message_type::fork_reply;
+    fork_side side = fork_side::parent;
+    std::string child_id;  // the receiving agent's name for the child
+    std::string host;      // the receiving agent's host name
+    std::uint32_t pid = 0; // the child's pid, inside its own pid namespace
+
+    void encode(detail::wire_writer& w) const {
+        w.u8(static_cast<std::uint8_t>(side)), w.str(child_id), w.str(host), w.u32(pid);
+    }
+    bool decode(detail::wire_reader& r) {
+        auto s = r.u8();
+        side = static_cast<fork_side>(s);
+        child_id = r.str(max_text);
+        host = r.str(max_text);
+        pid = r.u32();
+        return (s == 1 || s == 2) && !child_id.empty() && pid != 0;
+    }
+};
+
+// The parent's stdin, stdout and stderr, named as CRIU names them for
+// --inherit-fd ("pipe:[123]", "tty[88:5]", "socket:[9]", "file[1b:2a3]"), so the
+// receiver can put its own pipes in their place. Empty: leave that fd alone.
+using stdio_keys = std::array<std::string, 3>;
+
+struct image_begin {
+    static constexpr message_type type = message_type::image_begin;
+    std::string origin_host;         // the sending agent's host name
+    std::uint32_t pid = 0;           // the checkpointed process
+    std::uint64_t socket_inode = 0;  // its end of the connection to its agent
+    stdio_keys stdio;
+
+    void encode(detail::wire_writer& w) const {
+        w.str(origin_host), w.u32(pid), w.u64(socket_inode);
+        for (auto& key : stdio) w.str(key);
+    }
+    bool decode(detail::wire_reader& r) {
+        origin_host = r.str(max_text);
+        pid = r.u32();
+        socket_inode = r.u64();
+        for (auto& key : stdio) key = r.str(max_text);
+        return pid != 0 && socket_inode != 0;
+    }
+};
+
+struct image_file {
+    static constexpr message_type type = message_type::image_file;
+    std::string name;  // a plain file name: no '/', not "." or ".."
+    std::uint64_t size = 0;
+
+    void encode(detail::wire_writer& w) const { w.str(name), w.u64(size); }
+    bool decode(detail::wire_reader& r) {
+        name = r.str(255);
+        size = r.u64();
+        return !name.empty() && name != "." && name != ".." &&
+               name.find_first_of(std::string_view("/\0", 2)) == std::string::npos;
+    }
+};
+
+struct image_end {
+    static constexpr message_type type = message_type::image_end;
+    void encode(detail::wire_writer&) const {}
+    bool decode(detail::wire_reader&) { return true; }
+};
+
+struct restored {
+    static constexpr message_type type = message_type::restored;
+    std::string child_id;
+    std::string host;
+    std::uint32_t pid = 0;
+
+    void encode(detail::wire_writer& w) const { w.str(child_id), w.str(host), w.u32(pid); }
+    bool decode(detail::wire_reader& r) {
+        child_id = r.str(max_text);
+        host = r.str(max_text);
+        pid = r.u32();
+        return !child_id.empty() && pid != 0;
+    }
+};
+
+template <typename Message>
+bytes encode(const Message& m) {
+    bytes payload;
+    detail::wire_writer w(payload);
+    m.encode(w);
+    return encode_frame(Message::type, payload);
+}
+
+template <typename Message>
+std::error_code decode(std::span<const unsigned char> payload, Message& out) {
+    detail::wire_reader r(payload);
+    if (!out.decode(r) || !r.done()) return errc::malformed_message;
+    return {};
+}
+
+// ---- incremental decoding -------------------------------------------------
+
+// Splits a byte stream into a handshake (if expected) and frames, checking
+// everything above. For tests and fuzzing; the agents read with asio directly
+// through the same functions.
+class stream_decoder {
+public:
+    struct frame {
+        message_type type{};
+        bytes payload;
+    };
+    enum class result { need_more, handshake, frame, error };
+
+    explicit stream_decoder(bool expect_handshake, std::uint32_t limit = max_frame_payload)
+        : want_handshake_(expect_handshake), limit_(limit) {}
+
+    void feed(std::span<const unsigned char> data) { buffer_.insert(buffer_.end(), data.begin(), data.end()); }
+
+    // Decodes the next item. After an error the stream is dead: error() stays set.
+    result next() {
+        if (error_) return result::error;
+        std::span<const unsigned char> in(buffer_.data() + pos_, buffer_.size() - pos_);
+        if (want_handshake_) {
+            if (in.size() < handshake_size) return result::need_more;
+            if ((error_ = decode_handshake(in, handshake_))) return result::error;
+            want_handshake_ = false;
+            consume(handshake_size);
+            return result::handshake;
+        }
+        if (in.size() < frame_header_size) return result::need_more;
+        frame_header h;
+        if ((error_ = decode_frame_header(in, h, limit_))) return result::error;
+        if (in.size() < frame_header_size + h.length) return result::need_more;
+        auto payload = in.subspan(frame_header_size, h.length);
+        if ((error_ = check_frame(in, h, payload))) return result::error;
+        frame_.type = h.type;
+        frame_.payload.assign(payload.begin(), payload.end());
+        consume(frame_header_size + h.length);
+        return result::frame;
+    }
+
+    // At end of stream: anything left over is a truncated message.
+    std::error_code finish() {
+        if (!error_ && pos_ != buffer_.size()) error_ = errc::truncated;
+        return error_;
+    }
+
+    const handshake& peer() const { return handshake_; }
+    const frame& last_frame() const { return frame_; }
+    std::error_code error() const { return error_; }
+
+private:
+    void consume(std::size_t n) {
+        pos_ += n;
+        if (pos_ == buffer_.size()) buffer_.clear(), pos_ = 0;
+    }
+    bool want_handshake_;
+    std::uint32_t limit_;
+    bytes buffer_;
+    std::size_t pos_ = 0;
+    handshake handshake_;
+    frame frame_;
+    std::error_code error_;
+};
+
+}  // namespace rfork::protocol
