@@ -13,6 +13,7 @@
 #include <asio/streambuf.hpp>
 
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -38,8 +39,22 @@ pipe_pair make_pipe() {
     return {unique_fd(fds[0]), unique_fd(fds[1])};
 }
 
+// A new pseudo-terminal: `write` is the child's end (the slave), `read` ours (the master).
+pipe_pair make_terminal() {
+    unique_fd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!master || ::grantpt(master.get()) != 0 || ::unlockpt(master.get()) != 0)
+        throw std::system_error(errno, std::generic_category(), "posix_openpt");
+    char name[64];
+    if (::ptsname_r(master.get(), name, sizeof name) != 0)
+        throw std::system_error(errno, std::generic_category(), "ptsname_r");
+    unique_fd slave(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!slave) throw std::system_error(errno, std::generic_category(), "open pty slave");
+    return {std::move(master), std::move(slave)};
+}
+
 // Forwards a stream of the child to the agent's stdout, each line marked.
-asio::awaitable<void> forward_lines(asio::posix::stream_descriptor stream, std::string label) {
+// A terminal turns "\n" into "\r\n" (ONLCR, restored from the parent's settings): `terminal` drops the "\r".
+asio::awaitable<void> forward_lines(asio::posix::stream_descriptor stream, std::string label, bool terminal) {
     std::string pending;
     char buffer[16384];
     for (;;) {
@@ -47,8 +62,11 @@ asio::awaitable<void> forward_lines(asio::posix::stream_descriptor stream, std::
         pending.append(buffer, n);
         std::string out;
         std::size_t start = 0;
-        for (std::size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1)
-            out += fmt::format("[{}] {}\n", label, std::string_view(pending).substr(start, nl - start));
+        for (std::size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
+            auto line = std::string_view(pending).substr(start, nl - start);
+            if (terminal && line.ends_with('\r')) line.remove_suffix(1);
+            out += fmt::format("[{}] {}\n", label, line);
+        }
         pending.erase(0, start);
         if (ec && !pending.empty()) out += fmt::format("[{}] {}\n", label, pending);
         if (!out.empty()) {
@@ -117,7 +135,12 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     std::vector<fd_mapping> fds;
     std::vector<std::pair<int, std::string>> inherit;
     std::vector<unique_fd> keep_open;  // ends given to the init, closed here after the spawn
-    std::vector<std::pair<unique_fd, std::string>> outputs;
+    struct output {
+        unique_fd fd;
+        std::string label;
+        bool terminal;
+    };
+    std::vector<output> outputs;
     int next_fd = status_fd_in_init + 1;
     auto give = [&](unique_fd fd, const std::string& key) {
         fds.push_back({fd.get(), next_fd});
@@ -126,18 +149,20 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     };
     give(std::move(childs), fmt::format("socket:[{}]", image.socket_inode));
     std::map<std::string, int> seen;
-    const char* names[] = {"stdin", "stdout", "stderr"};
     for (int fd = 2; fd >= 0; --fd) {  // outputs first, so a tty shared with stdin becomes an output
         const auto& key = image.stdio[static_cast<std::size_t>(fd)];
         if (key.empty() || seen.count(key)) continue;
         seen[key] = fd;
-        auto p = make_pipe();
+        // A terminal is replaced by a terminal (CRIU restores its settings), anything else by a pipe.
+        bool terminal = key.starts_with("tty[");
+        auto p = terminal ? make_terminal() : make_pipe();
         if (fd == 0) {
             give(std::move(p.read), key);  // stdin reads end of file
         } else {
-            bool both = image.stdio[1] == image.stdio[2];
+            // "[ID] line" for stdout (or both, when they share a file), "[ID stderr] line" for stderr alone.
+            bool shared = image.stdio[1] == image.stdio[2];
             give(std::move(p.write), key);
-            outputs.emplace_back(std::move(p.read), both ? id : fmt::format("{} {}", id, names[fd]));
+            outputs.push_back({std::move(p.read), fd == 2 && !shared ? id + " stderr" : id, terminal});
         }
     }
 
@@ -158,6 +183,8 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     std::string line = co_await read_status_line(child->status, child->buffer);
     if (!line.starts_with("restored ")) {
         co_await wait_for_exit(child->init);
+        log("restore of child {} failed; CRIU said:", id);
+        log_criu_failure(log_file);
         std::string why = line.empty() ? "the namespace init ended without a word"
                           : line.starts_with("failed ") && line != "failed no pid file" &&
                                   line.find("mount") == std::string::npos
@@ -168,8 +195,9 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     }
     job.remove();  // the images are in the child's memory now
 
-    for (auto& [fd, label] : outputs)
-        asio::co_spawn(ex, forward_lines(asio::posix::stream_descriptor(ex, fd.release()), label), asio::detached);
+    for (auto& o : outputs)
+        asio::co_spawn(ex, forward_lines(asio::posix::stream_descriptor(ex, o.fd.release()), o.label, o.terminal),
+                       asio::detached);
     asio::co_spawn(ex, supervise(child), asio::detached);
     co_return restore_outcome{{}, {}, static_cast<std::uint32_t>(std::atoi(line.c_str() + 9))};
 }

@@ -1,5 +1,7 @@
 #include "criu.hpp"
 
+#include "log.hpp"
+
 #include <fmt/core.h>
 
 #include <sys/stat.h>
@@ -140,11 +142,28 @@ std::string criu_error_line(const std::string& log_file) {
     }
     // The first error is the cause; later ones are consequences.
     std::string chosen = error.empty() ? last : error;
-    if (chosen.starts_with('(')) {
+    // Drop the timestamp and pid prefixes: "(00.012345)   6294: Error (...)".
+    if (auto at = chosen.find("Error ("); at != std::string::npos) {
+        chosen.erase(0, at);
+    } else if (chosen.starts_with('(')) {
         if (auto close = chosen.find(") "); close != std::string::npos) chosen.erase(0, close + 2);
     }
     if (chosen.empty()) return "CRIU left no log at " + log_file;
     return chosen;
+}
+
+}  // namespace rfork::agent
+
+namespace rfork::agent {
+
+void log_criu_failure(const std::string& log_file) {
+    std::ifstream in(log_file);
+    int shown = 0;
+    for (std::string line; std::getline(in, line) && shown < 20;) {
+        if (line.find("Error (") == std::string::npos && line.find("Warn ") == std::string::npos) continue;
+        log("  criu: {}", line);
+        ++shown;
+    }
 }
 
 }  // namespace rfork::agent

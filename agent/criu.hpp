@@ -36,4 +36,8 @@ std::vector<std::string> restore_command(const std::string& criu, const std::str
 // The line of CRIU's log that says why it failed, without its timestamp.
 std::string criu_error_line(const std::string& log_file);
 
+// Copies CRIU's error and warning lines into the agent's log, for operators:
+// the log file itself goes away with its job.
+void log_criu_failure(const std::string& log_file);
+
 }  // namespace rfork::agent

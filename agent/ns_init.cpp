@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -46,6 +47,8 @@ int run_ns_init(int argc, char** argv) {
         ::execv(criu_argv[0], criu_argv);
         ::_exit(127);
     }
+    // The agent may go away; a report then must not kill the namespace.
+    ::signal(SIGPIPE, SIG_IGN);
     int status = 0;
     while (criu > 0 && ::waitpid(criu, &status, 0) < 0 && errno == EINTR) {
     }

@@ -1,6 +1,7 @@
 #include "sender.hpp"
 
 #include "criu.hpp"
+#include "criu_image.hpp"
 #include "log.hpp"
 #include "process.hpp"
 
@@ -122,9 +123,14 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     auto log_file = job / "dump.log";
     auto dump = spawn(dump_command(agent.criu, pid, images.string(), log_file, request.socket_inode, stdio.externals), {});
     int status = co_await wait_for_exit(dump);
-    if (status != 0)
+    if (status != 0) {
+        log("checkpoint of pid {} failed; CRIU said:", pid);
+        log_criu_failure(log_file);
         co_return failure{errc::dump_failed, fmt::format("CRIU could not checkpoint pid {} ({}): {}", pid,
                                                          describe_wait_status(status), criu_error_line(log_file))};
+    }
+    if (!clear_external_terminal_sessions_in(images.string()))
+        co_return failure{errc::dump_failed, "CRIU wrote a tty-info image rfork cannot read"};
 
     protocol::image_begin begin{agent.host, static_cast<std::uint32_t>(pid), request.socket_inode, stdio.keys};
     std::error_code ec = co_await detail::write_message(peer, begin);

@@ -29,7 +29,9 @@ struct endpoint {
             if (host.find(':') != std::string_view::npos) return std::nullopt;  // v6 needs brackets
         }
         auto number = parse_port(port);
-        if (host.empty() || !number || host.find_first_of(" /\t\r\n") != std::string_view::npos)
+        // 253: the longest DNS name; it also keeps every endpoint within a message's string limit.
+        if (host.empty() || host.size() > 253 || !number ||
+            host.find_first_of(" /\t\r\n") != std::string_view::npos)
             return std::nullopt;
         return endpoint{std::string(host), *number};
     }

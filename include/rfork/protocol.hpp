@@ -24,6 +24,7 @@
 #include <rfork/detail/wire.hpp>
 #include <rfork/error.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -350,7 +351,14 @@ public:
 private:
     void consume(std::size_t n) {
         pos_ += n;
-        if (pos_ == buffer_.size()) buffer_.clear(), pos_ = 0;
+        if (pos_ == buffer_.size()) {
+            buffer_.clear();
+            pos_ = 0;
+        } else if (pos_ > (1u << 20) && pos_ > buffer_.size() / 2) {
+            // Drop what was decoded, so a stream fed in odd chunks cannot grow the buffer without end.
+            buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(pos_));
+            pos_ = 0;
+        }
     }
     bool want_handshake_;
     std::uint32_t limit_;

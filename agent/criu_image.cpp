@@ -1,0 +1,128 @@
+#include "criu_image.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+namespace rfork::agent {
+
+namespace {
+
+// images/magic.h and images/tty.proto of CRIU.
+constexpr std::uint32_t img_common_magic = 0x54564319;
+constexpr std::uint32_t tty_info_magic = 0x59453036;
+constexpr std::uint64_t tty_type_ext_tty = 5;
+constexpr std::uint64_t field_type = 2, field_sid = 6, field_pgrp = 7;
+
+using bytes = std::vector<unsigned char>;
+
+std::uint32_t get_u32le(const bytes& b, std::size_t at) {
+    return std::uint32_t(b[at]) | std::uint32_t(b[at + 1]) << 8 | std::uint32_t(b[at + 2]) << 16 |
+           std::uint32_t(b[at + 3]) << 24;
+}
+
+void put_u32le(bytes& out, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<unsigned char>(v >> (8 * i)));
+}
+
+bool read_varint(const bytes& b, std::size_t& at, std::size_t end, std::uint64_t& v) {
+    v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (at >= end) return false;
+        unsigned char c = b[at++];
+        v |= std::uint64_t(c & 0x7f) << shift;
+        if (!(c & 0x80)) return true;
+    }
+    return false;
+}
+
+void write_varint(bytes& out, std::uint64_t v) {
+    do {
+        unsigned char c = v & 0x7f;
+        v >>= 7;
+        out.push_back(static_cast<unsigned char>(c | (v ? 0x80 : 0)));
+    } while (v);
+}
+
+struct field {
+    std::uint64_t number, wire_type, value;  // value: varints only
+    std::size_t begin, end;                  // the raw bytes of the whole field
+};
+
+// Splits one protobuf message into its top-level fields.
+bool split_fields(const bytes& b, std::size_t begin, std::size_t end, std::vector<field>& out) {
+    for (std::size_t at = begin; at < end;) {
+        field f{};
+        f.begin = at;
+        std::uint64_t key;
+        if (!read_varint(b, at, end, key)) return false;
+        f.number = key >> 3;
+        f.wire_type = key & 7;
+        std::uint64_t length = 0;
+        switch (f.wire_type) {
+        case 0:
+            if (!read_varint(b, at, end, f.value)) return false;
+            break;
+        case 1: length = 8; break;
+        case 2:
+            if (!read_varint(b, at, end, length)) return false;
+            break;
+        case 5: length = 4; break;
+        default: return false;
+        }
+        if (length > end - at) return false;
+        at += length;
+        f.end = at;
+        out.push_back(f);
+    }
+    return true;
+}
+
+}  // namespace
+
+std::optional<bytes> clear_external_terminal_sessions(const bytes& image) {
+    if (image.size() < 8 || get_u32le(image, 0) != img_common_magic || get_u32le(image, 4) != tty_info_magic)
+        return std::nullopt;
+    bytes out(image.begin(), image.begin() + 8);
+    for (std::size_t at = 8; at < image.size();) {
+        if (image.size() - at < 4) return std::nullopt;
+        std::size_t size = get_u32le(image, at);
+        at += 4;
+        if (size > image.size() - at) return std::nullopt;
+        std::vector<field> fields;
+        if (!split_fields(image, at, at + size, fields)) return std::nullopt;
+        bool external = false;
+        for (auto& f : fields) external |= f.number == field_type && f.wire_type == 0 && f.value == tty_type_ext_tty;
+        bytes entry;
+        for (auto& f : fields) {
+            if (external && f.wire_type == 0 && (f.number == field_sid || f.number == field_pgrp)) {
+                write_varint(entry, f.number << 3);
+                write_varint(entry, 0);
+            } else {
+                entry.insert(entry.end(), image.begin() + static_cast<long>(f.begin), image.begin() + static_cast<long>(f.end));
+            }
+        }
+        put_u32le(out, static_cast<std::uint32_t>(entry.size()));
+        out.insert(out.end(), entry.begin(), entry.end());
+        at += size;
+    }
+    return out;
+}
+
+bool clear_external_terminal_sessions_in(const std::string& images_dir) {
+    auto path = std::filesystem::path(images_dir) / "tty-info.img";
+    if (!std::filesystem::exists(path)) return true;
+    bytes image;
+    {
+        std::ifstream in(path, std::ios::binary);
+        image.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    auto edited = clear_external_terminal_sessions(image);
+    if (!edited) return false;
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(edited->data()), static_cast<std::streamsize>(edited->size()));
+    return static_cast<bool>(out);
+}
+
+}  // namespace rfork::agent

@@ -1,0 +1,120 @@
+// Forks that cannot happen fail clearly, the parent goes on, and the agents
+// keep nothing and keep serving.
+#include "harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <rfork/error.hpp>
+
+using namespace rfork::test;
+
+namespace {
+
+std::string error_value(rfork::errc e) { return std::to_string(static_cast<int>(e)); }
+
+// fork_or_report's output after a failed fork: exactly one error line, in
+// rfork's category with the expected code, and then the parent went on.
+// Returns that line, for checks of its message.
+std::string expect_failed_fork(const run_result& r, rfork::errc expected) {
+    INFO("stdout: " << r.out << "\nstderr: " << r.err);
+    CHECK(r.status == 0);
+    auto errors = lines_with(r.out, "error ");
+    REQUIRE(errors.size() == 1);
+    CHECK(field(errors[0], "category") == "rfork");
+    CHECK(field(errors[0], "value") == error_value(expected));
+    CHECK(lines_with(r.out, "parent goes on").size() == 1);
+    return errors[0];
+}
+
+void expect_nothing_left(const test_hosts& hosts) {
+    CHECK(hosts.work_dir_entries("a").empty());
+    CHECK(hosts.work_dir_entries("b").empty());
+    CHECK(hosts.processes_besides_agent("b").empty());
+}
+
+}  // namespace
+
+TEST_SUITE("failure") {
+    TEST_CASE("a fork to a port where no agent listens fails clearly and the parent goes on") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7999"});
+        auto error = expect_failed_fork(r, rfork::errc::agent_unreachable);
+        CHECK(error.find("b:7999") != std::string::npos);
+        CHECK(error.find("Connection refused") != std::string::npos);
+        expect_nothing_left(hosts);
+    }
+
+    TEST_CASE("without a local agent the error names the socket path") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"},
+                           {{"RFORK_AGENT_SOCKET", "/run/rfork/no-agent-here.sock"}});
+        auto error = expect_failed_fork(r, rfork::errc::agent_not_found);
+        CHECK(error.find("/run/rfork/no-agent-here.sock") != std::string::npos);
+        CHECK(hosts.agent_log("a").find("fork request") == std::string::npos);
+    }
+
+    TEST_CASE("a bad endpoint is refused before anything happens") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto r = hosts.run("a", {program_path("fork_or_report"), "no-port-here"});
+        auto error = expect_failed_fork(r, rfork::errc::bad_endpoint);
+        CHECK(error.find("no-port-here") != std::string::npos);
+        CHECK(hosts.agent_log("a").find("fork request") == std::string::npos);
+    }
+
+    TEST_CASE("a process CRIU cannot checkpoint gets CRIU's own reason and goes on") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000", "--hold-io-uring"});
+        auto error = expect_failed_fork(r, rfork::errc::dump_failed);
+        CHECK(error.find("Error (criu/") != std::string::npos);  // CRIU's own line
+        expect_nothing_left(hosts);
+    }
+
+    TEST_CASE("a restore that fails on the other host reports CRIU's reason there and leaves nothing") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        // A file only host a has: its /run/rfork is its own tmpfs.
+        REQUIRE(hosts.run("a", {"/usr/bin/touch", "/run/rfork/only-on-a"}).status == 0);
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000", "--hold-file", "/run/rfork/only-on-a"});
+        INFO("b's log: " << hosts.agent_log("b"));
+        auto error = expect_failed_fork(r, rfork::errc::restore_failed);
+        CHECK(error.find("only-on-a") != std::string::npos);  // CRIU names the missing file
+        CHECK(error.find("b:7000") != std::string::npos);
+        expect_nothing_left(hosts);
+    }
+
+    TEST_CASE("peers speaking garbage, another version or the wrong role are refused and the agent keeps serving") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        struct expectation {
+            const char* mode;
+            rfork::errc code;
+        };
+        for (auto [mode, code] : {expectation{"garbage", rfork::errc::bad_magic},
+                                  expectation{"version", rfork::errc::unsupported_version},
+                                  expectation{"role", rfork::errc::unexpected_role},
+                                  expectation{"truncated", rfork::errc::truncated}}) {
+            CAPTURE(mode);
+            auto r = hosts.run("a", {program_path("raw_peer"), hosts.address("b"), "7000", mode});
+            INFO("stdout: " << r.out << "\nstderr: " << r.err);
+            CHECK(r.status == 0);
+            auto errors = lines_with(r.out, "error code=");
+            REQUIRE(errors.size() == 1);
+            CHECK(field(errors[0], "code") == error_value(code));
+            CHECK(lines_with(r.out, "handshake version=1 role=3").size() == 1);
+            CHECK(lines_with(r.out, "answer undecodable").empty());
+        }
+        expect_nothing_left(hosts);
+
+        // And a real fork still works afterwards.
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err);
+        auto parents = lines_with(r.out, "parent id=");
+        REQUIRE(parents.size() == 1);
+        std::string marker = "[" + field(parents[0], "id") + "] child goes on";
+        CHECK(hosts.wait_for_stdout("b", [&](const std::string& out) { return out.find(marker) != std::string::npos; }));
+    }
+}

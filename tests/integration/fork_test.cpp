@@ -1,0 +1,111 @@
+// Real forks between two test hosts, on real CRIU: the child continues where
+// the parent was, on the other host, in its own pid namespace.
+#include "harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+using namespace rfork::test;
+
+namespace {
+
+struct probe_report {
+    std::string parent_line, child_line;
+};
+
+// Runs memory_probe on a, forking to b, and collects both sides' reports.
+probe_report run_probe(const test_hosts& hosts, running_program program) {
+    auto parent = program.finish(60s);
+    INFO("parent stdout: " << parent.out << "\nparent stderr: " << parent.err);
+    REQUIRE(parent.status == 0);
+    auto parent_lines = lines_with(parent.out, "parent ");
+    REQUIRE(parent_lines.size() == 1);
+    std::string id = field(parent_lines[0], "id");
+    REQUIRE(!id.empty());
+    std::string marker = "[" + id + "] child ";
+    bool arrived = hosts.wait_for_stdout("b", [&](const std::string& out) { return out.find(marker) != std::string::npos; });
+    INFO("b's agent stdout: " << hosts.agent_stdout("b") << "\nb's agent log: " << hosts.agent_log("b"));
+    REQUIRE(arrived);
+    auto child_lines = lines_with(hosts.agent_stdout("b"), marker);
+    REQUIRE(child_lines.size() == 1);
+    return {parent_lines[0], child_lines[0]};
+}
+
+// Once every child has ended, a host keeps nothing for it.
+void check_nothing_left(const test_hosts& hosts, std::size_t children_ended) {
+    bool ended = hosts.wait_for_log("b", [&](const std::string& log) {
+        return lines_with(log, " ended after ").size() >= children_ended;
+    });
+    INFO("b's agent log: " << hosts.agent_log("b"));
+    CHECK(ended);
+    CHECK(hosts.work_dir_entries("a").empty());
+    CHECK(hosts.work_dir_entries("b").empty());
+    CHECK(hosts.processes_besides_agent("b").empty());
+}
+
+}  // namespace
+
+TEST_SUITE("fork") {
+    TEST_CASE("the child's memory is the parent's, and it runs on the other host in its own pid namespace") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto report = run_probe(hosts, hosts.start("a", {program_path("memory_probe"), "b:7000", "64"}));
+        INFO("parent: " << report.parent_line << "\nchild: " << report.child_line);
+
+        // The buffer was filled from a seed that never left the parent.
+        CHECK(field(report.child_line, "sum") == field(report.parent_line, "sum"));
+        CHECK(field(report.child_line, "sum").size() == 16);
+        // Same pid, but in another pid namespace: the pid could not clash.
+        CHECK(field(report.child_line, "pid") == field(report.parent_line, "pid"));
+        CHECK(field(report.child_line, "pidns") != field(report.parent_line, "pidns"));
+        // Each side sees its own host's network.
+        CHECK(field(report.parent_line, "addrs") == hosts.address("a"));
+        CHECK(field(report.child_line, "addrs") == hosts.address("b"));
+        // Both sides agree on which child this is, and where it runs.
+        CHECK(field(report.child_line, "id") == field(report.parent_line, "id"));
+        CHECK(field(report.parent_line, "host") == "b");
+        CHECK(field(report.child_line, "host") == "b");
+
+        check_nothing_left(hosts, 1);
+    }
+
+    TEST_CASE("the silly example: parent and child each count to ten") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto parent = hosts.run("a", {program_path("silly"), "b:7000"});
+        INFO("parent stdout: " << parent.out << "\nparent stderr: " << parent.err);
+        REQUIRE(parent.status == 0);
+        auto forked = lines_with(parent.out, "parent: forked child ");
+        REQUIRE(forked.size() == 1);
+        std::string id = forked[0].substr(std::string("parent: forked child ").size(), 8);
+
+        std::string expected_parent, expected_child;
+        for (int i = 0; i < 10; ++i) {
+            expected_parent += "parent " + std::to_string(i) + "\n";
+            expected_child += "[" + id + "] child " + std::to_string(i) + "\n";
+        }
+        CHECK(parent.out == forked[0] + "\n" + expected_parent);
+        bool counted = hosts.wait_for_stdout("b", [&](const std::string& out) {
+            return out.find(expected_child) != std::string::npos;
+        });
+        INFO("b's agent stdout: " << hosts.agent_stdout("b"));
+        CHECK(counted);
+        check_nothing_left(hosts, 1);
+    }
+
+    TEST_CASE("two programs forking at the same time both get their own child") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto first = hosts.start("a", {program_path("memory_probe"), "b:7000", "16"});
+        auto second = hosts.start("a", {program_path("memory_probe"), "b:7000", "16"});
+        auto one = run_probe(hosts, std::move(first));
+        auto two = run_probe(hosts, std::move(second));
+        CHECK(field(one.parent_line, "id") != field(two.parent_line, "id"));
+        CHECK(field(one.parent_line, "pid") != field(two.parent_line, "pid"));
+        CHECK(field(one.child_line, "sum") == field(one.parent_line, "sum"));
+        CHECK(field(two.child_line, "sum") == field(two.parent_line, "sum"));
+        CHECK(field(one.child_line, "sum") != field(two.child_line, "sum"));
+        check_nothing_left(hosts, 2);
+    }
+}

@@ -1,0 +1,258 @@
+#include "harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <utility>
+
+namespace fs = std::filesystem;
+
+namespace rfork::test {
+
+namespace {
+
+const std::string source_dir = RFORK_SOURCE_DIR;
+const std::string hosts_script = source_dir + "/scripts/hosts";
+
+[[noreturn]] void fail_setup(const std::string& what) { throw std::runtime_error(what); }
+
+bool executable(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
+
+}  // namespace
+
+void require_fork_environment() {
+    std::string missing;
+    if (::geteuid() != 0) missing = "not root (CRIU and network namespaces need root)";
+    else if (!executable("/usr/sbin/ip") && !executable("/sbin/ip") && !executable("/usr/bin/ip"))
+        missing = "no ip(8) (install iproute2, or run scripts/setup)";
+    else if (!executable(RFORK_BUILT_CRIU) && std::system("command -v criu >/dev/null 2>&1") != 0)
+        missing = "no CRIU (run scripts/setup)";
+    if (missing.empty()) return;
+    const char* ci = std::getenv("CI");
+    if (ci && std::string(ci) == "true") FAIL("cannot run the integration tests under CI: " << missing);
+    std::printf("SKIPPED: %s\n", missing.c_str());
+    std::fflush(stdout);
+    std::_Exit(77);
+}
+
+// ---- running_program -------------------------------------------------------
+
+running_program::running_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env) {
+    int out[2], err[2];
+    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) fail_setup("pipe2 failed");
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+        ::dup2(out[1], 1);
+        ::dup2(err[1], 2);
+        int null = ::open("/dev/null", O_RDONLY);
+        ::dup2(null, 0);
+        // Nothing else of ours (CTest leaks its log to tests) may reach a program CRIU dumps.
+        ::close_range(3, ~0u, 0);
+        for (auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    ::close(out[1]);
+    ::close(err[1]);
+    out_ = out[0];
+    err_ = err[0];
+    pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+}
+
+running_program::running_program(running_program&& o) noexcept
+    : pid_(std::exchange(o.pid_, -1)), pidfd_(std::exchange(o.pidfd_, -1)), out_(std::exchange(o.out_, -1)),
+      err_(std::exchange(o.err_, -1)) {}
+
+running_program::~running_program() {
+    if (pid_ > 0) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+    }
+    for (int fd : {pidfd_, out_, err_})
+        if (fd >= 0) ::close(fd);
+}
+
+run_result running_program::finish(std::chrono::milliseconds bound) {
+    run_result result;
+    auto deadline = std::chrono::steady_clock::now() + bound;
+    bool exited = false;
+    // Read both pipes to their end and wait for the exit, all bounded by one deadline.
+    while (out_ >= 0 || err_ >= 0 || !exited) {
+        pollfd fds[3] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}, {exited ? -1 : pidfd_, POLLIN, 0}};
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0 || ::poll(fds, 3, static_cast<int>(left.count())) == 0) break;
+        for (int i = 0; i < 2; ++i) {
+            int& fd = i == 0 ? out_ : err_;
+            if (fd < 0 || !fds[i].revents) continue;
+            char buffer[65536];
+            auto n = ::read(fd, buffer, sizeof buffer);
+            if (n <= 0) {
+                ::close(fd);
+                fd = -1;
+            } else {
+                (i == 0 ? result.out : result.err).append(buffer, static_cast<std::size_t>(n));
+            }
+        }
+        if (fds[2].revents) exited = true;
+    }
+    int status = 0;
+    if (!exited) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        result.status = -1;
+    } else {
+        ::waitpid(pid_, &status, 0);
+        result.status = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+    }
+    pid_ = -1;
+    return result;
+}
+
+// ---- test_hosts ------------------------------------------------------------
+
+test_hosts::test_hosts(std::vector<std::string> names) : names_(std::move(names)) {
+    char templ[] = "/tmp/rfork-test-XXXXXX";
+    if (!::mkdtemp(templ)) fail_setup("mkdtemp failed");
+    state_ = templ;
+    std::vector<std::string> argv{hosts_script, "up", state_, RFORK_AGENT_BINARY};
+    argv.insert(argv.end(), names_.begin(), names_.end());
+    auto up = running_program(argv).finish(60s);
+    if (up.status != 0) {
+        running_program({hosts_script, "down", state_}).finish(60s);
+        fail_setup("scripts/hosts up failed (" + std::to_string(up.status) + "): " + up.err);
+    }
+}
+
+test_hosts::~test_hosts() {
+    auto down = running_program({hosts_script, "down", state_}).finish(60s);
+    if (down.status != 0) std::fprintf(stderr, "scripts/hosts down failed: %s\n", down.err.c_str());
+}
+
+running_program test_hosts::start(const std::string& host, const std::vector<std::string>& argv,
+                                  const std::map<std::string, std::string>& env) const {
+    std::vector<std::string> full{hosts_script, "exec", state_, host, "--"};
+    full.insert(full.end(), argv.begin(), argv.end());
+    return running_program(full, env);
+}
+
+run_result test_hosts::run(const std::string& host, const std::vector<std::string>& argv,
+                           const std::map<std::string, std::string>& env, std::chrono::milliseconds bound) const {
+    return start(host, argv, env).finish(bound);
+}
+
+std::string test_hosts::address(const std::string& host) const {
+    auto text = read_file(state_ + "/" + host + ".addr");
+    return text.substr(0, text.find_first_of("\n/"));
+}
+
+int test_hosts::agent_pid(const std::string& host) const { return std::stoi(read_file(state_ + "/" + host + ".pid")); }
+
+std::string test_hosts::agent_stdout(const std::string& host) const { return read_file(state_ + "/" + host + ".out"); }
+std::string test_hosts::agent_log(const std::string& host) const { return read_file(state_ + "/" + host + ".err"); }
+
+bool test_hosts::wait_for_stdout(const std::string& host, const std::function<bool(const std::string&)>& done,
+                                 std::chrono::milliseconds bound) const {
+    return wait_for_file(state_ + "/" + host + ".out", done, bound);
+}
+
+bool test_hosts::wait_for_log(const std::string& host, const std::function<bool(const std::string&)>& done,
+                              std::chrono::milliseconds bound) const {
+    return wait_for_file(state_ + "/" + host + ".err", done, bound);
+}
+
+std::vector<std::string> test_hosts::work_dir_entries(const std::string& host) const {
+    std::vector<std::string> entries;
+    // /proc/PID/root sees the host's own mount namespace, where /run/rfork is its tmpfs.
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator("/proc/" + std::to_string(agent_pid(host)) + "/root/run/rfork/work", ec))
+        entries.push_back(e.path().filename().string());
+    if (ec) entries.push_back("<cannot list the work dir: " + ec.message() + ">");
+    return entries;
+}
+
+std::vector<int> test_hosts::processes_besides_agent(const std::string& host) const {
+    auto ns = read_file(state_ + "/" + host + ".ns");
+    ns = ns.substr(0, ns.find('\n'));
+    auto pids = running_program({"/usr/sbin/ip", "netns", "pids", ns}).finish(10s);
+    std::vector<int> result;
+    std::istringstream in(pids.out);
+    for (int pid; in >> pid;)
+        if (pid != agent_pid(host)) result.push_back(pid);
+    return result;
+}
+
+// ---- helpers ---------------------------------------------------------------
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+bool wait_for_file(const std::string& path, const std::function<bool(const std::string&)>& done,
+                   std::chrono::milliseconds bound) {
+    auto deadline = std::chrono::steady_clock::now() + bound;
+    int fd = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    // Watch before reading, so no write falls between the read and the wait.
+    ::inotify_add_watch(fd, path.c_str(), IN_MODIFY | IN_CLOSE_WRITE);
+    bool met = false;
+    for (;;) {
+        if (done(read_file(path))) {
+            met = true;
+            break;
+        }
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+        char events[4096];
+        while (::read(fd, events, sizeof events) > 0) {
+        }
+    }
+    ::close(fd);
+    return met;
+}
+
+std::vector<std::string> lines_with(const std::string& text, const std::string& needle) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);)
+        if (line.find(needle) != std::string::npos) lines.push_back(line);
+    return lines;
+}
+
+std::string field(const std::string& line, const std::string& key) {
+    std::istringstream in(line);
+    for (std::string word; in >> word;)
+        if (word.starts_with(key + "=")) return word.substr(key.size() + 1);
+    return {};
+}
+
+const std::string& program_path(const std::string& name) {
+    static const std::map<std::string, std::string> paths = {
+        {"silly", RFORK_SILLY_BINARY},
+        {"memory_probe", RFORK_MEMORY_PROBE_BINARY},
+        {"fork_or_report", RFORK_FORK_OR_REPORT_BINARY},
+        {"raw_peer", RFORK_RAW_PEER_BINARY},
+    };
+    return paths.at(name);
+}
+
+}  // namespace rfork::test

@@ -1,0 +1,89 @@
+// Test hosts for the integration tests: network namespaces joined by a bridge,
+// each with its own rfork-agent and its own /run/rfork (see scripts/hosts),
+// and programs run on them with their output captured.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace rfork::test {
+
+using namespace std::chrono_literals;
+
+// Skips the calling test (exit 77, which CTest reports as skipped) when this
+// machine cannot run real forks: not root, no CRIU, no ip(8). Under CI=true it
+// fails instead, so CI always runs them.
+void require_fork_environment();
+
+// A program's result: its exit code (or 128 + signal) and what it printed.
+struct run_result {
+    int status = -1;  // -1: still running when the bound ran out (it was killed)
+    std::string out;
+    std::string err;
+};
+
+// A program started in the background; finish() waits for it, bounded.
+class running_program {
+public:
+    running_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {});
+    running_program(running_program&&) noexcept;
+    running_program& operator=(running_program&&) = delete;
+    ~running_program();
+    run_result finish(std::chrono::milliseconds bound = 60s);
+
+private:
+    int pid_ = -1, pidfd_ = -1, out_ = -1, err_ = -1;
+};
+
+class test_hosts {
+public:
+    explicit test_hosts(std::vector<std::string> names);
+    ~test_hosts();
+    test_hosts(const test_hosts&) = delete;
+    test_hosts& operator=(const test_hosts&) = delete;
+
+    // Starts argv (argv[0] a path) on `host`.
+    running_program start(const std::string& host, const std::vector<std::string>& argv,
+                          const std::map<std::string, std::string>& env = {}) const;
+    run_result run(const std::string& host, const std::vector<std::string>& argv,
+                   const std::map<std::string, std::string>& env = {}, std::chrono::milliseconds bound = 60s) const;
+
+    std::string address(const std::string& host) const;
+    int agent_pid(const std::string& host) const;
+    std::string agent_stdout(const std::string& host) const;  // children's output
+    std::string agent_log(const std::string& host) const;     // the agent's own log (stderr)
+
+    // Waits until `host`'s agent stdout (or log) satisfies `done`; false when `bound` ran out.
+    bool wait_for_stdout(const std::string& host, const std::function<bool(const std::string&)>& done,
+                         std::chrono::milliseconds bound = 30s) const;
+    bool wait_for_log(const std::string& host, const std::function<bool(const std::string&)>& done,
+                      std::chrono::milliseconds bound = 30s) const;
+
+    // Entries left in the agent's work directory (as that host sees it).
+    std::vector<std::string> work_dir_entries(const std::string& host) const;
+    // Processes in `host`'s network namespace other than its agent.
+    std::vector<int> processes_besides_agent(const std::string& host) const;
+
+private:
+    std::string state_;
+    std::vector<std::string> names_;
+};
+
+// Waits until the file's content satisfies `done` (inotify, no polling).
+bool wait_for_file(const std::string& path, const std::function<bool(const std::string&)>& done,
+                   std::chrono::milliseconds bound);
+
+std::string read_file(const std::string& path);
+
+// Lines of `text` that contain `needle`.
+std::vector<std::string> lines_with(const std::string& text, const std::string& needle);
+
+// The value of "key=value" in a line of space-separated fields.
+std::string field(const std::string& line, const std::string& key);
+
+const std::string& program_path(const std::string& name);  // a test program or example, by name
+
+}  // namespace rfork::test

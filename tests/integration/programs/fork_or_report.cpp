@@ -1,0 +1,57 @@
+// Forks with the non-throwing form and reports the outcome; either way the
+// process goes on and exits 0, as a program whose fork failed must be able to.
+//
+//   fork_or_report HOST:PORT [--hold-file PATH | --hold-io-uring]
+//
+// --hold-file keeps PATH open across the fork (a file the other host may not
+// have); --hold-io-uring keeps an io_uring instance, which CRIU cannot dump.
+#include <rfork/rfork.hpp>
+
+#include <asio.hpp>
+
+#include <fcntl.h>
+#include <linux/io_uring.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+asio::awaitable<void> report(asio::io_context& ctx, std::string endpoint) {
+    std::error_code ec;
+    rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint, ec);
+    if (ec) {
+        std::printf("error category=%s value=%d message=%s\n", ec.category().name(), ec.value(),
+                    r.error_message().c_str());
+    } else {
+        std::printf("%s id=%s\n", r.is_child() ? "child" : "parent", r.child().id.c_str());
+    }
+    std::printf("%s goes on\n", r.is_child() ? "child" : "parent");
+    std::fflush(stdout);
+}
+
+int main(int argc, char** argv) {
+    if (argc != 2 && argc != 3 && argc != 4) {
+        std::fprintf(stderr, "usage: fork_or_report HOST:PORT [--hold-file PATH | --hold-io-uring]\n");
+        return 2;
+    }
+    int held = -1;
+    if (argc == 4 && std::strcmp(argv[2], "--hold-file") == 0) {
+        held = ::open(argv[3], O_RDONLY | O_CLOEXEC);
+    } else if (argc == 3 && std::strcmp(argv[2], "--hold-io-uring") == 0) {
+        io_uring_params params{};
+        held = static_cast<int>(::syscall(SYS_io_uring_setup, 4, &params));
+    } else if (argc != 2) {
+        std::fprintf(stderr, "fork_or_report: unknown option %s\n", argv[2]);
+        return 2;
+    }
+    if (argc > 2 && held < 0) {
+        std::fprintf(stderr, "fork_or_report: could not open what to hold: %s\n", std::strerror(errno));
+        return 3;
+    }
+    asio::io_context ctx;
+    auto done = asio::co_spawn(ctx, report(ctx, argv[1]), asio::use_future);
+    ctx.run();
+    done.get();
+    return 0;
+}

@@ -1,0 +1,46 @@
+// Fills a buffer with random bytes nobody else ever sees, forks to the
+// endpoint, and reports from both sides a checksum of the buffer, its pid, its
+// pid namespace and its host's addresses. Only a child whose memory is the
+// parent's can report the parent's checksum.
+//
+//   memory_probe HOST:PORT MIB
+#include "probe_util.hpp"
+
+#include <rfork/rfork.hpp>
+
+#include <asio.hpp>
+
+#include <cinttypes>
+#include <cstdio>
+#include <random>
+
+asio::awaitable<int> probe_main(asio::io_context& ctx, std::string endpoint, std::size_t mib) {
+    std::vector<std::uint64_t> buffer(mib * (1u << 20) / 8);
+    std::mt19937_64 random(std::random_device{}());
+    for (auto& word : buffer) word = random();
+    std::printf("before pid=%d sum=%016" PRIx64 "\n", ::getpid(), probe::checksum(buffer));
+    std::fflush(stdout);
+
+    rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint);
+    std::printf("%s id=%s host=%s pid=%d pidns=%s addrs=%s sum=%016" PRIx64 "\n", r.is_child() ? "child" : "parent",
+                r.child().id.c_str(), r.child().host.c_str(), ::getpid(), probe::pid_namespace().c_str(),
+                probe::addresses().c_str(), probe::checksum(buffer));
+    std::fflush(stdout);
+    co_return 0;
+}
+
+int main(int argc, char** argv) {
+    if (argc != 3) {
+        std::fprintf(stderr, "usage: memory_probe HOST:PORT MIB\n");
+        return 2;
+    }
+    asio::io_context ctx;
+    auto done = asio::co_spawn(ctx, probe_main(ctx, argv[1], std::stoul(argv[2])), asio::use_future);
+    ctx.run();
+    try {
+        return done.get();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "memory_probe: %s\n", e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,86 @@
+// Helpers shared by the unit tests: readable error codes, byte buffers, big-endian fields, and
+// re-sealing a handshake or frame (recomputing its CRC) after a test changed it.
+#pragma once
+
+#include <rfork/detail/crc32c.hpp>
+#include <rfork/protocol.hpp>
+
+#include <doctest/doctest.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+// A failed CHECK on an error_code prints "rfork:64 (not the rfork protocol (bad magic))".
+template <>
+struct doctest::StringMaker<std::error_code> {
+    static doctest::String convert(const std::error_code& ec) {
+        if (!ec) return "no error";
+        const std::string text =
+            std::string(ec.category().name()) + ":" + std::to_string(ec.value()) + " (" + ec.message() + ")";
+        return doctest::String(text.c_str());
+    }
+};
+
+namespace rfork_test {
+
+using rfork::detail::bytes;
+
+inline bytes to_bytes(std::string_view s) { return bytes(s.begin(), s.end()); }
+
+template <std::size_t N>
+bytes to_bytes(const std::array<unsigned char, N>& a) {
+    return bytes(a.begin(), a.end());
+}
+
+inline bytes concat(std::span<const unsigned char> a, std::span<const unsigned char> b) {
+    bytes out(a.begin(), a.end());
+    out.insert(out.end(), b.begin(), b.end());
+    return out;
+}
+
+inline void put_be16(std::span<unsigned char> b, std::size_t at, std::uint16_t v) {
+    b[at] = static_cast<unsigned char>(v >> 8);
+    b[at + 1] = static_cast<unsigned char>(v);
+}
+
+inline void put_be32(std::span<unsigned char> b, std::size_t at, std::uint32_t v) {
+    for (std::size_t i = 0; i < 4; ++i) b[at + i] = static_cast<unsigned char>(v >> (24 - 8 * i));
+}
+
+inline std::uint32_t get_be32(std::span<const unsigned char> b, std::size_t at) {
+    std::uint32_t v = 0;
+    for (std::size_t i = 0; i < 4; ++i) v = (v << 8) | b[at + i];
+    return v;
+}
+
+// A handshake's CRC covers bytes 0..11 and sits in bytes 12..15.
+inline void reseal_handshake(std::span<unsigned char> hs) {
+    put_be32(hs, 12, rfork::detail::crc32c(hs.first(12)));
+}
+
+// A frame's CRC covers header bytes 0..7 followed by the payload. Computed here
+// over one concatenated buffer, independently of protocol::frame_crc.
+inline void reseal_frame(std::span<unsigned char> frame) {
+    auto covered = concat(frame.first(8), frame.subspan(rfork::protocol::frame_header_size));
+    put_be32(frame, 8, rfork::detail::crc32c(covered));
+}
+
+// A frame built field by field, with a correct CRC: for headers that
+// encode_frame never writes (flags set, a length that disagrees with the payload).
+inline bytes make_frame(std::uint16_t type, std::uint16_t flags, std::uint32_t length,
+                        std::span<const unsigned char> payload) {
+    bytes f(rfork::protocol::frame_header_size, 0);
+    put_be16(f, 0, type);
+    put_be16(f, 2, flags);
+    put_be32(f, 4, length);
+    f.insert(f.end(), payload.begin(), payload.end());
+    reseal_frame(f);
+    return f;
+}
+
+}  // namespace rfork_test
