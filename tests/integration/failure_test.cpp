@@ -86,7 +86,7 @@ TEST_SUITE("failure") {
         expect_nothing_left(hosts);
     }
 
-    TEST_CASE("peers speaking garbage, another version or the wrong role are refused and the agent keeps serving") {
+    TEST_CASE("peers speaking garbage or another version or the wrong role are refused and the agent keeps serving") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
         struct expectation {

@@ -47,7 +47,7 @@ void check_nothing_left(const test_hosts& hosts, std::size_t children_ended) {
 }  // namespace
 
 TEST_SUITE("fork") {
-    TEST_CASE("the child's memory is the parent's, and it runs on the other host in its own pid namespace") {
+    TEST_CASE("the child's memory is the parent's and it runs on the other host in its own pid namespace") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
         auto report = run_probe(hosts, hosts.start("a", {program_path("memory_probe"), "b:7000", "64"}));
@@ -107,5 +107,24 @@ TEST_SUITE("fork") {
         CHECK(field(two.child_line, "sum") == field(two.parent_line, "sum"));
         CHECK(field(one.child_line, "sum") != field(two.child_line, "sum"));
         check_nothing_left(hosts, 2);
+    }
+
+    TEST_CASE("a program run from a terminal forks and its child writes to a terminal on the other host") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto parent = hosts.start("a", {program_path("silly"), "b:7000"}, {}, true).finish(60s);
+        INFO("parent terminal: " << parent.out);
+        REQUIRE(parent.status == 0);
+        auto forked = lines_with(parent.out, "parent: forked child ");
+        REQUIRE(forked.size() == 1);
+        std::string id = forked[0].substr(std::string("parent: forked child ").size(), 8);
+        CHECK(lines_with(parent.out, "parent 9").size() == 1);
+        bool counted = hosts.wait_for_stdout("b", [&](const std::string& out) {
+            return out.find("[" + id + "] child 9\n") != std::string::npos;
+        });
+        INFO("b's agent stdout: " << hosts.agent_stdout("b") << "\nb's log: " << hosts.agent_log("b"));
+        CHECK(counted);
+        CHECK(lines_with(hosts.agent_stdout("b"), "[" + id + "] child ").size() == 10);
+        check_nothing_left(hosts, 1);
     }
 }

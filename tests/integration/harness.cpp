@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,18 +51,33 @@ void require_fork_environment() {
 
 // ---- running_program -------------------------------------------------------
 
-running_program::running_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env) {
+running_program::running_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+                                 bool terminal) {
     int out[2], err[2];
     if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) fail_setup("pipe2 failed");
+    int master = -1;
+    std::string slave_name;
+    if (terminal) {
+        master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0) fail_setup("posix_openpt failed");
+        slave_name = ::ptsname(master);
+    }
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     pid_ = ::fork();
     if (pid_ == 0) {
-        ::dup2(out[1], 1);
-        ::dup2(err[1], 2);
-        int null = ::open("/dev/null", O_RDONLY);
-        ::dup2(null, 0);
+        if (terminal) {
+            ::setsid();
+            int slave = ::open(slave_name.c_str(), O_RDWR);  // the first tty a session leader opens is its terminal
+            ::ioctl(slave, TIOCSCTTY, 0);
+            for (int fd = 0; fd < 3; ++fd) ::dup2(slave, fd);
+        } else {
+            ::dup2(out[1], 1);
+            ::dup2(err[1], 2);
+            int null = ::open("/dev/null", O_RDONLY);
+            ::dup2(null, 0);
+        }
         // Nothing else of ours (CTest leaks its log to tests) may reach a program CRIU dumps.
         ::close_range(3, ~0u, 0);
         for (auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
@@ -70,7 +86,12 @@ running_program::running_program(const std::vector<std::string>& argv, const std
     }
     ::close(out[1]);
     ::close(err[1]);
-    out_ = out[0];
+    if (terminal) {
+        ::close(out[0]);
+        out_ = master;  // reads EIO once every holder of the terminal has closed it: the end
+    } else {
+        out_ = out[0];
+    }
     err_ = err[0];
     pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
 }
@@ -145,10 +166,13 @@ test_hosts::~test_hosts() {
 }
 
 running_program test_hosts::start(const std::string& host, const std::vector<std::string>& argv,
-                                  const std::map<std::string, std::string>& env) const {
+                                  const std::map<std::string, std::string>& env, bool terminal) const {
     std::vector<std::string> full{hosts_script, "exec", state_, host, "--"};
     full.insert(full.end(), argv.begin(), argv.end());
-    return running_program(full, env);
+    // From a terminal, as from an interactive shell: the shell leads the
+    // session and the program is its child, not the session leader.
+    if (terminal) full.insert(full.begin(), {"/bin/sh", "-c", "\"$@\"; exit $?", "sh"});
+    return running_program(full, env, terminal);
 }
 
 run_result test_hosts::run(const std::string& host, const std::vector<std::string>& argv,

@@ -28,7 +28,11 @@ struct run_result {
 // A program started in the background; finish() waits for it, bounded.
 class running_program {
 public:
-    running_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {});
+    // With `terminal`, the program runs in a session of its own whose
+    // controlling terminal is a new pseudo-terminal, on stdin, stdout and
+    // stderr, as from an interactive shell; its output arrives in `out`.
+    running_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
+                    bool terminal = false);
     running_program(running_program&&) noexcept;
     running_program& operator=(running_program&&) = delete;
     ~running_program();
@@ -47,7 +51,7 @@ public:
 
     // Starts argv (argv[0] a path) on `host`.
     running_program start(const std::string& host, const std::vector<std::string>& argv,
-                          const std::map<std::string, std::string>& env = {}) const;
+                          const std::map<std::string, std::string>& env = {}, bool terminal = false) const;
     run_result run(const std::string& host, const std::vector<std::string>& argv,
                    const std::map<std::string, std::string>& env = {}, std::chrono::milliseconds bound = 60s) const;
 
