@@ -185,11 +185,9 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
         co_await wait_for_exit(child->init);
         log("restore of child {} failed; CRIU said:", id);
         log_criu_failure(log_file);
-        std::string why = line.empty() ? "the namespace init ended without a word"
-                          : line.starts_with("failed ") && line != "failed no pid file" &&
-                                  line.find("mount") == std::string::npos
-                              ? criu_error_line(log_file)
-                              : line;
+        std::string why = line.starts_with("criu-failed ") ? criu_error_line(log_file)
+                          : line.starts_with("failed ")    ? line.substr(7)
+                                                           : "its namespace init ended without a word";
         job.remove();
         co_return restore_outcome{errc::restore_failed, "CRIU could not restore the process: " + why, 0};
     }

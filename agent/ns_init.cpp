@@ -37,7 +37,7 @@ int run_ns_init(int argc, char** argv) {
     // A /proc of this pid namespace, which CRIU needs, in a mount namespace of our own.
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
         ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
-        report(status_fd, std::string("failed mount /proc: ") + std::strerror(errno));
+        report(status_fd, std::string("failed cannot mount /proc: ") + std::strerror(errno));
         return 1;
     }
 
@@ -52,14 +52,18 @@ int run_ns_init(int argc, char** argv) {
     int status = 0;
     while (criu > 0 && ::waitpid(criu, &status, 0) < 0 && errno == EINTR) {
     }
-    if (criu < 0 || status != 0) {
-        report(status_fd, "failed " + std::to_string(status));
+    if (criu < 0) {
+        report(status_fd, std::string("failed cannot fork: ") + std::strerror(errno));
+        return 1;
+    }
+    if (status != 0) {
+        report(status_fd, "criu-failed " + std::to_string(status));
         return 1;
     }
     long child = 0;
     std::ifstream(pid_file) >> child;
     if (child <= 1) {
-        report(status_fd, "failed no pid file");
+        report(status_fd, std::string("failed CRIU wrote no pid file at ") + pid_file);
         return 1;
     }
     // The restored child holds its own copies of the inherited fds now.
