@@ -1,5 +1,6 @@
 #include "child.hpp"
 
+#include "conversation.hpp"
 #include "criu.hpp"
 #include "log.hpp"
 #include "process.hpp"
@@ -123,10 +124,7 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
         co_return restore_outcome{errc::internal_error, "socketpair failed", 0};
     unique_fd ours(pair[0]), childs(pair[1]);
-    auto hello = protocol::encode_handshake(protocol::role::agent);
-    auto reply = protocol::encode(protocol::fork_reply{protocol::fork_side::child, id, agent.host, image.pid});
-    detail::bytes answer(hello.begin(), hello.end());
-    answer.insert(answer.end(), reply.begin(), reply.end());
+    auto answer = handshake_and(protocol::fork_reply{protocol::fork_side::child, id, agent.host, image.pid});
     if (::write(ours.get(), answer.data(), answer.size()) != static_cast<ssize_t>(answer.size()))
         co_return restore_outcome{errc::internal_error, "could not prepare the child's answer", 0};
     ours.reset();  // the child reads its answer, then end of stream

@@ -1,6 +1,7 @@
 #include "receiver.hpp"
 
 #include "child.hpp"
+#include "conversation.hpp"
 #include "log.hpp"
 #include "process.hpp"
 
@@ -23,28 +24,23 @@ std::string new_child_id() {
     return fmt::format("{:08x}", random());
 }
 
-struct receive_failure {
-    std::error_code code;
-    std::string text;
-};
-
 // Writes the image's files into `dir`, exactly as announced, until image_end.
-asio::awaitable<std::optional<receive_failure>> receive_files(asio::ip::tcp::socket& peer, const std::string& dir) {
+asio::awaitable<std::optional<failure>> receive_files(asio::ip::tcp::socket& peer, const std::string& dir) {
     unique_fd file;
     std::uint64_t left = 0;
     std::string name;
     detail::received_frame frame;
     for (;;) {
         if (auto ec = co_await detail::read_frame(peer, frame))
-            co_return receive_failure{ec == asio::error::eof ? std::error_code(errc::truncated) : ec,
+            co_return failure{ec == asio::error::eof ? std::error_code(errc::truncated) : ec,
                                       "the image stopped arriving: " + ec.message()};
         if (frame.type == protocol::message_type::image_data) {
             if (!file || frame.payload.size() > left)
-                co_return receive_failure{errc::malformed_message, "image data beyond the announced file size"};
+                co_return failure{errc::malformed_message, "image data beyond the announced file size"};
             for (std::size_t done = 0; done < frame.payload.size();) {
                 auto n = ::write(file.get(), frame.payload.data() + done, frame.payload.size() - done);
                 if (n < 0)
-                    co_return receive_failure{std::error_code(errno, std::generic_category()),
+                    co_return failure{std::error_code(errno, std::generic_category()),
                                               fmt::format("cannot write {}: {}", name, std::strerror(errno))};
                 done += static_cast<std::size_t>(n);
             }
@@ -52,46 +48,40 @@ asio::awaitable<std::optional<receive_failure>> receive_files(asio::ip::tcp::soc
             continue;
         }
         if (file && left > 0)
-            co_return receive_failure{errc::truncated, fmt::format("image file {} ended {} bytes short", name, left)};
+            co_return failure{errc::truncated, fmt::format("image file {} ended {} bytes short", name, left)};
         file.reset();
         if (frame.type == protocol::message_type::image_end) co_return std::nullopt;
         protocol::image_file header;
         if (frame.type != protocol::message_type::image_file || protocol::decode(frame.payload, header))
-            co_return receive_failure{errc::malformed_message, "expected an image file"};
+            co_return failure{errc::malformed_message, "expected an image file"};
         name = header.name;
         left = header.size;
         // O_EXCL|O_NOFOLLOW: a name is a plain new file in our own directory, nothing else.
         file.reset(::open((dir + "/" + name).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!file)
-            co_return receive_failure{std::error_code(errno, std::generic_category()),
+            co_return failure{std::error_code(errno, std::generic_category()),
                                       fmt::format("cannot create image file {}: {}", name, std::strerror(errno))};
     }
 }
 
 // Everything after the connection is accepted; the value is the answer to send.
-asio::awaitable<std::variant<protocol::restored, receive_failure>> handle_peer(agent_state& agent,
+asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(agent_state& agent,
                                                                                asio::ip::tcp::socket& peer,
                                                                                const std::string& from,
                                                                                bool& greeted) {
-    protocol::handshake hello;
-    if (auto ec = co_await detail::read_handshake(peer, hello)) {
-        if (ec == errc::unsupported_version)
-            co_return receive_failure{ec, fmt::format("it speaks protocol version {}, this agent {}", hello.version,
-                                                      protocol::protocol_version)};
-        co_return receive_failure{ec, "bad handshake: " + ec.message()};
-    }
-    if (hello.who != protocol::role::sender)
-        co_return receive_failure{errc::unexpected_role, "only sending agents may connect to this port"};
+    if (auto refused = co_await expect_handshake(peer, protocol::role::sender,
+                                                 "only sending agents may connect to this port"))
+        co_return *refused;
     auto accept = protocol::encode_handshake(protocol::role::agent);
-    if (auto ec = co_await detail::write_bytes(peer, accept)) co_return receive_failure{ec, ec.message()};
+    if (auto ec = co_await detail::write_bytes(peer, accept)) co_return failure{ec, ec.message()};
     greeted = true;
 
     detail::received_frame frame;
     protocol::image_begin image;
     if (auto ec = co_await detail::read_frame(peer, frame, control_limit))
-        co_return receive_failure{ec, "no image: " + ec.message()};
+        co_return failure{ec, "no image: " + ec.message()};
     if (frame.type != protocol::message_type::image_begin || protocol::decode(frame.payload, image))
-        co_return receive_failure{errc::malformed_message, "expected the start of an image"};
+        co_return failure{errc::malformed_message, "expected the start of an image"};
 
     auto id = new_child_id();
     auto job = agent.make_job_dir(id);
@@ -100,7 +90,7 @@ asio::awaitable<std::variant<protocol::restored, receive_failure>> handle_peer(a
     if (auto failure = co_await receive_files(peer, images)) co_return *failure;
 
     auto outcome = co_await restore_child(agent, image, id, job);
-    if (outcome.ec) co_return receive_failure{outcome.ec, outcome.message};
+    if (outcome.ec) co_return failure{outcome.ec, outcome.message};
     log("child {} restored: pid {} from {} (origin pid {}, from {})", id, outcome.pid, image.origin_host, image.pid,
         from);
     co_return protocol::restored{id, agent.host, outcome.pid};
@@ -115,11 +105,11 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket peer)
     peer.set_option(asio::ip::tcp::no_delay(true), ignored);
 
     bool greeted = false;  // whether our handshake went out already
-    std::variant<protocol::restored, receive_failure> outcome;
+    std::variant<protocol::restored, failure> outcome;
     try {
         outcome = co_await handle_peer(agent, peer, from, greeted);
     } catch (const std::exception& e) {
-        outcome = receive_failure{errc::internal_error, e.what()};
+        outcome = failure{errc::internal_error, e.what()};
     }
     detail::bytes answer;
     if (!greeted) {
@@ -130,7 +120,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket peer)
     if (auto* child = std::get_if<protocol::restored>(&outcome)) {
         frame = protocol::encode(*child);
     } else {
-        auto& f = std::get<receive_failure>(outcome);
+        auto& f = std::get<failure>(outcome);
         if (f.code == asio::error::eof && !greeted) co_return;  // connected and left: nothing to say
         log("{} from {}: {}", greeted ? "fork failed" : "refused", from, f.text);
         frame = protocol::encode(protocol::error_message{f.code, "rfork: " + f.text});

@@ -1,5 +1,6 @@
 #include "sender.hpp"
 
+#include "conversation.hpp"
 #include "criu.hpp"
 #include "criu_image.hpp"
 #include "log.hpp"
@@ -31,11 +32,6 @@ namespace {
 constexpr std::uint32_t request_limit = 64 * 1024;
 constexpr std::size_t chunk_size = 1 << 20;
 constexpr auto connect_timeout = std::chrono::seconds(10);
-
-struct failure {
-    std::error_code code;
-    std::string text;
-};
 
 // The program's end of the connection must really be its own open socket.
 bool process_has_socket(int pid, std::uint64_t inode) {
@@ -160,15 +156,9 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
 asio::awaitable<std::variant<protocol::restored, failure>> handle_request(agent_state& agent,
                                                                           asio::local::stream_protocol::socket& program,
                                                                           const ucred& cred) {
-    protocol::handshake hello;
-    if (auto ec = co_await detail::read_handshake(program, hello)) {
-        if (ec == errc::unsupported_version)
-            co_return failure{ec, fmt::format("the program speaks protocol version {}, this agent {}", hello.version,
-                                              protocol::protocol_version)};
-        co_return failure{ec, "bad handshake: " + ec.message()};
-    }
-    if (hello.who != protocol::role::program)
-        co_return failure{errc::unexpected_role, "only programs may use the local socket"};
+    if (auto refused = co_await expect_handshake(program, protocol::role::program,
+                                                 "only programs may use the local socket"))
+        co_return *refused;
     detail::received_frame frame;
     protocol::fork_request request;
     if (auto ec = co_await detail::read_frame(program, frame, request_limit))
@@ -204,18 +194,15 @@ asio::awaitable<void> serve_program(agent_state& agent, asio::local::stream_prot
     }
     // The answer is the agent's handshake and one frame, exactly as the
     // receiving agent prepares it for the child.
-    auto hello = protocol::encode_handshake(protocol::role::agent);
-    detail::bytes answer(hello.begin(), hello.end());
-    detail::bytes frame;
+    detail::bytes answer;
     if (auto* child = std::get_if<protocol::restored>(&outcome)) {
-        frame = protocol::encode(protocol::fork_reply{protocol::fork_side::parent, child->child_id, child->host, child->pid});
+        answer = handshake_and(protocol::fork_reply{protocol::fork_side::parent, child->child_id, child->host, child->pid});
     } else {
         auto& f = std::get<failure>(outcome);
         if (f.code == asio::error::eof) co_return;  // the program left before asking
         log("fork request from pid {} failed: {}", cred.pid, f.text);
-        frame = protocol::encode(protocol::error_message{f.code, "rfork: " + f.text});
+        answer = handshake_and(protocol::error_message{f.code, "rfork: " + f.text});
     }
-    answer.insert(answer.end(), frame.begin(), frame.end());
     co_await detail::write_bytes(program, answer);
 }
 
