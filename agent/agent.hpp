@@ -1,6 +1,7 @@
 // What every part of a running agent shares.
 #pragma once
 
+#include "children.hpp"
 #include "job_dir.hpp"
 #include "options.hpp"
 
@@ -18,6 +19,8 @@ struct agent_state {
     std::string self_exe;  // this binary, re-executed as a namespace init
     std::string host;      // this host's name, as told to peers
     std::uint64_t next_job = 1;
+    child_table<forked_child> forked;  // children of this host's programs, elsewhere
+    child_table<hosted_child> hosted;  // children running here
 
     // A fresh, empty, private directory under the work dir for one job.
     job_dir make_job_dir(const std::string& name);

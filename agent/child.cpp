@@ -1,5 +1,6 @@
 #include "child.hpp"
 
+#include "async_mutex.hpp"
 #include "conversation.hpp"
 #include "criu.hpp"
 #include "log.hpp"
@@ -9,26 +10,31 @@
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/read_until.hpp>
 #include <asio/streambuf.hpp>
 
 #include <fcntl.h>
-#include <stdlib.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <sys/socket.h>
+#include <termios.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <map>
 #include <memory>
 
 namespace rfork::agent {
 
 using detail::as_tuple_awaitable;
+using asio::posix::stream_descriptor;
 
 namespace {
 
 constexpr int status_fd_in_init = 3;
+constexpr std::size_t output_chunk = 64 * 1024;
 
 struct pipe_pair {
     unique_fd read, write;
@@ -53,33 +59,8 @@ pipe_pair make_terminal() {
     return {std::move(master), std::move(slave)};
 }
 
-// Forwards a stream of the child to the agent's stdout, each line marked.
-// A terminal turns "\n" into "\r\n" (ONLCR, restored from the parent's settings): `terminal` drops the "\r".
-asio::awaitable<void> forward_lines(asio::posix::stream_descriptor stream, std::string label, bool terminal) {
-    std::string pending;
-    char buffer[16384];
-    for (;;) {
-        auto [ec, n] = co_await stream.async_read_some(asio::buffer(buffer), as_tuple_awaitable);
-        pending.append(buffer, n);
-        std::string out;
-        std::size_t start = 0;
-        for (std::size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
-            auto line = std::string_view(pending).substr(start, nl - start);
-            if (terminal && line.ends_with('\r')) line.remove_suffix(1);
-            out += fmt::format("[{}] {}\n", label, line);
-        }
-        pending.erase(0, start);
-        if (ec && !pending.empty()) out += fmt::format("[{}] {}\n", label, pending);
-        if (!out.empty()) {
-            std::fwrite(out.data(), 1, out.size(), stdout);
-            std::fflush(stdout);
-        }
-        if (ec) co_return;
-    }
-}
-
-// Reads one status line from the namespace init.
-asio::awaitable<std::string> read_status_line(asio::posix::stream_descriptor& status, asio::streambuf& buffer) {
+// Reads one status line from the namespace init; empty at its end.
+asio::awaitable<std::string> read_status_line(stream_descriptor& status, asio::streambuf& buffer) {
     auto [ec, n] = co_await asio::async_read_until(status, buffer, '\n', as_tuple_awaitable);
     if (ec) co_return std::string{};
     std::string line(asio::buffers_begin(buffer.data()), asio::buffers_begin(buffer.data()) + static_cast<long>(n) - 1);
@@ -87,34 +68,152 @@ asio::awaitable<std::string> read_status_line(asio::posix::stream_descriptor& st
     co_return line;
 }
 
-struct supervised_child {
-    supervised_child(asio::any_io_executor ex, std::string id_, std::string origin_, std::uint32_t pid_)
-        : id(std::move(id_)), origin(std::move(origin_)), pid(pid_), status(ex) {}
-    std::string id;
-    std::string origin;
-    std::uint32_t pid;
+}  // namespace
+
+struct restored_child {
+    explicit restored_child(const asio::any_io_executor& ex) : status(ex), lock(ex) {}
+
+    struct output {
+        std::shared_ptr<stream_descriptor> stream;
+        protocol::output_stream which;
+        bool terminal;  // a pty master: its end reads as EIO
+    };
+
+    std::shared_ptr<hosted_child> record;
     child_process init;
-    asio::posix::stream_descriptor status;
-    asio::streambuf buffer;
+    stream_descriptor status;  // lines from the namespace init
+    asio::streambuf status_buffer;
+    std::vector<output> outputs;
+    std::shared_ptr<stream_descriptor> input;  // the child's stdin: a pipe, or a pty master
+    bool input_is_terminal = false;
+    async_mutex lock;          // one frame at a time to the parent's agent
+    bool peer_alive = true;
 };
 
-// Runs until the child's namespace is gone.
-asio::awaitable<void> supervise(std::shared_ptr<supervised_child> child) {
-    auto started = std::chrono::steady_clock::now();
-    std::string line = co_await read_status_line(child->status, child->buffer);
-    int init_status = co_await wait_for_exit(child->init);
-    auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    if (line.starts_with("exited ")) {
-        int status = std::atoi(line.c_str() + 7);
-        log("child {} (pid {} from {}) ended after {:.1f} s: {}", child->id, child->pid, child->origin, seconds,
-            describe_wait_status(status));
-    } else {
-        log("child {} (pid {} from {}): its namespace ended abnormally ({})", child->id, child->pid, child->origin,
-            describe_wait_status(init_status));
+namespace {
+
+asio::awaitable<bool> send_to_parent(restored_child& child, asio::ip::tcp::socket& peer, const detail::bytes& frame) {
+    if (!child.peer_alive) co_return false;
+    co_await child.lock.lock();
+    auto ec = co_await detail::write_bytes(peer, frame);
+    child.lock.unlock();
+    if (ec) child.peer_alive = false;
+    co_return !ec;
+}
+
+// The child's stdout or stderr, to its parent's agent, or, once that is gone,
+// to our stdout line by line.
+asio::awaitable<void> pump_output(std::shared_ptr<restored_child> child, restored_child::output out,
+                                  std::shared_ptr<asio::ip::tcp::socket> peer) {
+    protocol::child_output message;
+    message.stream = out.which;
+    std::vector<unsigned char> buffer(output_chunk);
+    std::string pending;  // an unfinished line, when logging locally
+    std::string label = child->record->id + (out.which == protocol::output_stream::stderr_stream ? " stderr" : "");
+    for (;;) {
+        auto [ec, n] = co_await out.stream->async_read_some(asio::buffer(buffer), as_tuple_awaitable);
+        message.data.assign(buffer.begin(), buffer.begin() + static_cast<long>(n));
+        if (n > 0) {
+            auto frame = protocol::encode(message);
+            if (!co_await send_to_parent(*child, *peer, frame)) {
+                pending.append(message.data.begin(), message.data.end());
+                std::size_t start = 0;
+                for (std::size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
+                    auto line = std::string_view(pending).substr(start, nl - start);
+                    if (out.terminal && line.ends_with('\r')) line.remove_suffix(1);
+                    fmt::print("[{}] {}\n", label, line);
+                }
+                pending.erase(0, start);
+                std::fflush(stdout);
+            }
+        }
+        if (ec) break;  // end of file, or EIO from a pty master whose slave is closed
     }
+    if (!pending.empty()) fmt::print("[{}] {}\n", label, pending), std::fflush(stdout);
+}
+
+void end_input(restored_child& child) {
+    if (!child.input) return;
+    if (child.input_is_terminal) {
+        // A terminal has no end: its end-of-file character makes the child's read return 0.
+        termios t{};
+        unsigned char eof = ::tcgetattr(child.input->native_handle(), &t) == 0 ? t.c_cc[VEOF] : 4;
+        [[maybe_unused]] auto n = ::write(child.input->native_handle(), &eof, 1);
+    } else {
+        std::error_code ignored;
+        child.input->close(ignored);
+    }
+    child.input.reset();
+}
+
+// Input and signals from the parent's agent, until it goes away.
+asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::shared_ptr<asio::ip::tcp::socket> peer) {
+    detail::received_frame frame;
+    while (!co_await detail::read_frame(*peer, frame)) {
+        if (frame.type == protocol::message_type::child_input && child->input) {
+            co_await asio::async_write(*child->input, asio::buffer(frame.payload), as_tuple_awaitable);
+        } else if (frame.type == protocol::message_type::child_input_end) {
+            end_input(*child);
+        } else if (frame.type == protocol::message_type::signal_child) {
+            protocol::signal_child s;
+            int target = restored_process_of(child->record->init_pid);
+            if (!protocol::decode(frame.payload, s) && target > 0) {
+                log("child {}: signal {} from its parent", child->record->id, s.signal);
+                ::kill(target, static_cast<int>(s.signal));
+            }
+        } else {
+            break;
+        }
+    }
+    end_input(*child);  // nobody can send more
 }
 
 }  // namespace
+
+asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_child> child,
+                                  std::shared_ptr<asio::ip::tcp::socket> peer) {
+    using namespace asio::experimental::awaitable_operators;
+    auto ex = agent.io.get_executor();
+    asio::co_spawn(ex, take_requests(child, peer), asio::detached);
+
+    // The exit status goes last, after every byte of output. (Each awaitable is
+    // named before it is awaited: see the GCC 12 note in frame_io.hpp.)
+    std::string line;
+    auto wait_for_end = [](std::shared_ptr<restored_child> c, std::string& out) -> asio::awaitable<void> {
+        out = co_await read_status_line(c->status, c->status_buffer);
+    };
+    auto ended = wait_for_end(child, line);
+    if (child->outputs.size() == 2) {  // stdout, and stderr when it is a file of its own
+        auto out = pump_output(child, child->outputs[0], peer);
+        auto err = pump_output(child, child->outputs[1], peer);
+        auto all = std::move(ended) && std::move(out) && std::move(err);
+        co_await std::move(all);
+    } else if (child->outputs.size() == 1) {
+        auto out = pump_output(child, child->outputs[0], peer);
+        auto all = std::move(ended) && std::move(out);
+        co_await std::move(all);
+    } else {
+        co_await std::move(ended);
+    }
+    int init_status = co_await wait_for_exit(child->init);
+
+    auto& record = *child->record;
+    auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - record.started).count();
+    int status = line.starts_with("exited ") ? shell_status(std::atoi(line.c_str() + 7)) : 128 + SIGKILL;
+    if (line.starts_with("exited "))
+        log("child {} (pid {} from {}) ended after {:.1f} s: {}", record.id, record.pid, record.origin, seconds,
+            describe_wait_status(std::atoi(line.c_str() + 7)));
+    else
+        log("child {} (pid {} from {}): its namespace ended abnormally ({})", record.id, record.pid, record.origin,
+            describe_wait_status(init_status));
+    protocol::child_exit exit{static_cast<std::uint32_t>(status)};
+    auto frame = protocol::encode(exit);
+    co_await send_to_parent(*child, *peer, frame);
+    std::error_code ignored;
+    peer->shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    peer->close(ignored);
+    agent.hosted.remove(record.id);
+}
 
 asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protocol::image_begin& image,
                                                const std::string& id, job_dir& job) {
@@ -122,23 +221,19 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     // The child's end of its connection to its agent: the fork's answer is waiting in it.
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
-        co_return restore_outcome{errc::internal_error, "socketpair failed", 0};
+        co_return restore_outcome{errc::internal_error, "socketpair failed", 0, nullptr};
     unique_fd ours(pair[0]), childs(pair[1]);
     auto answer = handshake_and(protocol::fork_reply{protocol::fork_side::child, id, agent.host, image.pid});
     if (::write(ours.get(), answer.data(), answer.size()) != static_cast<ssize_t>(answer.size()))
-        co_return restore_outcome{errc::internal_error, "could not prepare the child's answer", 0};
+        co_return restore_outcome{errc::internal_error, "could not prepare the child's answer", 0, nullptr};
     ours.reset();  // the child reads its answer, then end of stream
+
+    auto child = std::make_shared<restored_child>(ex);
 
     // New pipes take the place of the parent's stdio; files shared between fds stay shared.
     std::vector<fd_mapping> fds;
     std::vector<std::pair<int, std::string>> inherit;
     std::vector<unique_fd> keep_open;  // ends given to the init, closed here after the spawn
-    struct output {
-        unique_fd fd;
-        std::string label;
-        bool terminal;
-    };
-    std::vector<output> outputs;
     int next_fd = status_fd_in_init + 1;
     auto give = [&](unique_fd fd, const std::string& key) {
         fds.push_back({fd.get(), next_fd});
@@ -146,21 +241,32 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
         keep_open.push_back(std::move(fd));
     };
     give(std::move(childs), fmt::format("socket:[{}]", image.socket_inode));
-    std::map<std::string, int> seen;
-    for (int fd = 2; fd >= 0; --fd) {  // outputs first, so a tty shared with stdin becomes an output
+    std::map<std::string, pipe_pair*> made;
+    std::vector<pipe_pair> ends(3);
+    for (int fd = 0; fd < 3; ++fd) {
         const auto& key = image.stdio[static_cast<std::size_t>(fd)];
-        if (key.empty() || seen.count(key)) continue;
-        seen[key] = fd;
+        if (key.empty() || made.count(key)) continue;
         // A terminal is replaced by a terminal (CRIU restores its settings), anything else by a pipe.
         bool terminal = key.starts_with("tty[");
-        auto p = terminal ? make_terminal() : make_pipe();
-        if (fd == 0) {
-            give(std::move(p.read), key);  // stdin reads end of file
-        } else {
-            // "[ID] line" for stdout (or both, when they share a file), "[ID stderr] line" for stderr alone.
-            bool shared = image.stdio[1] == image.stdio[2];
-            give(std::move(p.write), key);
-            outputs.push_back({std::move(p.read), fd == 2 && !shared ? id + " stderr" : id, terminal});
+        auto& p = ends[static_cast<std::size_t>(fd)];
+        p = terminal ? make_terminal() : make_pipe();
+        made[key] = &p;
+        // A pipe's ends differ: stdin's read end and an output's write end go to the child.
+        bool child_reads = fd == 0 && !terminal;
+        auto child_end = child_reads ? std::move(p.read) : std::move(p.write);
+        auto our_end = child_reads ? std::move(p.write) : std::move(p.read);
+        give(std::move(child_end), key);
+        auto stream = std::make_shared<stream_descriptor>(ex, our_end.release());
+        bool is_stdin = image.stdio[0] == key;
+        bool is_output = image.stdio[1] == key || image.stdio[2] == key;
+        if (is_stdin) {
+            child->input = stream;
+            child->input_is_terminal = terminal;
+        }
+        if (is_output) {
+            auto which = image.stdio[1] == key ? protocol::output_stream::stdout_stream
+                                               : protocol::output_stream::stderr_stream;
+            child->outputs.push_back({stream, which, terminal});
         }
     }
 
@@ -172,13 +278,12 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     std::vector<std::string> argv{agent.self_exe, "ns-init", std::to_string(status_fd_in_init), pid_file, "--"};
     for (auto& arg : restore_command(agent.criu, images, log_file, pid_file, inherit)) argv.push_back(arg);
 
-    auto child = std::make_shared<supervised_child>(ex, id, image.origin_host, image.pid);
     child->init = spawn(argv, fds, CLONE_NEWPID | CLONE_NEWNS);
     status.write.reset();
     keep_open.clear();
     child->status.assign(status.read.release());
 
-    std::string line = co_await read_status_line(child->status, child->buffer);
+    std::string line = co_await read_status_line(child->status, child->status_buffer);
     if (!line.starts_with("restored ")) {
         co_await wait_for_exit(child->init);
         log("restore of child {} failed; CRIU said:", id);
@@ -187,15 +292,18 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
                           : line.starts_with("failed ")    ? line.substr(7)
                                                            : "its namespace init ended without a word";
         job.remove();
-        co_return restore_outcome{errc::restore_failed, "CRIU could not restore the process: " + why, 0};
+        co_return restore_outcome{errc::restore_failed, "CRIU could not restore the process: " + why, 0, nullptr};
     }
     job.remove();  // the images are in the child's memory now
 
-    for (auto& o : outputs)
-        asio::co_spawn(ex, forward_lines(asio::posix::stream_descriptor(ex, o.fd.release()), o.label, o.terminal),
-                       asio::detached);
-    asio::co_spawn(ex, supervise(child), asio::detached);
-    co_return restore_outcome{{}, {}, static_cast<std::uint32_t>(std::atoi(line.c_str() + 9))};
+    auto record = std::make_shared<hosted_child>();
+    record->id = id;
+    record->origin = image.origin_host;
+    record->pid = static_cast<std::uint32_t>(std::atoi(line.c_str() + 9));
+    record->init_pid = child->init.pid;
+    child->record = record;
+    agent.hosted.add(record);
+    co_return restore_outcome{{}, {}, record->pid, child};
 }
 
 }  // namespace rfork::agent

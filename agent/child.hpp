@@ -1,5 +1,7 @@
-// A restored child: started in its own pid namespace under an init of ours,
-// watched until it ends, its output forwarded line by line.
+// A child restored on this host: started in its own pid namespace under an
+// init of ours (ns_init.hpp), then served for its life over the connection
+// from its parent's agent: its output and exit status go there, input and
+// signals come from there.
 #pragma once
 
 #include "agent.hpp"
@@ -8,21 +10,31 @@
 #include <rfork/protocol.hpp>
 
 #include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
 
+#include <memory>
 #include <string>
 #include <system_error>
 
 namespace rfork::agent {
 
+struct restored_child;
+
 struct restore_outcome {
     std::error_code ec;
     std::string message;  // on failure: CRIU's own line
     std::uint32_t pid = 0;
+    std::shared_ptr<restored_child> child;
 };
 
-// Restores the image in `job`/images. On success the child runs on and is
-// supervised in the background until it ends; `job` is removed either way.
+// Restores the image in `job`/images; `job` is removed either way.
 asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protocol::image_begin& image,
                                                const std::string& id, job_dir& job);
+
+// Serves the child until it has ended and its parent's agent knows. If that
+// agent goes away, the child runs on and its output goes to this agent's
+// stdout, each line marked with its id.
+asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_child> child,
+                                  std::shared_ptr<asio::ip::tcp::socket> peer);
 
 }  // namespace rfork::agent

@@ -13,7 +13,9 @@ namespace {
 constexpr std::uint32_t img_common_magic = 0x54564319;
 constexpr std::uint32_t tty_info_magic = 0x59453036;
 constexpr std::uint64_t tty_type_ext_tty = 5;
-constexpr std::uint64_t field_type = 2, field_sid = 6, field_pgrp = 7;
+constexpr std::uint64_t field_type = 2, field_sid = 6, field_pgrp = 7, field_termios = 9;
+constexpr std::uint64_t termios_field_oflag = 2;
+constexpr std::uint64_t opost = 01;  // <termios.h>
 
 using bytes = std::vector<unsigned char>;
 
@@ -79,9 +81,25 @@ bool split_fields(const bytes& b, std::size_t begin, std::size_t end, std::vecto
     return true;
 }
 
+// A termios_entry with OPOST cleared in c_oflag; nullopt if malformed.
+std::optional<bytes> without_output_processing(const bytes& b, std::size_t begin, std::size_t end) {
+    std::vector<field> fields;
+    if (!split_fields(b, begin, end, fields)) return std::nullopt;
+    bytes out;
+    for (auto& f : fields) {
+        if (f.number == termios_field_oflag && f.wire_type == 0) {
+            write_varint(out, f.number << 3);
+            write_varint(out, f.value & ~opost);
+        } else {
+            out.insert(out.end(), b.begin() + static_cast<long>(f.begin), b.begin() + static_cast<long>(f.end));
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
-std::optional<bytes> clear_external_terminal_sessions(const bytes& image) {
+std::optional<bytes> adapt_external_terminals(const bytes& image) {
     if (image.size() < 8 || get_u32le(image, 0) != img_common_magic || get_u32le(image, 4) != tty_info_magic)
         return std::nullopt;
     bytes out(image.begin(), image.begin() + 8);
@@ -99,6 +117,17 @@ std::optional<bytes> clear_external_terminal_sessions(const bytes& image) {
             if (external && f.wire_type == 0 && (f.number == field_sid || f.number == field_pgrp)) {
                 write_varint(entry, f.number << 3);
                 write_varint(entry, 0);
+            } else if (external && f.wire_type == 2 && f.number == field_termios) {
+                // The payload follows the key and length varints.
+                std::size_t payload = f.begin;
+                std::uint64_t key, length;
+                read_varint(image, payload, f.end, key);
+                read_varint(image, payload, f.end, length);
+                auto termios = without_output_processing(image, payload, f.end);
+                if (!termios) return std::nullopt;
+                write_varint(entry, key);
+                write_varint(entry, termios->size());
+                entry.insert(entry.end(), termios->begin(), termios->end());
             } else {
                 entry.insert(entry.end(), image.begin() + static_cast<long>(f.begin), image.begin() + static_cast<long>(f.end));
             }
@@ -110,7 +139,7 @@ std::optional<bytes> clear_external_terminal_sessions(const bytes& image) {
     return out;
 }
 
-bool clear_external_terminal_sessions_in(const std::string& images_dir) {
+bool adapt_external_terminals_in(const std::string& images_dir) {
     auto path = std::filesystem::path(images_dir) / "tty-info.img";
     if (!std::filesystem::exists(path)) return true;
     bytes image;
@@ -118,7 +147,7 @@ bool clear_external_terminal_sessions_in(const std::string& images_dir) {
         std::ifstream in(path, std::ios::binary);
         image.assign(std::istreambuf_iterator<char>(in), {});
     }
-    auto edited = clear_external_terminal_sessions(image);
+    auto edited = adapt_external_terminals(image);
     if (!edited) return false;
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(reinterpret_cast<const char*>(edited->data()), static_cast<std::streamsize>(edited->size()));

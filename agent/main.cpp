@@ -6,7 +6,7 @@
 #include "ns_init.hpp"
 #include "options.hpp"
 #include "receiver.hpp"
-#include "sender.hpp"
+#include "local.hpp"
 
 #include <rfork/detail/frame_io.hpp>
 
@@ -83,7 +83,7 @@ void prepare_work_dir(const std::string& dir) {
 int run_agent(const options& opts) {
     std::signal(SIGPIPE, SIG_IGN);
     asio::io_context io(1);
-    agent_state agent{io, opts, {}, fs::read_symlink("/proc/self/exe").string(), opts.name};
+    agent_state agent{io, opts, {}, fs::read_symlink("/proc/self/exe").string(), opts.name, 1, {}, {}};
     if (agent.host.empty()) {
         char name[256] = {};
         ::gethostname(name, sizeof name - 1);
@@ -112,7 +112,7 @@ int run_agent(const options& opts) {
         return 1;
     }
 
-    asio::co_spawn(io, accept_loop(agent, local, serve_program), asio::detached);
+    asio::co_spawn(io, accept_loop(agent, local, serve_local), asio::detached);
     asio::co_spawn(io, accept_loop(agent, network, serve_peer), asio::detached);
     asio::signal_set stop(io, SIGINT, SIGTERM);
     stop.async_wait([&](std::error_code, int signal) {

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <memory>
 #include <random>
 #include <variant>
 
@@ -68,7 +69,8 @@ asio::awaitable<std::optional<failure>> receive_files(asio::ip::tcp::socket& pee
 asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(agent_state& agent,
                                                                                asio::ip::tcp::socket& peer,
                                                                                const std::string& from,
-                                                                               bool& greeted) {
+                                                                               bool& greeted,
+                                                                               std::shared_ptr<restored_child>& child) {
     if (auto refused = co_await expect_handshake(peer, protocol::role::sender,
                                                  "only sending agents may connect to this port"))
         co_return *refused;
@@ -93,21 +95,24 @@ asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(agent_sta
     if (outcome.ec) co_return failure{outcome.ec, outcome.message};
     log("child {} restored: pid {} from {} (origin pid {}, from {})", id, outcome.pid, image.origin_host, image.pid,
         from);
+    child = outcome.child;
     co_return protocol::restored{id, agent.host, outcome.pid};
 }
 
 }  // namespace
 
-asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket peer) {
+asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket connection) {
+    auto peer = std::make_shared<asio::ip::tcp::socket>(std::move(connection));
     std::error_code ignored;
-    auto remote = peer.remote_endpoint(ignored);
+    auto remote = peer->remote_endpoint(ignored);
     std::string from = fmt::format("{}:{}", remote.address().to_string(), remote.port());
-    peer.set_option(asio::ip::tcp::no_delay(true), ignored);
+    peer->set_option(asio::ip::tcp::no_delay(true), ignored);
 
     bool greeted = false;  // whether our handshake went out already
+    std::shared_ptr<restored_child> child;
     std::variant<protocol::restored, failure> outcome;
     try {
-        outcome = co_await handle_peer(agent, peer, from, greeted);
+        outcome = co_await handle_peer(agent, *peer, from, greeted, child);
     } catch (const std::exception& e) {
         outcome = failure{errc::internal_error, e.what()};
     }
@@ -117,8 +122,8 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket peer)
         answer.assign(hello.begin(), hello.end());
     }
     detail::bytes frame;
-    if (auto* child = std::get_if<protocol::restored>(&outcome)) {
-        frame = protocol::encode(*child);
+    if (auto* restored = std::get_if<protocol::restored>(&outcome)) {
+        frame = protocol::encode(*restored);
     } else {
         auto& f = std::get<failure>(outcome);
         if (f.code == asio::error::eof && !greeted) co_return;  // connected and left: nothing to say
@@ -126,7 +131,8 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket peer)
         frame = protocol::encode(protocol::error_message{f.code, "rfork: " + f.text});
     }
     answer.insert(answer.end(), frame.begin(), frame.end());
-    co_await detail::write_bytes(peer, answer);
+    co_await detail::write_bytes(*peer, answer);
+    if (child) co_await serve_child(agent, child, peer);
 }
 
 }  // namespace rfork::agent

@@ -1,6 +1,12 @@
-#include "sender.hpp"
+// The sending role: a local program asks to be forked to another host. Its
+// agent checkpoints it (the process at the other end of the socket, never a
+// pid named in a message), sends the image, answers the program, and then
+// relays between the parent and the child for the child's life.
+#include "local.hpp"
 
+#include "async_mutex.hpp"
 #include "conversation.hpp"
+#include "parent_stdio.hpp"
 #include "criu.hpp"
 #include "criu_image.hpp"
 #include "log.hpp"
@@ -11,11 +17,15 @@
 
 #include <asio/connect.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/posix/stream_descriptor.hpp>
 #include <asio/steady_timer.hpp>
 
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -89,12 +99,12 @@ asio::awaitable<std::error_code> send_image_files(tcp::socket& peer, const fs::p
 }
 
 // Everything between a valid request and the reply; returns the child or why not.
-asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_state& agent, int pid,
+asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_state& agent, tcp::socket& peer,
+                                                                          int pid,
                                                                           const protocol::fork_request& request) {
     auto ep = endpoint::parse(request.endpoint);
     if (!ep) co_return failure{errc::bad_endpoint, "bad endpoint '" + request.endpoint + "': expected host:port"};
 
-    tcp::socket peer(agent.io);
     if (auto ec = co_await connect_with_timeout(peer, *ep))
         co_return failure{errc::agent_unreachable,
                           fmt::format("cannot reach an rfork agent at {} ({})", request.endpoint, ec.message())};
@@ -125,7 +135,7 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
         co_return failure{errc::dump_failed, fmt::format("CRIU could not checkpoint pid {} ({}): {}", pid,
                                                          describe_wait_status(status), criu_error_line(log_file))};
     }
-    if (!clear_external_terminal_sessions_in(images.string()))
+    if (!adapt_external_terminals_in(images.string()))
         co_return failure{errc::dump_failed, "CRIU wrote a tty-info image rfork cannot read"};
 
     protocol::image_begin begin{agent.host, static_cast<std::uint32_t>(pid), request.socket_inode, stdio.keys};
@@ -152,58 +162,142 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     co_return child;
 }
 
-// Reads and checks the request; the checkpoint and transfer follow.
-asio::awaitable<std::variant<protocol::restored, failure>> handle_request(agent_state& agent,
-                                                                          asio::local::stream_protocol::socket& program,
-                                                                          const ucred& cred) {
-    if (auto refused = co_await expect_handshake(program, protocol::role::program,
-                                                 "only programs may use the local socket"))
-        co_return *refused;
-    detail::received_frame frame;
-    protocol::fork_request request;
-    if (auto ec = co_await detail::read_frame(program, frame, request_limit))
-        co_return failure{ec, "bad request: " + ec.message()};
-    if (frame.type != protocol::message_type::fork_request || protocol::decode(frame.payload, request))
-        co_return failure{errc::malformed_message, "expected a fork request"};
-    if (!process_has_socket(cred.pid, request.socket_inode))
-        co_return failure{errc::not_permitted, "the socket named in the request is not the caller's"};
+// The connection to the child's host, kept for the child's life: its output
+// and exit come back on it, signals and input go out on it.
+struct child_relay {
+    explicit child_relay(const asio::any_io_executor& ex) : peer(ex), lock(ex) {}
+    tcp::socket peer;
+    async_mutex lock;  // one frame at a time goes out
+    std::optional<output_sink> out, err;
+    std::optional<input_source> in;
 
-    log("fork request from pid {} (uid {}) to {}", cred.pid, cred.uid, request.endpoint);
-    auto started = std::chrono::steady_clock::now();
-    auto outcome = co_await fork_process(agent, cred.pid, request);
-    if (auto* child = std::get_if<protocol::restored>(&outcome)) {
-        auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-        log("forked pid {} to {}: child {} runs there as pid {} ({:.1f} ms)", cred.pid, request.endpoint,
-            child->child_id, child->pid, ms);
+    asio::awaitable<std::error_code> send(const detail::bytes& frame) {
+        co_await lock.lock();
+        auto ec = co_await detail::write_bytes(peer, frame);
+        lock.unlock();
+        co_return ec;
     }
-    co_return outcome;
+};
+
+// The parent's stdin, to the child, until it ends.
+asio::awaitable<void> forward_input(std::shared_ptr<child_relay> relay) {
+    std::vector<unsigned char> buffer(64 * 1024);
+    for (;;) {
+        auto n = co_await relay->in->read(buffer);
+        auto frame = n == 0 ? protocol::encode_frame(protocol::message_type::child_input_end, {})
+                            : protocol::encode_frame(protocol::message_type::child_input, std::span(buffer.data(), n));
+        if (co_await relay->send(frame) || n == 0) co_return;
+    }
+}
+
+asio::awaitable<void> send_signal(std::shared_ptr<child_relay> relay, int signal) {
+    protocol::signal_child message{static_cast<std::uint32_t>(signal)};
+    auto frame = protocol::encode(message);
+    co_await relay->send(frame);
+}
+
+// Until the child ends: its output to the parent's stdout and stderr, then its
+// exit status to whoever waits. The record stays while the parent may ask.
+asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_relay> relay,
+                                  std::shared_ptr<forked_child> child) {
+    if (relay->in) asio::co_spawn(agent.io, forward_input(relay), asio::detached);
+    detail::received_frame frame;
+    for (;;) {
+        if (auto ec = co_await detail::read_frame(relay->peer, frame)) {
+            child->lost = ec;
+            break;
+        }
+        if (frame.type == protocol::message_type::child_output) {
+            protocol::child_output output;
+            if (protocol::decode(frame.payload, output)) {
+                child->lost = errc::malformed_message;
+                break;
+            }
+            auto& sink = output.stream == protocol::output_stream::stdout_stream ? relay->out : relay->err;
+            co_await sink->write(output.data);
+            continue;
+        }
+        protocol::child_exit exit;
+        if (frame.type != protocol::message_type::child_exit || protocol::decode(frame.payload, exit))
+            child->lost = errc::unexpected_message;
+        else
+            child->status = static_cast<int>(exit.status);
+        break;
+    }
+    child->signal = nullptr;
+    std::error_code ignored;
+    relay->peer.close(ignored);
+    relay->out.reset();  // the parent's stdout, stderr and stdin are not ours to keep
+    relay->err.reset();
+    if (relay->in) relay->in->close();  // ends forward_input, which owns the relay too
+    child->ended.cancel();  // wakes every waiter
+    if (child->status)
+        log("child {} on {} (of pid {}) ended with status {}", child->id, child->host, child->parent_pid, *child->status);
+    else
+        log("lost child {} on {} (of pid {}): {}", child->id, child->host, child->parent_pid, child->lost.message());
+
+    // Its parent may still wait for it; once the parent is gone, nobody can.
+    asio::posix::stream_descriptor parent(agent.io, ::dup(child->parent_pidfd.get()));
+    co_await parent.async_wait(asio::posix::stream_descriptor::wait_read, detail::as_tuple_awaitable);
+    agent.forked.remove(child->id);
 }
 
 }  // namespace
 
-asio::awaitable<void> serve_program(agent_state& agent, asio::local::stream_protocol::socket program) {
-    struct ucred cred {};
-    socklen_t len = sizeof cred;
-    if (::getsockopt(program.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) co_return;
+asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, const ucred& cred,
+                                 const protocol::fork_request& request, std::vector<unique_fd>& stdio) {
+    bool forward_stdin = request.flags & protocol::fork_request::forward_stdin;
+    if (stdio.size() != (forward_stdin ? 3u : 2u)) {
+        failure f{errc::malformed_message, "a fork request carries the program's stdout and stderr (and stdin to forward it)"};
+        co_await answer_failure(program, f);
+        co_return;
+    }
+    if (!process_has_socket(cred.pid, request.socket_inode)) {
+        failure f{errc::not_permitted, "the socket named in the request is not the caller's"};
+        co_await answer_failure(program, f);
+        co_return;
+    }
+    unique_fd parent_pidfd(static_cast<int>(::syscall(SYS_pidfd_open, cred.pid, 0)));
+    if (!parent_pidfd) co_return;  // the program is gone already
 
+    log("fork request from pid {} (uid {}) to {}", cred.pid, cred.uid, request.endpoint);
+    auto started = std::chrono::steady_clock::now();
+    auto relay = std::make_shared<child_relay>(agent.io.get_executor());
     std::variant<protocol::restored, failure> outcome;
     try {
-        outcome = co_await handle_request(agent, program, cred);
+        outcome = co_await fork_process(agent, relay->peer, cred.pid, request);
     } catch (const std::exception& e) {
         outcome = failure{errc::internal_error, e.what()};
     }
-    // The answer is the agent's handshake and one frame, exactly as the
-    // receiving agent prepares it for the child.
-    detail::bytes answer;
-    if (auto* child = std::get_if<protocol::restored>(&outcome)) {
-        answer = handshake_and(protocol::fork_reply{protocol::fork_side::parent, child->child_id, child->host, child->pid});
-    } else {
-        auto& f = std::get<failure>(outcome);
-        if (f.code == asio::error::eof) co_return;  // the program left before asking
-        log("fork request from pid {} failed: {}", cred.pid, f.text);
-        answer = handshake_and(protocol::error_message{f.code, "rfork: " + f.text});
+    if (auto* f = std::get_if<failure>(&outcome)) {
+        log("fork request from pid {} failed: {}", cred.pid, f->text);
+        co_await answer_failure(program, *f);
+        co_return;
     }
-    co_await detail::write_bytes(program, answer);
+    auto& restored = std::get<protocol::restored>(outcome);
+    auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+    log("forked pid {} to {}: child {} runs there as pid {} ({:.1f} ms)", cred.pid, request.endpoint,
+        restored.child_id, restored.pid, ms);
+
+    auto ex = agent.io.get_executor();
+    relay->out.emplace(ex, std::move(stdio[0]));
+    relay->err.emplace(ex, std::move(stdio[1]));
+    if (forward_stdin) relay->in.emplace(ex, std::move(stdio[2]));
+    auto child = std::make_shared<forked_child>(ex);
+    child->id = restored.child_id;
+    child->host = restored.host;
+    child->parent_pid = cred.pid;
+    child->parent_uid = cred.uid;
+    child->parent_pidfd = std::move(parent_pidfd);
+    std::weak_ptr<child_relay> weak = relay;
+    child->signal = [&agent, weak](int signal) {
+        if (auto r = weak.lock()) asio::co_spawn(agent.io, send_signal(r, signal), asio::detached);
+    };
+    agent.forked.add(child);
+    asio::co_spawn(agent.io, relay_child(agent, relay, child), asio::detached);
+
+    protocol::fork_reply reply{protocol::fork_side::parent, restored.child_id, restored.host, restored.pid};
+    co_await answer(program, reply);
 }
 
 }  // namespace rfork::agent

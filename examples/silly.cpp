@@ -1,4 +1,6 @@
 // The classic demo: fork onto another machine, then both sides count to ten.
+// The child's lines appear here too, as after a local fork(); the parent then
+// waits for the child and reports how it ended.
 //
 //   silly HOST:PORT
 #include <rfork/rfork.hpp>
@@ -17,6 +19,10 @@ asio::awaitable<void> silly(asio::io_context& ctx, std::string endpoint) {
                     r.child().pid);
     for (int i = 0; i < 10; ++i) std::printf("%s %d\n", who, i);
     std::fflush(stdout);
+    if (r.is_parent()) {
+        int status = co_await r.wait();
+        std::printf("parent: child %s exited with status %d\n", r.child().id.c_str(), status);
+    }
 }
 
 int main(int argc, char** argv) {

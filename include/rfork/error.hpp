@@ -17,6 +17,8 @@ enum class errc {
     restore_failed,         // CRIU could not restore the image on the remote host
     not_permitted,          // the agent refused the request
     internal_error,         // the agent failed for a reason of its own
+    no_such_child,          // wait or kill for a child the agent does not know
+    not_a_parent,           // wait or kill called on the child's side of a fork
 
     // What a malformed or foreign peer causes (see protocol.hpp).
     bad_magic = 64,         // the stream is not rfork's protocol
@@ -48,6 +50,8 @@ public:
         case errc::restore_failed: return "CRIU could not restore the process on the remote host";
         case errc::not_permitted: return "the rfork agent refused the request";
         case errc::internal_error: return "internal error in the rfork agent";
+        case errc::no_such_child: return "no such child";
+        case errc::not_a_parent: return "only the parent can wait for or signal its child";
         case errc::bad_magic: return "not the rfork protocol (bad magic)";
         case errc::unsupported_version: return "unsupported rfork protocol version";
         case errc::unknown_role: return "unknown role in the rfork handshake";

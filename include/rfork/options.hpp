@@ -17,6 +17,9 @@ inline std::string agent_socket_from_environment() {
 struct fork_options {
     // Where the local agent listens; empty means agent_socket_from_environment().
     std::string agent_socket;
+    // The child reads this process's stdin (what the parent does not read
+    // first); without it the child's stdin reads end of file.
+    bool forward_stdin = false;
 };
 
 }  // namespace rfork

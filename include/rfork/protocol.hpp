@@ -33,6 +33,7 @@
 #include <string_view>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 namespace rfork::protocol {
 
@@ -54,13 +55,29 @@ enum class role : std::uint8_t {
 
 enum class message_type : std::uint16_t {
     error = 1,         // error_message: the request failed
-    fork_request = 2,  // program -> local agent
+    fork_request = 2,  // program -> local agent (with its stdio fds, SCM_RIGHTS)
     fork_reply = 3,    // agent -> program (parent) or -> restored child
+
     image_begin = 16,  // sender -> receiver: what is coming
     image_file = 17,   // sender -> receiver: one image file starts
     image_data = 18,   // sender -> receiver: raw bytes of the current file
     image_end = 19,    // sender -> receiver: all files sent, restore now
     restored = 20,     // receiver -> sender: the child runs
+
+    // On the same connection, for the child's life:
+    child_output = 32,  // receiver -> sender: bytes the child wrote (child_output)
+    child_input = 33,   // sender -> receiver: bytes for the child's stdin (raw payload)
+    child_input_end = 34,  // sender -> receiver: the parent's stdin ended
+    child_exit = 35,    // receiver -> sender: the child ended (child_exit); last frame
+    signal_child = 36,  // sender -> receiver: deliver a signal (signal_child)
+
+    // Program (or rfork-agent CLI) -> local agent, each on a connection of its own:
+    wait_request = 48,  // wait for a child of this host's programs to end
+    wait_reply = 49,
+    kill_request = 50,  // signal such a child
+    kill_reply = 51,
+    list_request = 52,  // the children running on this host
+    list_reply = 53,
 };
 
 inline bool is_known(message_type t) {
@@ -72,7 +89,18 @@ inline bool is_known(message_type t) {
     case message_type::image_file:
     case message_type::image_data:
     case message_type::image_end:
-    case message_type::restored: return true;
+    case message_type::restored:
+    case message_type::child_output:
+    case message_type::child_input:
+    case message_type::child_input_end:
+    case message_type::child_exit:
+    case message_type::signal_child:
+    case message_type::wait_request:
+    case message_type::wait_reply:
+    case message_type::kill_request:
+    case message_type::kill_reply:
+    case message_type::list_request:
+    case message_type::list_reply: return true;
     }
     return false;
 }
@@ -189,14 +217,17 @@ struct error_message {
 
 struct fork_request {
     static constexpr message_type type = message_type::fork_request;
+    static constexpr std::uint32_t forward_stdin = 1;  // flag: the child reads the parent's stdin
     std::string endpoint;            // "host:port" of the remote agent
     std::uint64_t socket_inode = 0;  // inode of the program's end of this connection
+    std::uint32_t flags = 0;
 
-    void encode(detail::wire_writer& w) const { w.str(endpoint), w.u64(socket_inode); }
+    void encode(detail::wire_writer& w) const { w.str(endpoint), w.u64(socket_inode), w.u32(flags); }
     bool decode(detail::wire_reader& r) {
         endpoint = r.str(max_text);
         socket_inode = r.u64();
-        return !endpoint.empty() && socket_inode != 0;
+        flags = r.u32();
+        return !endpoint.empty() && socket_inode != 0 && (flags & ~forward_stdin) == 0;
     }
 };
 
@@ -279,6 +310,128 @@ struct restored {
         host = r.str(max_text);
         pid = r.u32();
         return !child_id.empty() && pid != 0;
+    }
+};
+
+enum class output_stream : std::uint8_t { stdout_stream = 1, stderr_stream = 2 };
+
+// A chunk of the child's output: which stream, then the bytes.
+struct child_output {
+    static constexpr message_type type = message_type::child_output;
+    output_stream stream = output_stream::stdout_stream;
+    bytes data;
+
+    void encode(detail::wire_writer& w) const { w.u8(static_cast<std::uint8_t>(stream)), w.raw(data); }
+    bool decode(detail::wire_reader& r) {
+        auto s = r.u8();
+        stream = static_cast<output_stream>(s);
+        data = r.rest();
+        return s == 1 || s == 2;
+    }
+};
+
+struct child_exit {
+    static constexpr message_type type = message_type::child_exit;
+    std::uint32_t status = 0;  // the exit code, or 128 + the signal that ended it
+
+    void encode(detail::wire_writer& w) const { w.u32(status); }
+    bool decode(detail::wire_reader& r) {
+        status = r.u32();
+        return status <= 255;
+    }
+};
+
+struct signal_child {
+    static constexpr message_type type = message_type::signal_child;
+    std::uint32_t signal = 0;
+
+    void encode(detail::wire_writer& w) const { w.u32(signal); }
+    bool decode(detail::wire_reader& r) {
+        signal = r.u32();
+        return signal >= 1 && signal <= 64;
+    }
+};
+
+struct wait_request {
+    static constexpr message_type type = message_type::wait_request;
+    std::string child_id;
+
+    void encode(detail::wire_writer& w) const { w.str(child_id); }
+    bool decode(detail::wire_reader& r) {
+        child_id = r.str(max_text);
+        return !child_id.empty();
+    }
+};
+
+struct wait_reply {
+    static constexpr message_type type = message_type::wait_reply;
+    std::uint32_t status = 0;  // as child_exit
+
+    void encode(detail::wire_writer& w) const { w.u32(status); }
+    bool decode(detail::wire_reader& r) {
+        status = r.u32();
+        return status <= 255;
+    }
+};
+
+// Signals a child: of this host's programs (a parent), or running on this
+// host (rfork-agent kill).
+struct kill_request {
+    static constexpr message_type type = message_type::kill_request;
+    std::string child_id;
+    std::uint32_t signal = 15;
+
+    void encode(detail::wire_writer& w) const { w.str(child_id), w.u32(signal); }
+    bool decode(detail::wire_reader& r) {
+        child_id = r.str(max_text);
+        signal = r.u32();
+        return !child_id.empty() && signal >= 1 && signal <= 64;
+    }
+};
+
+struct kill_reply {
+    static constexpr message_type type = message_type::kill_reply;
+    void encode(detail::wire_writer&) const {}
+    bool decode(detail::wire_reader&) { return true; }
+};
+
+struct list_request {
+    static constexpr message_type type = message_type::list_request;
+    void encode(detail::wire_writer&) const {}
+    bool decode(detail::wire_reader&) { return true; }
+};
+
+struct hosted_child {
+    std::string id;
+    std::string origin_host;
+    std::uint32_t pid = 0;          // inside its pid namespace
+    std::string state;              // "running" or "exited N"
+    std::uint64_t age_ms = 0;
+};
+
+struct list_reply {
+    static constexpr message_type type = message_type::list_reply;
+    static constexpr std::uint32_t max_children = 65536;
+    std::vector<hosted_child> children;
+
+    void encode(detail::wire_writer& w) const {
+        w.u32(static_cast<std::uint32_t>(children.size()));
+        for (auto& c : children) w.str(c.id), w.str(c.origin_host), w.u32(c.pid), w.str(c.state), w.u64(c.age_ms);
+    }
+    bool decode(detail::wire_reader& r) {
+        auto n = r.u32();
+        if (n > max_children) return false;
+        children.clear();
+        for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+            hosted_child c;
+            c.id = r.str(max_text);
+            c.origin_host = r.str(max_text);
+            c.pid = r.u32();
+            c.state = r.str(max_text);
+            c.age_ms = r.u64();
+            children.push_back(std::move(c));
+        }
+        return r.ok();
     }
 };
 

@@ -262,6 +262,13 @@ std::vector<std::string> lines_with(const std::string& text, const std::string& 
     return lines;
 }
 
+std::vector<std::string> lines_starting_with(const std::string& text, const std::string& prefix) {
+    std::vector<std::string> lines;
+    for (auto& line : lines_with(text, prefix))
+        if (line.starts_with(prefix)) lines.push_back(line);
+    return lines;
+}
+
 std::string field(const std::string& line, const std::string& key) {
     std::istringstream in(line);
     for (std::string word; in >> word;)

@@ -85,6 +85,9 @@ std::string read_file(const std::string& path);
 // Lines of `text` that contain `needle`.
 std::vector<std::string> lines_with(const std::string& text, const std::string& needle);
 
+// Lines of `text` that start with `prefix`.
+std::vector<std::string> lines_starting_with(const std::string& text, const std::string& prefix);
+
 // The value of "key=value" in a line of space-separated fields.
 std::string field(const std::string& line, const std::string& key);
 

@@ -1,4 +1,5 @@
-// The agent's one edit of a CRIU image: external terminals lose their session.
+// The agent's one edit of a CRIU image: external terminals lose their session
+// and their output processing.
 #include "../../agent/criu_image.hpp"
 
 #include <doctest/doctest.h>
@@ -6,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-using rfork::agent::clear_external_terminal_sessions;
+using rfork::agent::adapt_external_terminals;
 using bytes = std::vector<unsigned char>;
 
 namespace {
@@ -29,8 +30,8 @@ void varint_field(bytes& out, std::uint32_t number, std::uint64_t value) {
 }
 
 // A tty_info_entry as CRIU writes it: id, type, locked, exclusive,
-// packet_mode, sid, pgrp, rdev, then a length-delimited termios.
-bytes tty_entry(std::uint32_t id, std::uint32_t type, std::uint32_t sid, std::uint32_t pgrp) {
+// packet_mode, sid, pgrp, rdev, then a termios_entry (c_iflag, c_oflag, c_cc).
+bytes tty_entry(std::uint32_t id, std::uint32_t type, std::uint32_t sid, std::uint32_t pgrp, std::uint32_t oflag) {
     bytes e;
     varint_field(e, 1, id);
     varint_field(e, 2, type);
@@ -40,9 +41,14 @@ bytes tty_entry(std::uint32_t id, std::uint32_t type, std::uint32_t sid, std::ui
     varint_field(e, 6, sid);
     varint_field(e, 7, pgrp);
     varint_field(e, 8, 0x8800);
-    varint(e, (9 << 3) | 2);  // termios: bytes kept as they are
-    varint(e, 3);
-    e.insert(e.end(), {0x08, 0x96, 0x01});
+    bytes termios;
+    varint_field(termios, 1, 0x500);
+    varint_field(termios, 2, oflag);
+    varint_field(termios, 8, 3);  // c_cc, repeated
+    varint_field(termios, 8, 28);
+    varint(e, (9 << 3) | 2);
+    varint(e, termios.size());
+    e.insert(e.end(), termios.begin(), termios.end());
     return e;
 }
 
@@ -58,52 +64,53 @@ bytes image_of(const std::vector<bytes>& entries) {
 }
 
 constexpr std::uint32_t ext_tty = 5, pty = 3;
+constexpr std::uint32_t opost = 01, onlcr = 04;
 
 }  // namespace
 
 TEST_SUITE("unit.criu_image") {
-    TEST_CASE("an external terminal loses its session and process group and nothing else changes") {
-        auto image = image_of({tty_entry(0x12, ext_tty, 13229, 13229)});
-        auto edited = clear_external_terminal_sessions(image);
+    TEST_CASE("an external terminal loses its session and process group and output processing only") {
+        auto image = image_of({tty_entry(0x12, ext_tty, 13229, 13229, opost | onlcr)});
+        auto edited = adapt_external_terminals(image);
         REQUIRE(edited);
-        CHECK(*edited == image_of({tty_entry(0x12, ext_tty, 0, 0)}));
+        CHECK(*edited == image_of({tty_entry(0x12, ext_tty, 0, 0, onlcr)}));
         CHECK(edited->size() < image.size());  // the entry's length prefix follows the shorter varints
     }
 
     TEST_CASE("terminals that travel with the process keep their session") {
-        auto image = image_of({tty_entry(0x1, pty, 4242, 4243), tty_entry(0x2, ext_tty, 300, 301),
-                               tty_entry(0x3, pty, 7, 7)});
-        auto edited = clear_external_terminal_sessions(image);
+        auto image = image_of({tty_entry(0x1, pty, 4242, 4243, opost), tty_entry(0x2, ext_tty, 300, 301, opost),
+                               tty_entry(0x3, pty, 7, 7, opost | onlcr)});
+        auto edited = adapt_external_terminals(image);
         REQUIRE(edited);
-        CHECK(*edited == image_of({tty_entry(0x1, pty, 4242, 4243), tty_entry(0x2, ext_tty, 0, 0),
-                                   tty_entry(0x3, pty, 7, 7)}));
+        CHECK(*edited == image_of({tty_entry(0x1, pty, 4242, 4243, opost), tty_entry(0x2, ext_tty, 0, 0, 0),
+                                   tty_entry(0x3, pty, 7, 7, opost | onlcr)}));
     }
 
     TEST_CASE("an image without terminals stays as it is") {
         auto image = image_of({});
-        CHECK(clear_external_terminal_sessions(image) == image);
+        CHECK(adapt_external_terminals(image) == image);
     }
 
     TEST_CASE("anything but a well-formed tty-info image is refused") {
-        auto good = image_of({tty_entry(0x12, ext_tty, 13229, 13229)});
+        auto good = image_of({tty_entry(0x12, ext_tty, 13229, 13229, opost)});
         SUBCASE("another image's magic") {
             auto other = good;
             other[4] ^= 1;
-            CHECK_FALSE(clear_external_terminal_sessions(other));
+            CHECK_FALSE(adapt_external_terminals(other));
         }
-        SUBCASE("too short for its header") { CHECK_FALSE(clear_external_terminal_sessions(bytes(good.begin(), good.begin() + 6))); }
+        SUBCASE("too short for its header") { CHECK_FALSE(adapt_external_terminals(bytes(good.begin(), good.begin() + 6))); }
         SUBCASE("an entry longer than the file") {
             auto cut = good;
             cut.pop_back();
-            CHECK_FALSE(clear_external_terminal_sessions(cut));
+            CHECK_FALSE(adapt_external_terminals(cut));
         }
         SUBCASE("a field running past its entry") {
             auto bad = image_of({bytes{0x08, 0x96}});  // a varint that never ends
-            CHECK_FALSE(clear_external_terminal_sessions(bad));
+            CHECK_FALSE(adapt_external_terminals(bad));
         }
         SUBCASE("an unknown wire type") {
             auto bad = image_of({bytes{0x0b, 0x00}});  // field 1, wire type 3 (groups)
-            CHECK_FALSE(clear_external_terminal_sessions(bad));
+            CHECK_FALSE(adapt_external_terminals(bad));
         }
     }
 }

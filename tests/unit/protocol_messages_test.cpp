@@ -67,8 +67,8 @@ TEST_CASE("messages: protocol::encode frames the payload with the message's type
 
 TEST_CASE("messages: encodings are byte-exact and big-endian") {
     SUBCASE("fork_request") {
-        const bytes want = {0, 0, 0, 3, 'h', ':', '1', 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08};
-        CHECK(payload_of(proto::fork_request{"h:1", 0x0102030405060708u}) == want);
+        const bytes want = {0, 0, 0, 3, 'h', ':', '1', 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0, 0, 0, 1};
+        CHECK(payload_of(proto::fork_request{"h:1", 0x0102030405060708u, proto::fork_request::forward_stdin}) == want);
     }
     SUBCASE("fork_reply") {
         proto::fork_reply m;

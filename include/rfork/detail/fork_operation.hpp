@@ -18,7 +18,12 @@
 #include <asio/awaitable.hpp>
 #include <asio/local/stream_protocol.hpp>
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+
+#include <cstring>
+#include <span>
+#include <vector>
 
 #include <string>
 #include <system_error>
@@ -33,6 +38,28 @@ struct fork_outcome {
 
 inline fork_outcome fork_failure(std::error_code ec, std::string message) {
     return {ec, fork_result::failure("rfork: " + std::move(message))};
+}
+
+// Sends the first bytes of `data` with `fds` attached (SCM_RIGHTS); returns
+// how many bytes went, or -1 with errno set.
+inline ssize_t send_with_fds(int socket, std::span<const unsigned char> data, const std::vector<int>& fds) {
+    char control[CMSG_SPACE(sizeof(int) * 3)] = {};
+    iovec iov{const_cast<unsigned char*>(data.data()), data.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    ssize_t n;
+    do {
+        n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n;
 }
 
 inline asio::awaitable<fork_outcome> fork_operation(asio::any_io_executor ex, std::string endpoint_text,
@@ -56,9 +83,18 @@ inline asio::awaitable<fork_outcome> fork_operation(asio::any_io_executor ex, st
 
     auto hello = protocol::encode_handshake(protocol::role::program);
     bytes request(hello.begin(), hello.end());
-    auto frame = protocol::encode(protocol::fork_request{endpoint_text, st.st_ino});
+    protocol::fork_request fork{endpoint_text, st.st_ino,
+                                options.forward_stdin ? protocol::fork_request::forward_stdin : 0u};
+    auto frame = protocol::encode(fork);
     request.insert(request.end(), frame.begin(), frame.end());
-    if (auto ec = co_await write_bytes(socket, request))
+    // The child's output goes where ours goes: the agent gets our stdout and stderr (and stdin, to forward it).
+    std::vector<int> stdio = options.forward_stdin ? std::vector<int>{1, 2, 0} : std::vector<int>{1, 2};
+    auto sent = send_with_fds(socket.native_handle(), request, stdio);
+    if (sent < 0)
+        co_return fork_failure(errc::agent_lost, "could not send the request to the agent at " + path + " (" +
+                                                     std::strerror(errno) + ")");
+    auto rest = std::span<const unsigned char>(request).subspan(static_cast<std::size_t>(sent));
+    if (auto ec = co_await write_bytes(socket, rest))
         co_return fork_failure(errc::agent_lost, "could not send the request to the agent at " + path + " (" +
                                                      ec.message() + ")");
 
@@ -89,7 +125,7 @@ inline asio::awaitable<fork_outcome> fork_operation(asio::any_io_executor ex, st
     if (reply.type != protocol::message_type::fork_reply || protocol::decode(reply.payload, r))
         co_return fork_failure(errc::unexpected_message, "unexpected answer from the agent at " + path);
     auto which = r.side == protocol::fork_side::child ? fork_result::side::child : fork_result::side::parent;
-    co_return fork_outcome{{}, fork_result(which, child_info{r.child_id, r.host, static_cast<int>(r.pid)})};
+    co_return fork_outcome{{}, fork_result(which, child_info{r.child_id, r.host, static_cast<int>(r.pid)}, path)};
 }
 
 }  // namespace rfork::detail

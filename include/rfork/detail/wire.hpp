@@ -52,6 +52,13 @@ public:
         return s;
     }
 
+    // Everything not read yet (a frame's raw tail).
+    bytes rest() {
+        bytes tail(in_.begin() + static_cast<std::ptrdiff_t>(pos_), in_.end());
+        pos_ = in_.size();
+        return tail;
+    }
+
     bool ok() const { return ok_; }
     std::size_t remaining() const { return in_.size() - pos_; }
     // True when every byte was consumed and nothing failed.
