@@ -112,9 +112,12 @@ std::vector<std::string> dump_command(const std::string& criu, int pid, const st
                                       const std::string& log_file, std::uint64_t socket_inode,
                                       const std::vector<std::string>& externals) {
     // --shell-job: the caller is rarely a session leader; --leave-running: it is the parent.
-    std::vector<std::string> argv{criu,           "dump",       "--tree",   std::to_string(pid),
-                                  "--images-dir", images_dir,   "--log-file", log_file,
-                                  "-v4",          "--leave-running", "--shell-job",
+    // --tcp-established: its connections are dumped (and stay the parent's), to be
+    // restored closed; nftables holds their packets for the instant of the dump.
+    std::vector<std::string> argv{criu,           "dump",          "--tree",          std::to_string(pid),
+                                  "--images-dir", images_dir,      "--log-file",      log_file,
+                                  "-v4",          "--leave-running", "--shell-job",   "--tcp-established",
+                                  "--network-lock", "nftables",
                                   "--external",   fmt::format("unix[{}]", socket_inode)};
     for (auto& e : externals) argv.insert(argv.end(), {"--external", e});
     return argv;
@@ -123,9 +126,10 @@ std::vector<std::string> dump_command(const std::string& criu, int pid, const st
 std::vector<std::string> restore_command(const std::string& criu, const std::string& images_dir,
                                          const std::string& log_file, const std::string& pid_file,
                                          const std::vector<std::pair<int, std::string>>& inherit) {
+    // --tcp-close: the parent's connections are the parent's; the child sees them closed.
     std::vector<std::string> argv{criu,       "restore", "--images-dir",      images_dir,
                                   "--log-file", log_file, "-v4",               "--shell-job",
-                                  "--restore-detached", "--pidfile", pid_file};
+                                  "--restore-detached", "--tcp-close", "--pidfile", pid_file};
     for (auto& [fd, key] : inherit) argv.insert(argv.end(), {"--inherit-fd", fmt::format("fd[{}]:{}", fd, key)});
     return argv;
 }
