@@ -17,6 +17,7 @@ struct agent_state {
     options opts;
     std::string criu;      // the CRIU binary in use
     std::string self_exe;  // this binary, re-executed as a namespace init
+    std::string nsenter;   // util-linux nsenter, to dump a child restored here
     std::string host;      // this host's name, as told to peers
     std::uint64_t next_job = 1;
     child_table<forked_child> forked;  // children of this host's programs, elsewhere

@@ -1,6 +1,7 @@
 // rfork-agent: one binary on every machine, in both roles (see sender.hpp and
 // receiver.hpp).
 #include "agent.hpp"
+#include "cli.hpp"
 #include "criu.hpp"
 #include "log.hpp"
 #include "ns_init.hpp"
@@ -83,7 +84,8 @@ void prepare_work_dir(const std::string& dir) {
 int run_agent(const options& opts) {
     std::signal(SIGPIPE, SIG_IGN);
     asio::io_context io(1);
-    agent_state agent{io, opts, {}, fs::read_symlink("/proc/self/exe").string(), opts.name, 1, {}, {}};
+    agent_state agent{io, opts, {}, fs::read_symlink("/proc/self/exe").string(), {}, opts.name, 1, {}, {}};
+    agent.nsenter = find_program("nsenter");
     if (agent.host.empty()) {
         char name[256] = {};
         ::gethostname(name, sizeof name - 1);
@@ -138,6 +140,8 @@ int run_agent(const options& opts) {
 int main(int argc, char** argv) {
     if (argc >= 2 && std::strcmp(argv[1], "ns-init") == 0) return run_ns_init(argc, argv);
     std::vector<std::string> args(argv + 1, argv + argc);
+    if (!args.empty() && args[0] == "list") return run_list({args.begin() + 1, args.end()});
+    if (!args.empty() && args[0] == "kill") return run_kill({args.begin() + 1, args.end()});
     if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
         std::fputs(usage_text, stdout);
         return 0;

@@ -8,6 +8,8 @@ namespace rfork::agent {
 
 const char* const usage_text =
     "usage: rfork-agent --listen [ADDR:]PORT [options]\n"
+    "       rfork-agent list [--socket PATH]          children running on this host\n"
+    "       rfork-agent kill ID [--signal N|NAME] [--socket PATH]\n"
     "\n"
     "Receives processes forked here by other agents, and forks local programs\n"
     "that ask for it (rfork::fork_remote) to other agents.\n"

@@ -29,6 +29,9 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <variant>
 
 namespace rfork::agent {
@@ -70,6 +73,39 @@ asio::awaitable<std::error_code> connect_with_timeout(tcp::socket& socket, const
     timer.cancel();
     if (timed_out) co_return std::error_code(asio::error::timed_out);
     co_return cec;
+}
+
+std::string pid_namespace_of(int pid) {
+    std::error_code ec;
+    return fs::read_symlink(fmt::format("/proc/{}/ns/pid", pid), ec).string();
+}
+
+// How CRIU reaches a process: a command prefix and the pid CRIU must name.
+struct dump_target {
+    std::vector<std::string> enter;  // empty, or nsenter into the process's namespaces
+    int pid;
+};
+
+// A process in our own pid namespace is dumped from here. A child restored
+// here (forking again: a chain) lives in the pid namespace of its init, and
+// CRIU must run inside it, seeing the process by its pid there; a pid
+// namespace only shows its processes to CRIU when its init is dumped too.
+std::optional<dump_target> locate(const agent_state& agent, int pid) {
+    auto ns = pid_namespace_of(pid);
+    if (ns == pid_namespace_of(::getpid())) return dump_target{{}, pid};
+    for (auto& [id, child] : agent.hosted.all()) {
+        if (pid_namespace_of(child->init_pid) != ns) continue;
+        std::ifstream status(fmt::format("/proc/{}/status", pid));
+        int inner = -1;
+        for (std::string line; std::getline(status, line);) {
+            if (!line.starts_with("NSpid:")) continue;
+            std::istringstream fields(line.substr(6));
+            for (int p; fields >> p;) inner = p;  // the last is the pid in its own namespace
+        }
+        if (inner <= 0) return std::nullopt;
+        return dump_target{{agent.nsenter, "--target", std::to_string(child->init_pid), "--pid", "--mount", "--"}, inner};
+    }
+    return std::nullopt;
 }
 
 // Streams every file of the image directory as image_file + image_data frames.
@@ -127,7 +163,13 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     auto images = job.path() / "images";
     fs::create_directory(images);
     auto log_file = job / "dump.log";
-    auto dump = spawn(dump_command(agent.criu, pid, images.string(), log_file, request.socket_inode, stdio.externals), {});
+    auto where = locate(agent, pid);
+    if (!where)
+        co_return failure{errc::not_permitted,
+                          fmt::format("pid {} lives in a pid namespace this agent did not make; CRIU cannot dump it from here", pid)};
+    auto command = dump_command(agent.criu, where->pid, images.string(), log_file, request.socket_inode, stdio.externals);
+    command.insert(command.begin(), where->enter.begin(), where->enter.end());
+    auto dump = spawn(command, {});
     int status = co_await wait_for_exit(dump);
     if (status != 0) {
         log("checkpoint of pid {} failed; CRIU said:", pid);

@@ -34,7 +34,7 @@ void expect_nothing_left(const test_hosts& hosts) {
 
 }  // namespace
 
-TEST_SUITE("failure") {
+TEST_SUITE("integration.failure") {
     TEST_CASE("a fork to a port where no agent listens fails clearly and the parent goes on") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});

@@ -41,7 +41,7 @@ void check_nothing_left(const test_hosts& hosts, std::size_t children_ended) {
 
 }  // namespace
 
-TEST_SUITE("fork") {
+TEST_SUITE("integration.fork") {
     TEST_CASE("the child's memory is the parent's and it runs on the other host in its own pid namespace") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});

@@ -276,14 +276,10 @@ std::string field(const std::string& line, const std::string& key) {
     return {};
 }
 
-const std::string& program_path(const std::string& name) {
-    static const std::map<std::string, std::string> paths = {
-        {"silly", RFORK_SILLY_BINARY},
-        {"memory_probe", RFORK_MEMORY_PROBE_BINARY},
-        {"fork_or_report", RFORK_FORK_OR_REPORT_BINARY},
-        {"raw_peer", RFORK_RAW_PEER_BINARY},
-    };
-    return paths.at(name);
+std::string program_path(const std::string& name) {
+    if (name == "silly") return RFORK_SILLY_BINARY;
+    if (name == "rfork-agent") return RFORK_AGENT_BINARY;
+    return std::string(RFORK_TEST_PROGRAM_DIR) + "/" + name;
 }
 
 }  // namespace rfork::test

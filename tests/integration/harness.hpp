@@ -91,6 +91,7 @@ std::vector<std::string> lines_starting_with(const std::string& text, const std:
 // The value of "key=value" in a line of space-separated fields.
 std::string field(const std::string& line, const std::string& key);
 
-const std::string& program_path(const std::string& name);  // a test program or example, by name
+// A program the tests run, by name: programs/NAME.cpp, "silly" or "rfork-agent".
+std::string program_path(const std::string& name);
 
 }  // namespace rfork::test

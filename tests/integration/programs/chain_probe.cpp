@@ -1,0 +1,52 @@
+// Forks to the first endpoint; the child forks again to the second. Every
+// generation reports where it runs and a checksum of memory filled before the
+// first fork, and each parent waits for its child.
+//
+//   chain_probe HOST:PORT HOST:PORT
+#include "probe_util.hpp"
+
+#include <rfork/rfork.hpp>
+
+#include <asio.hpp>
+
+#include <cinttypes>
+#include <cstdio>
+#include <random>
+
+asio::awaitable<int> chain(asio::io_context& ctx, std::string first, std::string second) {
+    std::vector<std::uint64_t> buffer(1 << 20);
+    std::mt19937_64 random(std::random_device{}());
+    for (auto& word : buffer) word = random();
+    const char* generation = "origin";
+    rfork::fork_result r = co_await rfork::fork_remote(ctx, first);
+    if (r.is_child()) {
+        generation = "child";
+        rfork::fork_result again = co_await rfork::fork_remote(ctx, second);
+        if (again.is_child()) generation = "grandchild";
+        else {
+            std::printf("child waited grandchild=%s status=%d\n", again.child().id.c_str(), co_await again.wait());
+        }
+    } else {
+        std::printf("origin waited child=%s status=%d\n", r.child().id.c_str(), co_await r.wait());
+    }
+    std::printf("%s pid=%d pidns=%s addrs=%s sum=%016" PRIx64 "\n", generation, ::getpid(),
+                probe::pid_namespace().c_str(), probe::addresses().c_str(), probe::checksum(buffer));
+    std::fflush(stdout);
+    co_return 0;
+}
+
+int main(int argc, char** argv) {
+    if (argc != 3) {
+        std::fprintf(stderr, "usage: chain_probe HOST:PORT HOST:PORT\n");
+        return 2;
+    }
+    asio::io_context ctx;
+    auto done = asio::co_spawn(ctx, chain(ctx, argv[1], argv[2]), asio::use_future);
+    ctx.run();
+    try {
+        return done.get();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "chain_probe: %s\n", e.what());
+        return 1;
+    }
+}
