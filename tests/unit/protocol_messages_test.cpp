@@ -18,38 +18,11 @@ namespace proto = rfork::protocol;
 using rfork::errc;
 using rfork::detail::wire_writer;
 using rfork_test::bytes;
+using rfork_test::check_exact_length_required;
+using rfork_test::decode_as;
+using rfork_test::payload_of;
 
 namespace {
-
-template <typename Message>
-bytes payload_of(const Message& m) {
-    bytes p;
-    wire_writer w(p);
-    m.encode(w);
-    return p;
-}
-
-template <typename Message>
-std::error_code decode_as(std::span<const unsigned char> payload) {
-    Message out;
-    return proto::decode(payload, out);
-}
-
-// Whatever the message, a byte too many or any byte too few is malformed.
-template <typename Message>
-void check_exact_length_required(const Message& valid) {
-    const auto payload = payload_of(valid);
-    REQUIRE_FALSE(decode_as<Message>(payload));
-
-    auto longer = payload;
-    longer.push_back(0);
-    CHECK(decode_as<Message>(longer) == errc::malformed_message);
-
-    for (std::size_t n = 0; n < payload.size(); ++n) {
-        CAPTURE(n);
-        CHECK(decode_as<Message>(std::span(payload).first(n)) == errc::malformed_message);
-    }
-}
 
 const std::string at_limit(proto::max_text, 'h');
 const std::string over_limit(proto::max_text + 1, 'h');

@@ -83,4 +83,35 @@ inline bytes make_frame(std::uint16_t type, std::uint16_t flags, std::uint32_t l
     return f;
 }
 
+// A message's payload, as its encode writes it.
+template <typename Message>
+bytes payload_of(const Message& m) {
+    bytes p;
+    rfork::detail::wire_writer w(p);
+    m.encode(w);
+    return p;
+}
+
+template <typename Message>
+std::error_code decode_as(std::span<const unsigned char> payload) {
+    Message out;
+    return rfork::protocol::decode(payload, out);
+}
+
+// Whatever the message, a byte too many or any byte too few is malformed.
+template <typename Message>
+void check_exact_length_required(const Message& valid) {
+    const auto payload = payload_of(valid);
+    REQUIRE_FALSE(decode_as<Message>(payload));
+
+    auto longer = payload;
+    longer.push_back(0);
+    CHECK(decode_as<Message>(longer) == rfork::errc::malformed_message);
+
+    for (std::size_t n = 0; n < payload.size(); ++n) {
+        CAPTURE(n);
+        CHECK(decode_as<Message>(std::span(payload).first(n)) == rfork::errc::malformed_message);
+    }
+}
+
 }  // namespace rfork_test
