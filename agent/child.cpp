@@ -282,9 +282,19 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     status.write.reset();
     keep_open.clear();
     child->status.assign(status.read.release());
+    // Known from now on: CRIU resumes the child before it tells us, and the
+    // child may fork again at once (a chain), from inside this namespace.
+    auto record = std::make_shared<hosted_child>();
+    record->id = id;
+    record->origin = image.origin_host;
+    record->pid = image.pid;
+    record->init_pid = child->init.pid;
+    child->record = record;
+    agent.hosted.add(record);
 
     std::string line = co_await read_status_line(child->status, child->status_buffer);
     if (!line.starts_with("restored ")) {
+        agent.hosted.remove(id);
         co_await wait_for_exit(child->init);
         log("restore of child {} failed; CRIU said:", id);
         log_criu_failure(log_file);
@@ -296,13 +306,7 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     }
     job.remove();  // the images are in the child's memory now
 
-    auto record = std::make_shared<hosted_child>();
-    record->id = id;
-    record->origin = image.origin_host;
     record->pid = static_cast<std::uint32_t>(std::atoi(line.c_str() + 9));
-    record->init_pid = child->init.pid;
-    child->record = record;
-    agent.hosted.add(record);
     co_return restore_outcome{{}, {}, record->pid, child};
 }
 

@@ -26,7 +26,6 @@ struct forked_child {
     std::string host;
     int parent_pid = 0;
     unsigned parent_uid = 0;
-    unique_fd parent_pidfd;             // readable once the parent has exited
     std::optional<int> status;          // exit code or 128 + signal, once it ended
     std::error_code lost;               // set if its host went silent before telling
     asio::steady_timer ended;           // waiters wait on it; cancelled when the child ends

@@ -6,6 +6,7 @@
 #include <asio/this_coro.hpp>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -92,12 +93,22 @@ child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_m
     return child;
 }
 
+asio::awaitable<void> wait_readable(unique_fd fd) {
+    auto ex = co_await asio::this_coro::executor;
+    int raw = fd.get();
+    asio::posix::stream_descriptor watch(ex, fd.release());
+    for (;;) {
+        pollfd p{raw, POLLIN, 0};
+        if (::poll(&p, 1, 0) > 0) co_return;
+        auto [ec] = co_await watch.async_wait(asio::posix::stream_descriptor::wait_read, detail::as_tuple_awaitable);
+        if (ec == asio::error::operation_aborted) co_return;
+    }
+}
+
 asio::awaitable<int> wait_for_exit(child_process& child) {
     // A pidfd becomes readable when its process ends.
-    auto ex = co_await asio::this_coro::executor;
-    asio::posix::stream_descriptor watch(ex, ::dup(child.pidfd.get()));
-    // Any error (the agent stopping) also ends the wait; waitpid then reaps.
-    co_await watch.async_wait(asio::posix::stream_descriptor::wait_read, detail::as_tuple_awaitable);
+    unique_fd watched(::dup(child.pidfd.get()));
+    co_await wait_readable(std::move(watched));
     int status = 0;
     while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
     }

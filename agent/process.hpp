@@ -54,6 +54,12 @@ child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_m
 // Waits for the child to end and reaps it; returns its wait status.
 asio::awaitable<int> wait_for_exit(child_process& child);
 
+// Waits until `fd` (a pidfd, say) is really readable. Asio's async_wait can
+// complete for a readiness event that was meant for an fd closed just before
+// and whose slot the new one reuses, so readiness is checked with poll(2).
+// Takes ownership of `fd`; returns early only if the agent is stopping.
+asio::awaitable<void> wait_readable(unique_fd fd);
+
 // "exit code N" or "killed by signal S" for a wait status.
 std::string describe_wait_status(int status);
 

@@ -141,6 +141,10 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     auto ep = endpoint::parse(request.endpoint);
     if (!ep) co_return failure{errc::bad_endpoint, "bad endpoint '" + request.endpoint + "': expected host:port"};
 
+    auto where = locate(agent, pid);
+    if (!where)
+        co_return failure{errc::not_permitted,
+                          fmt::format("pid {} lives in a pid namespace this agent did not make; CRIU cannot dump it from here", pid)};
     if (auto ec = co_await connect_with_timeout(peer, *ep))
         co_return failure{errc::agent_unreachable,
                           fmt::format("cannot reach an rfork agent at {} ({})", request.endpoint, ec.message())};
@@ -163,10 +167,6 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     auto images = job.path() / "images";
     fs::create_directory(images);
     auto log_file = job / "dump.log";
-    auto where = locate(agent, pid);
-    if (!where)
-        co_return failure{errc::not_permitted,
-                          fmt::format("pid {} lives in a pid namespace this agent did not make; CRIU cannot dump it from here", pid)};
     auto command = dump_command(agent.criu, where->pid, images.string(), log_file, request.socket_inode, stdio.externals);
     command.insert(command.begin(), where->enter.begin(), where->enter.end());
     auto dump = spawn(command, {});
@@ -241,8 +241,14 @@ asio::awaitable<void> send_signal(std::shared_ptr<child_relay> relay, int signal
 // Until the child ends: its output to the parent's stdout and stderr, then its
 // exit status to whoever waits. The record stays while the parent may ask.
 asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_relay> relay,
-                                  std::shared_ptr<forked_child> child) {
-    if (relay->in) asio::co_spawn(agent.io, forward_input(relay), asio::detached);
+                                  std::shared_ptr<forked_child> child, unique_fd parent_pidfd) {
+    if (relay->in) {
+        asio::co_spawn(agent.io, forward_input(relay), asio::detached);
+    } else {
+        // Nothing to forward: the child's stdin ends now.
+        auto end = protocol::encode_frame(protocol::message_type::child_input_end, {});
+        co_await relay->send(end);
+    }
     detail::received_frame frame;
     for (;;) {
         if (auto ec = co_await detail::read_frame(relay->peer, frame)) {
@@ -279,8 +285,7 @@ asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_rela
         log("lost child {} on {} (of pid {}): {}", child->id, child->host, child->parent_pid, child->lost.message());
 
     // Its parent may still wait for it; once the parent is gone, nobody can.
-    asio::posix::stream_descriptor parent(agent.io, ::dup(child->parent_pidfd.get()));
-    co_await parent.async_wait(asio::posix::stream_descriptor::wait_read, detail::as_tuple_awaitable);
+    co_await wait_readable(std::move(parent_pidfd));
     agent.forked.remove(child->id);
 }
 
@@ -330,13 +335,12 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, cons
     child->host = restored.host;
     child->parent_pid = cred.pid;
     child->parent_uid = cred.uid;
-    child->parent_pidfd = std::move(parent_pidfd);
     std::weak_ptr<child_relay> weak = relay;
     child->signal = [&agent, weak](int signal) {
         if (auto r = weak.lock()) asio::co_spawn(agent.io, send_signal(r, signal), asio::detached);
     };
     agent.forked.add(child);
-    asio::co_spawn(agent.io, relay_child(agent, relay, child), asio::detached);
+    asio::co_spawn(agent.io, relay_child(agent, relay, child, std::move(parent_pidfd)), asio::detached);
 
     protocol::fork_reply reply{protocol::fork_side::parent, restored.child_id, restored.host, restored.pid};
     co_await answer(program, reply);

@@ -53,7 +53,8 @@ inline asio::awaitable<local_answer> local_request(std::string socket_path, byte
 
 inline asio::awaitable<int> wait_for_child(std::string socket_path, std::string child_id) {
     protocol::wait_request request{child_id};
-    auto answer = co_await local_request(std::move(socket_path), protocol::encode(request));
+    auto frame = protocol::encode(request);
+    auto answer = co_await local_request(std::move(socket_path), std::move(frame));
     if (answer.ec) throw std::system_error(answer.ec, answer.message);
     protocol::wait_reply reply;
     if (answer.frame.type != protocol::message_type::wait_reply || protocol::decode(answer.frame.payload, reply))
@@ -63,7 +64,8 @@ inline asio::awaitable<int> wait_for_child(std::string socket_path, std::string 
 
 inline asio::awaitable<void> signal_child(std::string socket_path, std::string child_id, int signal) {
     protocol::kill_request request{child_id, static_cast<std::uint32_t>(signal)};
-    auto answer = co_await local_request(std::move(socket_path), protocol::encode(request));
+    auto frame = protocol::encode(request);
+    auto answer = co_await local_request(std::move(socket_path), std::move(frame));
     if (answer.ec) throw std::system_error(answer.ec, answer.message);
     if (answer.frame.type != protocol::message_type::kill_reply)
         throw std::system_error(errc::unexpected_message, "rfork: unexpected answer to kill");

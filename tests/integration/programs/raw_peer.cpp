@@ -42,7 +42,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     asio::write(socket, asio::buffer(out));
-    socket.shutdown(asio::ip::tcp::socket::shutdown_send);
+    std::error_code ignored;  // the agent may have answered and closed already
+    socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
 
     // Read the whole answer until the agent closes.
     rfork::detail::bytes answer;
