@@ -3,6 +3,7 @@
 // parent's stdin, a life after the parent's, rfork-agent list and kill on its
 // host, and chains of forks. The programs are programs/child_program.cpp and
 // programs/chain_probe.cpp.
+#include "event_wait.hpp"
 #include "harness.hpp"
 
 #include <doctest/doctest.h>
@@ -114,52 +115,6 @@ std::string child_pattern(std::uint64_t seed, std::size_t size) {
 
 // Once every child has ended, the hosts keep nothing: `ended` says how many
 // children each host ran ("ended after" in its agent's log).
-void check_nothing_left(const test_hosts& hosts, const std::vector<std::string>& names,
-                        const std::map<std::string, std::size_t>& ended) {
-    for (auto& [host, count] : ended) {
-        bool done = hosts.wait_for_log(host, [&, n = count](const std::string& log) {
-            return lines_with(log, " ended after ").size() >= n;
-        });
-        INFO(host << "'s agent log: " << hosts.agent_log(host));
-        CHECK(done);
-    }
-    for (auto& host : names) {
-        CAPTURE(host);
-        CHECK(hosts.work_dir_entries(host) == std::vector<std::string>{});
-        CHECK(hosts.processes_besides_agent(host) == std::vector<int>{});
-    }
-}
-
-std::string agent_logs(const test_hosts& hosts, const std::vector<std::string>& names) {
-    std::string text;
-    for (auto& h : names) text += "\n--- " + h + "'s agent log:\n" + hosts.agent_log(h);
-    return text;
-}
-
-// Waits, bounded, until `dir`/`name` exists (inotify on the directory: the
-// file does not exist yet, so harness's wait_for_file cannot watch it).
-bool wait_for_new_file(const std::string& dir, const std::string& name, std::chrono::milliseconds bound) {
-    auto deadline = std::chrono::steady_clock::now() + bound;
-    int fd = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-    ::inotify_add_watch(fd, dir.c_str(), IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE);
-    bool found = false;
-    for (;;) {
-        if (fs::exists(dir + "/" + name)) {
-            found = true;
-            break;
-        }
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) break;
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-        char events[4096];
-        while (::read(fd, events, sizeof events) > 0) {
-        }
-    }
-    ::close(fd);
-    return found;
-}
-
 // Waits, bounded, until a process (not yet reaped) has exited.
 bool wait_for_exit_of(int pid, std::chrono::milliseconds bound) {
     int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));

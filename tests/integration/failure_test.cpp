@@ -26,11 +26,6 @@ std::string expect_failed_fork(const run_result& r, rfork::errc expected) {
     return errors[0];
 }
 
-void expect_nothing_left(const test_hosts& hosts) {
-    CHECK(hosts.work_dir_entries("a").empty());
-    CHECK(hosts.work_dir_entries("b").empty());
-    CHECK(hosts.processes_besides_agent("b").empty());
-}
 
 }  // namespace
 
@@ -42,7 +37,7 @@ TEST_SUITE("integration.failure") {
         auto error = expect_failed_fork(r, rfork::errc::agent_unreachable);
         CHECK(error.find("b:7999") != std::string::npos);
         CHECK(error.find("Connection refused") != std::string::npos);
-        expect_nothing_left(hosts);
+        check_nothing_left(hosts, {"a", "b"}, {});
     }
 
     TEST_CASE("without a local agent the error names the socket path") {
@@ -70,7 +65,7 @@ TEST_SUITE("integration.failure") {
         auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000", "--hold-io-uring"});
         auto error = expect_failed_fork(r, rfork::errc::dump_failed);
         CHECK(error.find("Error (criu/") != std::string::npos);  // CRIU's own line
-        expect_nothing_left(hosts);
+        check_nothing_left(hosts, {"a", "b"}, {});
     }
 
     TEST_CASE("a restore that fails on the other host reports CRIU's reason there and leaves nothing") {
@@ -83,7 +78,7 @@ TEST_SUITE("integration.failure") {
         auto error = expect_failed_fork(r, rfork::errc::restore_failed);
         CHECK(error.find("only-on-a") != std::string::npos);  // CRIU names the missing file
         CHECK(error.find("b:7000") != std::string::npos);
-        expect_nothing_left(hosts);
+        check_nothing_left(hosts, {"a", "b"}, {});
     }
 
     TEST_CASE("peers speaking garbage or another version or the wrong role are refused and the agent keeps serving") {
@@ -107,7 +102,7 @@ TEST_SUITE("integration.failure") {
             CHECK(lines_with(r.out, "handshake version=1 role=3").size() == 1);
             CHECK(lines_with(r.out, "answer undecodable").empty());
         }
-        expect_nothing_left(hosts);
+        check_nothing_left(hosts, {"a", "b"}, {});
 
         // And a real fork still works afterwards.
         auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});

@@ -1,5 +1,7 @@
 #include "harness.hpp"
 
+#include "event_wait.hpp"
+
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
@@ -232,26 +234,29 @@ std::string read_file(const std::string& path) {
 
 bool wait_for_file(const std::string& path, const std::function<bool(const std::string&)>& done,
                    std::chrono::milliseconds bound) {
-    auto deadline = std::chrono::steady_clock::now() + bound;
-    int fd = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-    // Watch before reading, so no write falls between the read and the wait.
-    ::inotify_add_watch(fd, path.c_str(), IN_MODIFY | IN_CLOSE_WRITE);
-    bool met = false;
-    for (;;) {
-        if (done(read_file(path))) {
-            met = true;
-            break;
-        }
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) break;
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-        char events[4096];
-        while (::read(fd, events, sizeof events) > 0) {
-        }
+    return wait_for_event(path, IN_MODIFY | IN_CLOSE_WRITE, [&] { return done(read_file(path)); }, bound);
+}
+
+void check_nothing_left(const test_hosts& hosts, const std::vector<std::string>& names,
+                        const std::map<std::string, std::size_t>& ended) {
+    for (auto& [host, count] : ended) {
+        bool done = hosts.wait_for_log(host, [&, n = count](const std::string& log) {
+            return lines_with(log, " ended after ").size() >= n;
+        });
+        INFO(host << "'s agent log: " << hosts.agent_log(host));
+        CHECK(done);
     }
-    ::close(fd);
-    return met;
+    for (auto& host : names) {
+        CAPTURE(host);
+        CHECK(hosts.work_dir_entries(host) == std::vector<std::string>{});
+        CHECK(hosts.processes_besides_agent(host) == std::vector<int>{});
+    }
+}
+
+std::string agent_logs(const test_hosts& hosts, const std::vector<std::string>& names) {
+    std::string text;
+    for (auto& h : names) text += "\n--- " + h + "'s agent log:\n" + hosts.agent_log(h);
+    return text;
 }
 
 std::vector<std::string> lines_with(const std::string& text, const std::string& needle) {

@@ -76,6 +76,15 @@ private:
     std::vector<std::string> names_;
 };
 
+// After a test: each host in `ended` logged the end of that many children (a
+// bounded wait), and every host in `names` keeps nothing of them: an empty
+// work directory and no process besides its agent.
+void check_nothing_left(const test_hosts& hosts, const std::vector<std::string>& names,
+                        const std::map<std::string, std::size_t>& ended);
+
+// The agent logs of the hosts in `names`, for a test's INFO.
+std::string agent_logs(const test_hosts& hosts, const std::vector<std::string>& names);
+
 // Waits until the file's content satisfies `done` (inotify, no polling).
 bool wait_for_file(const std::string& path, const std::function<bool(const std::string&)>& done,
                    std::chrono::milliseconds bound);

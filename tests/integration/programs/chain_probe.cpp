@@ -4,6 +4,7 @@
 //
 //   chain_probe HOST:PORT HOST:PORT
 #include "probe_util.hpp"
+#include "program_main.hpp"
 
 #include <rfork/rfork.hpp>
 
@@ -40,13 +41,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: chain_probe HOST:PORT HOST:PORT\n");
         return 2;
     }
-    asio::io_context ctx;
-    auto done = asio::co_spawn(ctx, chain(ctx, argv[1], argv[2]), asio::use_future);
-    ctx.run();
-    try {
-        return done.get();
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "chain_probe: %s\n", e.what());
-        return 1;
-    }
+    return probe::run_main("chain_probe", [&](asio::io_context& ctx) { return chain(ctx, argv[1], argv[2]); });
 }

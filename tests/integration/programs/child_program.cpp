@@ -15,6 +15,8 @@
 //   child_program stdin ENDPOINT forward|noforward   child: reads stdin to its end (bounded)
 //
 // A parent that cannot do its part exits 1 with "error ..." on stderr.
+#include "../event_wait.hpp"
+
 #include <rfork/rfork.hpp>
 
 #include <asio.hpp>
@@ -89,26 +91,8 @@ std::vector<unsigned char> child_pattern(std::uint64_t seed, std::size_t size) {
 
 // Waits until `path` exists, watching its directory; false after `bound`.
 bool wait_for_path(const std::string& path, std::chrono::milliseconds bound) {
-    auto deadline = clock_type::now() + bound;
-    int fd = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-    auto dir = std::filesystem::path(path).parent_path().string();
-    ::inotify_add_watch(fd, dir.c_str(), IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE);
-    bool found = false;
-    for (;;) {
-        if (::access(path.c_str(), F_OK) == 0) {
-            found = true;
-            break;
-        }
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
-        if (left.count() <= 0) break;
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-        char events[4096];
-        while (::read(fd, events, sizeof events) > 0) {
-        }
-    }
-    ::close(fd);
-    return found;
+    std::filesystem::path p(path);
+    return rfork::test::wait_for_new_file(p.parent_path().string(), p.filename().string(), bound);
 }
 
 // Reads fd 0 to its end, at most `bound` in all. "\n" shows as "\\n".

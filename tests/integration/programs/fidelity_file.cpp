@@ -7,6 +7,8 @@
 //
 // Lines: "before offset=N", "SIDE offset=N next=BYTES offset_after=N" (newlines
 // in BYTES written as '|'), "parent waited status=N".
+#include "program_main.hpp"
+
 #include <rfork/rfork.hpp>
 
 #include <asio.hpp>
@@ -83,14 +85,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: fidelity_file HOST:PORT FILE SKIP COUNT\n");
         return 2;
     }
-    asio::io_context ctx;
-    auto done = asio::co_spawn(ctx, run(ctx, argv[1], argv[2], std::stoul(argv[3]), std::stoul(argv[4])),
-                               asio::use_future);
-    ctx.run();
-    try {
-        return done.get();
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "fidelity_file: %s\n", e.what());
-        return 1;
-    }
+    return probe::run_main("fidelity_file", [&](asio::io_context& ctx) { return run(ctx, argv[1], argv[2], std::stoul(argv[3]), std::stoul(argv[4])); });
 }

@@ -10,6 +10,7 @@
 // Lines: "SIDE accepted local=IP:PORT peer=IP got=LINE" (or "SIDE error=..."),
 // "parent waited status=N". The greeting is "greeting side=SIDE addrs=ADDRS".
 #include "probe_util.hpp"
+#include "program_main.hpp"
 
 #include <rfork/rfork.hpp>
 
@@ -118,13 +119,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: fidelity_listener HOST:PORT PORT STATUS_FILE\n");
         return 2;
     }
-    asio::io_context ctx;
-    auto done = asio::co_spawn(ctx, run(ctx, argv[1], std::stoi(argv[2]), argv[3]), asio::use_future);
-    ctx.run();
-    try {
-        return done.get();
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "fidelity_listener: %s\n", e.what());
-        return 1;
-    }
+    return probe::run_main("fidelity_listener", [&](asio::io_context& ctx) { return run(ctx, argv[1], std::stoi(argv[2]), argv[3]); });
 }

@@ -6,6 +6,8 @@
 //   fidelity_pipe HOST:PORT
 //
 // Lines: "SIDE pipe=DATA rest=empty|more:BYTES|error:WHAT", "parent waited status=N".
+#include "program_main.hpp"
+
 #include <rfork/rfork.hpp>
 
 #include <asio.hpp>
@@ -78,13 +80,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: fidelity_pipe HOST:PORT\n");
         return 2;
     }
-    asio::io_context ctx;
-    auto done = asio::co_spawn(ctx, run(ctx, argv[1]), asio::use_future);
-    ctx.run();
-    try {
-        return done.get();
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "fidelity_pipe: %s\n", e.what());
-        return 1;
-    }
+    return probe::run_main("fidelity_pipe", [&](asio::io_context& ctx) { return run(ctx, argv[1]); });
 }

@@ -8,6 +8,8 @@
 // Lines: "before echo=before", "child state=N read=eof|error:WHAT|data:BYTES|timeout
 // write=ok:N|error:WHAT", "parent after-fork echo=LINE", "parent waited status=N",
 // "parent after-child echo=LINE".
+#include "program_main.hpp"
+
 #include <rfork/rfork.hpp>
 
 #include <asio.hpp>
@@ -121,13 +123,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: fidelity_tcp HOST:PORT SERVER_IP SERVER_PORT\n");
         return 2;
     }
-    asio::io_context ctx;
-    auto done = asio::co_spawn(ctx, run(ctx, argv[1], argv[2], std::stoi(argv[3])), asio::use_future);
-    ctx.run();
-    try {
-        return done.get();
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "fidelity_tcp: %s\n", e.what());
-        return 1;
-    }
+    return probe::run_main("fidelity_tcp", [&](asio::io_context& ctx) { return run(ctx, argv[1], argv[2], std::stoi(argv[3])); });
 }

@@ -12,6 +12,7 @@
 // answered=0|1 secret=S sum=X tid=T", "SIDE main_secret=S tasks=N checks=K",
 // "SIDE joined" and, in the parent, "parent waited status=N".
 #include "probe_util.hpp"
+#include "program_main.hpp"
 
 #include <rfork/rfork.hpp>
 
@@ -171,13 +172,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: fidelity_threads HOST:PORT\n");
         return 2;
     }
-    asio::io_context ctx;
-    auto done = asio::co_spawn(ctx, run(ctx, argv[1]), asio::use_future);
-    ctx.run();
-    try {
-        return done.get();
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "fidelity_threads: %s\n", e.what());
-        return 1;
-    }
+    return probe::run_main("fidelity_threads", [&](asio::io_context& ctx) { return run(ctx, argv[1]); });
 }

@@ -6,6 +6,8 @@
 //
 // Lines: "child n=N id=ID", "parent n=N id=ID status=S", and at the end
 // "done count=COUNT ms=MILLISECONDS".
+#include "program_main.hpp"
+
 #include <rfork/rfork.hpp>
 
 #include <asio.hpp>
@@ -48,13 +50,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: load_loop HOST:PORT COUNT\n");
         return 2;
     }
-    asio::io_context ctx;
-    auto done = asio::co_spawn(ctx, run(ctx, argv[1], std::stoi(argv[2])), asio::use_future);
-    ctx.run();
-    try {
-        return done.get();
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "load_loop: %s\n", e.what());
-        return 1;
-    }
+    return probe::run_main("load_loop", [&](asio::io_context& ctx) { return run(ctx, argv[1], std::stoi(argv[2])); });
 }

@@ -5,6 +5,7 @@
 //
 //   memory_probe HOST:PORT MIB
 #include "probe_util.hpp"
+#include "program_main.hpp"
 
 #include <rfork/rfork.hpp>
 
@@ -34,13 +35,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: memory_probe HOST:PORT MIB\n");
         return 2;
     }
-    asio::io_context ctx;
-    auto done = asio::co_spawn(ctx, probe_main(ctx, argv[1], std::stoul(argv[2])), asio::use_future);
-    ctx.run();
-    try {
-        return done.get();
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "memory_probe: %s\n", e.what());
-        return 1;
-    }
+    return probe::run_main("memory_probe", [&](asio::io_context& ctx) { return probe_main(ctx, argv[1], std::stoul(argv[2])); });
 }
