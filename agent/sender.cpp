@@ -167,7 +167,8 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     auto images = job.path() / "images";
     fs::create_directory(images);
     auto log_file = job / "dump.log";
-    auto command = dump_command(agent.criu, where->pid, images.string(), log_file, request.socket_inode, stdio.externals);
+    auto command = dump_command(agent.criu, where->pid, images.string(), log_file, request.socket_inode,
+                                stdio.externals, has_tcp_connections(pid));
     command.insert(command.begin(), where->enter.begin(), where->enter.end());
     auto dump = spawn(command, {});
     int status = co_await wait_for_exit(dump);
