@@ -20,6 +20,7 @@ struct agent_state {
     std::string nsenter;   // util-linux nsenter, to dump a child restored here
     std::string host;      // this host's name, as told to peers
     std::uint64_t next_job = 1;
+    unsigned receiving = 0;            // images being received or restored (--max-restores)
     child_table<forked_child> forked;  // children of this host's programs, elsewhere
     child_table<hosted_child> hosted;  // children running here
 

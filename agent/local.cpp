@@ -1,6 +1,7 @@
 #include "local.hpp"
 
 #include "log.hpp"
+#include "watchdog.hpp"
 
 #include <sys/socket.h>
 
@@ -100,7 +101,12 @@ asio::awaitable<void> serve_local(agent_state& agent, local_socket program) {
     socklen_t len = sizeof cred;
     if (::getsockopt(program.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) co_return;
 
+    watchdog guard(program, agent.opts.limits.handshake_timeout);
     auto first = co_await read_first_message(program);
+    guard.stop();
+    if (guard.fired())
+        first.problem = failure{errc::timed_out, fmt::format("no whole request within {} s (--handshake-timeout)",
+                                                             agent.opts.limits.handshake_timeout.count())};
     if (first.problem) {
         if (first.problem->code == asio::error::eof) co_return;  // connected and left
         log("request from pid {} refused: {}", cred.pid, first.problem->text);

@@ -84,7 +84,7 @@ void prepare_work_dir(const std::string& dir) {
 int run_agent(const options& opts) {
     std::signal(SIGPIPE, SIG_IGN);
     asio::io_context io(1);
-    agent_state agent{io, opts, {}, fs::read_symlink("/proc/self/exe").string(), {}, opts.name, 1, {}, {}};
+    agent_state agent{io, opts, {}, fs::read_symlink("/proc/self/exe").string(), {}, opts.name, 1, 0, {}, {}};
     agent.nsenter = find_program("nsenter");
     if (agent.host.empty()) {
         char name[256] = {};
@@ -125,6 +125,9 @@ int run_agent(const options& opts) {
     });
 
     log("listening on {} and {} (CRIU {})", opts.listen.to_string(), opts.socket_path, agent.criu);
+    if (!is_loopback(opts.listen.host))
+        log("WARNING: INSECURE: no credentials, yet listening on {}: anyone who can reach it can run "
+            "processes on this host as root", opts.listen.to_string());
     if (opts.ready_fd >= 0) {
         [[maybe_unused]] auto n = ::write(opts.ready_fd, "ready\n", 6);
         ::close(opts.ready_fd);

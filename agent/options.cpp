@@ -14,7 +14,9 @@ const char* const usage_text =
     "Receives processes forked here by other agents, and forks local programs\n"
     "that ask for it (rfork::fork_remote) to other agents.\n"
     "\n"
-    "  --listen [ADDR:]PORT  where other agents connect (ADDR default 0.0.0.0)\n"
+    "  --listen [ADDR:]PORT  where other agents connect (ADDR default 127.0.0.1)\n"
+    "  --insecure            allow an ADDR beyond loopback without credentials:\n"
+    "                        anyone who reaches it can run processes here as root\n"
     "  --socket PATH         local programs' socket (default $RFORK_AGENT_SOCKET\n"
     "                        or /run/rfork/agent.sock)\n"
     "  --criu PATH           the CRIU binary (default: $RFORK_CRIU, the one\n"
@@ -22,7 +24,15 @@ const char* const usage_text =
     "  --work-dir DIR        checkpoint images in transit (default /run/rfork/work)\n"
     "  --name NAME           this host's name as peers see it (default: hostname)\n"
     "  --ready-fd FD         write \"ready\" to FD once listening, then close it\n"
+    "  --handshake-timeout S seconds a peer has to send its request (default 10)\n"
+    "  --idle-timeout S      seconds an image may stall between frames (default 60)\n"
+    "  --max-image-size B    bytes of checkpoint image accepted per fork (default 16 GiB)\n"
+    "  --max-restores N      images received or restored at once (default 32)\n"
     "  --help                this text\n";
+
+bool is_loopback(const std::string& host) {
+    return host.starts_with("127.") || host == "::1" || host == "localhost";
+}
 
 std::optional<options> parse_options(const std::vector<std::string>& args, std::string& error) {
     options o;
@@ -41,7 +51,7 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
             auto v = value();
             if (!v) return std::nullopt;
             if (auto port = endpoint::parse_port(*v)) {
-                o.listen = endpoint{"0.0.0.0", *port};
+                o.listen = endpoint{"127.0.0.1", *port};
             } else if (auto ep = endpoint::parse(*v)) {
                 o.listen = *ep;
             } else {
@@ -57,6 +67,24 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
                 return std::nullopt;
             }
             (arg == "--socket" ? o.socket_path : arg == "--criu" ? o.criu : arg == "--work-dir" ? o.work_dir : o.name) = *v;
+        } else if (arg == "--insecure") {
+            o.insecure = true;
+        } else if (arg == "--handshake-timeout" || arg == "--idle-timeout" || arg == "--max-image-size" ||
+                   arg == "--max-restores") {
+            auto v = value();
+            if (!v) return std::nullopt;
+            std::uint64_t n = 0;
+            auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+            bool seconds = arg.ends_with("timeout");
+            if (ec != std::errc{} || end != v->data() + v->size() || (seconds && (n == 0 || n > 86400)) ||
+                (arg == "--max-restores" && n > 100000)) {
+                error = arg + " takes a whole number" + (seconds ? " of seconds from 1 to 86400" : "") + ", not '" + *v + "'";
+                return std::nullopt;
+            }
+            if (arg == "--handshake-timeout") o.limits.handshake_timeout = std::chrono::seconds(n);
+            else if (arg == "--idle-timeout") o.limits.idle_timeout = std::chrono::seconds(n);
+            else if (arg == "--max-image-size") o.limits.max_image_size = n;
+            else o.limits.max_restores = static_cast<unsigned>(n);
         } else if (arg == "--ready-fd") {
             auto v = value();
             if (!v) return std::nullopt;
@@ -72,6 +100,12 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
     }
     if (!have_listen) {
         error = "--listen is required";
+        return std::nullopt;
+    }
+    if (!is_loopback(o.listen.host) && !o.insecure) {
+        error = "refusing to listen on " + o.listen.to_string() +
+                " without credentials: anyone who reaches it could run processes here as root. "
+                "Listen on loopback, or pass --insecure on a network you trust";
         return std::nullopt;
     }
     if (o.socket_path.empty() || o.socket_path[0] != '/' || o.work_dir[0] != '/') {

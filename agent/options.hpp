@@ -3,20 +3,34 @@
 
 #include <rfork/endpoint.hpp>
 
+#include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace rfork::agent {
 
-struct options {
-    rfork::endpoint listen{"0.0.0.0", 7000};  // where other agents reach this one
-    std::string socket_path;                  // where local programs reach it
-    std::string criu;                         // empty: search, see criu.hpp
-    std::string work_dir = "/run/rfork/work";
-    std::string name;                         // host name told to peers; empty: gethostname()
-    int ready_fd = -1;                        // write "ready\n" here once listening
+struct limits {
+    std::chrono::seconds handshake_timeout{10};  // from accept to a whole request or image header
+    std::chrono::seconds idle_timeout{60};       // between two frames of an image
+    std::uint64_t max_image_size = 16ull << 30;  // bytes of image files in one fork
+    unsigned max_restores = 32;                  // images being received or restored at once
 };
+
+struct options {
+    rfork::endpoint listen{"127.0.0.1", 7000};  // where other agents reach this one
+    bool insecure = false;                      // listen beyond loopback without credentials
+    std::string socket_path;                    // where local programs reach it
+    std::string criu;                           // empty: search, see criu.hpp
+    std::string work_dir = "/run/rfork/work";
+    std::string name;                           // host name told to peers; empty: gethostname()
+    int ready_fd = -1;                          // write "ready\n" here once listening
+    struct limits limits;
+};
+
+// Whether `host` (a numeric address) only reaches this machine.
+bool is_loopback(const std::string& host);
 
 // Parses `rfork-agent [OPTIONS]`; on bad input returns nullopt and sets `error`.
 std::optional<options> parse_options(const std::vector<std::string>& args, std::string& error);

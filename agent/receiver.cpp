@@ -2,6 +2,7 @@
 
 #include "child.hpp"
 #include "conversation.hpp"
+#include "watchdog.hpp"
 #include "log.hpp"
 #include "process.hpp"
 
@@ -26,13 +27,20 @@ std::string new_child_id() {
 }
 
 // Writes the image's files into `dir`, exactly as announced, until image_end.
-asio::awaitable<std::optional<failure>> receive_files(asio::ip::tcp::socket& peer, const std::string& dir) {
+asio::awaitable<std::optional<failure>> receive_files(asio::ip::tcp::socket& peer, const std::string& dir,
+                                                     const limits& limits) {
     unique_fd file;
-    std::uint64_t left = 0;
+    std::uint64_t left = 0, total = 0;
     std::string name;
     detail::received_frame frame;
+    watchdog idle(peer, limits.idle_timeout);
     for (;;) {
-        if (auto ec = co_await detail::read_frame(peer, frame))
+        auto ec = co_await detail::read_frame(peer, frame);
+        if (idle.fired())
+            co_return failure{errc::timed_out, fmt::format("the image stalled for {} s (--idle-timeout)",
+                                                           limits.idle_timeout.count())};
+        idle.arm();
+        if (ec)
             co_return failure{ec == asio::error::eof ? std::error_code(errc::truncated) : ec,
                                       "the image stopped arriving: " + ec.message()};
         if (frame.type == protocol::message_type::image_data) {
@@ -57,6 +65,10 @@ asio::awaitable<std::optional<failure>> receive_files(asio::ip::tcp::socket& pee
             co_return failure{errc::malformed_message, "expected an image file"};
         name = header.name;
         left = header.size;
+        total += header.size;
+        if (header.size > limits.max_image_size || total > limits.max_image_size)
+            co_return failure{errc::limit_exceeded, fmt::format("the image is larger than this agent accepts "
+                                                                "(--max-image-size {} bytes)", limits.max_image_size)};
         // O_EXCL|O_NOFOLLOW: a name is a plain new file in our own directory, nothing else.
         file.reset(::open((dir + "/" + name).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!file)
@@ -71,25 +83,47 @@ asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(agent_sta
                                                                                const std::string& from,
                                                                                bool& greeted,
                                                                                std::shared_ptr<restored_child>& child) {
-    if (auto refused = co_await expect_handshake(peer, protocol::role::sender,
-                                                 "only sending agents may connect to this port"))
-        co_return *refused;
+    auto& limits = agent.opts.limits;
+    watchdog handshake(peer, limits.handshake_timeout);
+    auto too_slow = [&] {
+        return failure{errc::timed_out,
+                       fmt::format("no handshake and image header within {} s (--handshake-timeout)",
+                                   limits.handshake_timeout.count())};
+    };
+    auto refused = co_await expect_handshake(peer, protocol::role::sender,
+                                             "only sending agents may connect to this port");
+    if (handshake.fired()) co_return too_slow();
+    if (refused) co_return *refused;
     auto accept = protocol::encode_handshake(protocol::role::agent);
     if (auto ec = co_await detail::write_bytes(peer, accept)) co_return failure{ec, ec.message()};
     greeted = true;
 
     detail::received_frame frame;
     protocol::image_begin image;
-    if (auto ec = co_await detail::read_frame(peer, frame, control_limit))
-        co_return failure{ec, "no image: " + ec.message()};
+    auto ec = co_await detail::read_frame(peer, frame, control_limit);
+    handshake.stop();
+    if (handshake.fired()) co_return too_slow();
+    if (ec) co_return failure{ec, "no image: " + ec.message()};
     if (frame.type != protocol::message_type::image_begin || protocol::decode(frame.payload, image))
         co_return failure{errc::malformed_message, "expected the start of an image"};
+    if (image.total_size > limits.max_image_size)
+        co_return failure{errc::limit_exceeded, fmt::format("an image of {} bytes is larger than this agent accepts "
+                                                            "(--max-image-size {} bytes)",
+                                                            image.total_size, limits.max_image_size)};
+    if (agent.receiving >= limits.max_restores)
+        co_return failure{errc::limit_exceeded, fmt::format("busy: {} forks are arriving here already (--max-restores {})",
+                                                            agent.receiving, limits.max_restores)};
+    ++agent.receiving;
+    struct release {
+        unsigned& count;
+        ~release() { --count; }
+    } receiving{agent.receiving};
 
     auto id = new_child_id();
     auto job = agent.make_job_dir(id);
     auto images = job / "images";
     std::filesystem::create_directory(images);
-    if (auto failure = co_await receive_files(peer, images)) co_return *failure;
+    if (auto failure = co_await receive_files(peer, images, limits)) co_return *failure;
 
     auto outcome = co_await restore_child(agent, image, id, job);
     if (outcome.ec) co_return failure{outcome.ec, outcome.message};
@@ -132,7 +166,20 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     }
     answer.insert(answer.end(), frame.begin(), frame.end());
     co_await detail::write_bytes(*peer, answer);
-    if (child) co_await serve_child(agent, child, peer);
+    if (child) {
+        co_await serve_child(agent, child, peer);
+    } else if (greeted) {
+        // The sender may still be sending its image: take the rest (bounded),
+        // so that it reads our answer instead of a reset connection.
+        peer->shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+        watchdog idle(*peer, agent.opts.limits.idle_timeout);
+        std::vector<unsigned char> sink(64 * 1024);
+        for (;;) {
+            auto [ec, n] = co_await peer->async_read_some(asio::buffer(sink), detail::as_tuple_awaitable);
+            if (ec) break;
+            idle.arm();
+        }
+    }
 }
 
 }  // namespace rfork::agent

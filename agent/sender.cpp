@@ -181,16 +181,20 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     if (!adapt_external_terminals_in(images.string()))
         co_return failure{errc::dump_failed, "CRIU wrote a tty-info image rfork cannot read"};
 
-    protocol::image_begin begin{agent.host, static_cast<std::uint32_t>(pid), request.socket_inode, stdio.keys};
+    std::uint64_t total = 0;
+    for (auto& entry : fs::directory_iterator(images)) total += entry.file_size();
+    protocol::image_begin begin{agent.host, static_cast<std::uint32_t>(pid), request.socket_inode, stdio.keys, total};
     std::error_code ec = co_await detail::write_message(peer, begin);
     if (!ec) ec = co_await send_image_files(peer, images);
     job.remove();  // the image is sent or lost: either way it is no longer needed here
-    if (ec)
+
+    // The answer, or why the peer stopped taking the image (a limit, say).
+    detail::received_frame reply;
+    auto rec = co_await detail::read_frame(peer, reply, request_limit);
+    if (ec && (rec || reply.type != protocol::message_type::error))
         co_return failure{errc::transfer_failed,
                           fmt::format("sending the image to {} failed: {}", request.endpoint, ec.message())};
-
-    detail::received_frame reply;
-    if (auto rec = co_await detail::read_frame(peer, reply, request_limit))
+    if (rec)
         co_return failure{errc::transfer_failed, fmt::format("the agent at {} sent no answer after the image ({})",
                                                              request.endpoint, rec.message())};
     if (reply.type == protocol::message_type::error) {

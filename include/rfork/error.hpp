@@ -19,6 +19,8 @@ enum class errc {
     internal_error,         // the agent failed for a reason of its own
     no_such_child,          // wait or kill for a child the agent does not know
     not_a_parent,           // wait or kill called on the child's side of a fork
+    timed_out,              // a peer did not send in time (the agents' timeouts)
+    limit_exceeded,         // the request is over one of the receiving agent's limits
 
     // What a malformed or foreign peer causes (see protocol.hpp).
     bad_magic = 64,         // the stream is not rfork's protocol
@@ -52,6 +54,8 @@ public:
         case errc::internal_error: return "internal error in the rfork agent";
         case errc::no_such_child: return "no such child";
         case errc::not_a_parent: return "only the parent can wait for or signal its child";
+        case errc::timed_out: return "timed out";
+        case errc::limit_exceeded: return "over a limit of the rfork agent";
         case errc::bad_magic: return "not the rfork protocol (bad magic)";
         case errc::unsupported_version: return "unsupported rfork protocol version";
         case errc::unknown_role: return "unknown role in the rfork handshake";

@@ -264,16 +264,19 @@ struct image_begin {
     std::uint32_t pid = 0;           // the checkpointed process
     std::uint64_t socket_inode = 0;  // its end of the connection to its agent
     stdio_keys stdio;
+    std::uint64_t total_size = 0;    // bytes of all image files that follow
 
     void encode(detail::wire_writer& w) const {
         w.str(origin_host), w.u32(pid), w.u64(socket_inode);
         for (auto& key : stdio) w.str(key);
+        w.u64(total_size);
     }
     bool decode(detail::wire_reader& r) {
         origin_host = r.str(max_text);
         pid = r.u32();
         socket_inode = r.u64();
         for (auto& key : stdio) key = r.str(max_text);
+        total_size = r.u64();
         return pid != 0 && socket_inode != 0;
     }
 };

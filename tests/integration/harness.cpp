@@ -149,13 +149,13 @@ run_result running_program::finish(std::chrono::milliseconds bound) {
 
 // ---- test_hosts ------------------------------------------------------------
 
-test_hosts::test_hosts(std::vector<std::string> names) : names_(std::move(names)) {
+test_hosts::test_hosts(std::vector<std::string> names, const std::string& agent_args) : names_(std::move(names)) {
     char templ[] = "/tmp/rfork-test-XXXXXX";
     if (!::mkdtemp(templ)) fail_setup("mkdtemp failed");
     state_ = templ;
     std::vector<std::string> argv{hosts_script, "up", state_, RFORK_AGENT_BINARY};
     argv.insert(argv.end(), names_.begin(), names_.end());
-    auto up = running_program(argv).finish(60s);
+    auto up = running_program(argv, {{"RFORK_AGENT_ARGS", agent_args}}).finish(60s);
     if (up.status != 0) {
         running_program({hosts_script, "down", state_}).finish(60s);
         fail_setup("scripts/hosts up failed (" + std::to_string(up.status) + "): " + up.err);

@@ -44,7 +44,8 @@ private:
 
 class test_hosts {
 public:
-    explicit test_hosts(std::vector<std::string> names);
+    // `agent_args`: extra arguments for every host's agent (RFORK_AGENT_ARGS of scripts/hosts).
+    explicit test_hosts(std::vector<std::string> names, const std::string& agent_args = {});
     ~test_hosts();
     test_hosts(const test_hosts&) = delete;
     test_hosts& operator=(const test_hosts&) = delete;

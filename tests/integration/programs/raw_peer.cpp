@@ -1,7 +1,10 @@
 // Speaks to an agent's network port the way a broken or foreign peer would,
 // and prints what the agent answered, decoded.
 //
-//   raw_peer HOST PORT garbage|version|role|truncated
+//   raw_peer HOST PORT garbage|version|role|truncated|silent|stall
+//
+// silent sends nothing at all; stall sends a valid start of an image, then
+// nothing more. Both wait for the agent to give up on them.
 #include <rfork/protocol.hpp>
 
 #include <asio.hpp>
@@ -11,7 +14,7 @@
 
 int main(int argc, char** argv) {
     if (argc != 4) {
-        std::fprintf(stderr, "usage: raw_peer HOST PORT garbage|version|role|truncated\n");
+        std::fprintf(stderr, "usage: raw_peer HOST PORT garbage|version|role|truncated|silent|stall\n");
         return 2;
     }
     namespace protocol = rfork::protocol;
@@ -37,13 +40,19 @@ int main(int argc, char** argv) {
         protocol::image_begin begin{"raw", 1234, 5678, {}};
         auto frame = protocol::encode(begin);
         out.insert(out.end(), frame.begin(), frame.end() - 3);  // the stream ends inside a frame
-    } else {
+    } else if (mode == "stall") {
+        auto h = protocol::encode_handshake(protocol::role::sender);
+        out.assign(h.begin(), h.end());
+        protocol::image_begin begin{"raw", 1234, 5678, {}, 4096};
+        protocol::image_file file{"pages-1.img", 4096};
+        for (auto frame : {protocol::encode(begin), protocol::encode(file)}) out.insert(out.end(), frame.begin(), frame.end());
+    } else if (mode != "silent") {
         std::fprintf(stderr, "raw_peer: unknown mode %s\n", mode.c_str());
         return 2;
     }
     asio::write(socket, asio::buffer(out));
     std::error_code ignored;  // the agent may have answered and closed already
-    socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    if (mode != "silent" && mode != "stall") socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
 
     // Read the whole answer until the agent closes.
     rfork::detail::bytes answer;
