@@ -113,6 +113,7 @@ asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(agent_sta
     if (agent.receiving >= limits.max_restores)
         co_return failure{errc::limit_exceeded, fmt::format("busy: {} forks are arriving here already (--max-restores {})",
                                                             agent.receiving, limits.max_restores)};
+    log("receiving an image of {} bytes from {} (pid {} on {})", image.total_size, from, image.pid, image.origin_host);
     ++agent.receiving;
     struct release {
         unsigned& count;

@@ -1,0 +1,64 @@
+// Faults in the middle of a fork: the side that survives gets a clear error
+// in bounded time and keeps nothing of the fork.
+#include "harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <rfork/error.hpp>
+
+#include <signal.h>
+
+using namespace rfork::test;
+
+TEST_SUITE("integration.fault") {
+    TEST_CASE("the receiving agent killed mid-fork: the parent gets an error within 5 s and runs on") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        // 256 MiB take long enough to send and restore that b dies mid-way.
+        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256"});
+        bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
+            return log.find("receiving an image") != std::string::npos;
+        });
+        REQUIRE(receiving);
+        auto killed_at = std::chrono::steady_clock::now();
+        REQUIRE(::kill(hosts.agent_pid("b"), SIGKILL) == 0);
+
+        auto r = program.finish(60s);
+        auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << "\na's log: " << hosts.agent_log("a"));
+        CHECK(seconds < 5.0);
+        CHECK(r.status == 1);  // memory_probe reports the exception and exits 1
+        CHECK(r.err.find("rfork: ") != std::string::npos);
+        CHECK(r.err.find("b:7000") != std::string::npos);
+        CHECK(lines_with(r.out, "child id=").empty());
+        CHECK(hosts.work_dir_entries("a").empty());
+        CHECK(hosts.processes_besides_agent("a").empty());
+        // b is gone and with it everything of the fork: no process is left in its network namespace.
+        CHECK(hosts.processes_besides_agent("b").empty());
+    }
+
+    TEST_CASE("the sending agent killed mid-fork: the receiver keeps nothing and the parent runs on") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256"});
+        bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
+            return log.find("receiving an image") != std::string::npos;
+        });
+        REQUIRE(receiving);
+        REQUIRE(::kill(hosts.agent_pid("a"), SIGKILL) == 0);
+
+        auto r = program.finish(30s);
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << "\nb's log: " << hosts.agent_log("b"));
+        CHECK(r.status == 1);
+        CHECK(r.err.find("rfork: ") != std::string::npos);  // the agent closed without an answer
+        CHECK(lines_with(r.out, "child id=").empty());
+        // b drops the connection, the partial image and any restore in progress.
+        bool dropped = hosts.wait_for_log("b", [](const std::string& log) {
+            return log.find("fork failed from") != std::string::npos || log.find("restored") != std::string::npos;
+        });
+        CHECK(dropped);
+        CHECK(hosts.agent_log("b").find("restored") == std::string::npos);
+        CHECK(hosts.work_dir_entries("b").empty());
+        CHECK(hosts.processes_besides_agent("b").empty());
+    }
+}
