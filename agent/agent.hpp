@@ -5,6 +5,10 @@
 #include "job_dir.hpp"
 #include "options.hpp"
 
+#include <asio/ssl/context.hpp>
+
+#include <optional>
+
 #include <asio/io_context.hpp>
 
 #include <cstdint>
@@ -23,6 +27,7 @@ struct agent_state {
     unsigned receiving = 0;            // images being received or restored (--max-restores)
     child_table<forked_child> forked;  // children of this host's programs, elsewhere
     child_table<hosted_child> hosted;  // children running here
+    std::optional<asio::ssl::context> tls;  // with --secret-file: every peer connection
 
     // A fresh, empty, private directory under the work dir for one job.
     job_dir make_job_dir(const std::string& name);

@@ -92,7 +92,7 @@ struct restored_child {
 
 namespace {
 
-asio::awaitable<bool> send_to_parent(restored_child& child, asio::ip::tcp::socket& peer, const detail::bytes& frame) {
+asio::awaitable<bool> send_to_parent(restored_child& child, peer_connection& peer, const detail::bytes& frame) {
     if (!child.peer_alive) co_return false;
     co_await child.lock.lock();
     auto ec = co_await detail::write_bytes(peer, frame);
@@ -104,7 +104,7 @@ asio::awaitable<bool> send_to_parent(restored_child& child, asio::ip::tcp::socke
 // The child's stdout or stderr, to its parent's agent, or, once that is gone,
 // to our stdout line by line.
 asio::awaitable<void> pump_output(std::shared_ptr<restored_child> child, restored_child::output out,
-                                  std::shared_ptr<asio::ip::tcp::socket> peer) {
+                                  std::shared_ptr<peer_connection> peer) {
     protocol::child_output message;
     message.stream = out.which;
     std::vector<unsigned char> buffer(output_chunk);
@@ -147,7 +147,7 @@ void end_input(restored_child& child) {
 }
 
 // Input and signals from the parent's agent, until it goes away.
-asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::shared_ptr<asio::ip::tcp::socket> peer) {
+asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::shared_ptr<peer_connection> peer) {
     detail::received_frame frame;
     while (!co_await detail::read_frame(*peer, frame)) {
         if (frame.type == protocol::message_type::child_input && child->input) {
@@ -171,7 +171,7 @@ asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::
 }  // namespace
 
 asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_child> child,
-                                  std::shared_ptr<asio::ip::tcp::socket> peer) {
+                                  std::shared_ptr<peer_connection> peer) {
     using namespace asio::experimental::awaitable_operators;
     auto ex = agent.io.get_executor();
     asio::co_spawn(ex, take_requests(child, peer), asio::detached);
@@ -209,9 +209,7 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
     protocol::child_exit exit{static_cast<std::uint32_t>(status)};
     auto frame = protocol::encode(exit);
     co_await send_to_parent(*child, *peer, frame);
-    std::error_code ignored;
-    peer->shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-    peer->close(ignored);
+    peer->close();
     agent.hosted.remove(record.id);
 }
 

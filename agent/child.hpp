@@ -6,6 +6,7 @@
 
 #include "agent.hpp"
 #include "job_dir.hpp"
+#include "peer_connection.hpp"
 
 #include <rfork/protocol.hpp>
 
@@ -35,6 +36,6 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
 // agent goes away, the child runs on and its output goes to this agent's
 // stdout, each line marked with its id.
 asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_child> child,
-                                  std::shared_ptr<asio::ip::tcp::socket> peer);
+                                  std::shared_ptr<peer_connection> peer);
 
 }  // namespace rfork::agent

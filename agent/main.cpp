@@ -6,6 +6,7 @@
 #include "log.hpp"
 #include "ns_init.hpp"
 #include "options.hpp"
+#include "peer_connection.hpp"
 #include "receiver.hpp"
 #include "local.hpp"
 
@@ -84,7 +85,15 @@ void prepare_work_dir(const std::string& dir) {
 int run_agent(const options& opts) {
     std::signal(SIGPIPE, SIG_IGN);
     asio::io_context io(1);
-    agent_state agent{io, opts, {}, fs::read_symlink("/proc/self/exe").string(), {}, opts.name, 1, 0, {}, {}};
+    agent_state agent{io, opts, {}, fs::read_symlink("/proc/self/exe").string(), {}, opts.name, 1, 0, {}, {}, {}};
+    if (!opts.secret_file.empty()) {
+        try {
+            agent.tls.emplace(make_tls_context(opts.secret_file));
+        } catch (const std::exception& e) {
+            log("{}", e.what());
+            return 1;
+        }
+    }
     agent.nsenter = find_program("nsenter");
     if (agent.host.empty()) {
         char name[256] = {};
@@ -125,7 +134,9 @@ int run_agent(const options& opts) {
     });
 
     log("listening on {} and {} (CRIU {})", opts.listen.to_string(), opts.socket_path, agent.criu);
-    if (!is_loopback(opts.listen.host))
+    if (agent.tls)
+        log("agents must prove the secret of {} (TLS 1.3)", opts.secret_file);
+    else if (!is_loopback(opts.listen.host))
         log("WARNING: INSECURE: no credentials, yet listening on {}: anyone who can reach it can run "
             "processes on this host as root", opts.listen.to_string());
     if (opts.ready_fd >= 0) {
@@ -145,6 +156,15 @@ int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
     if (!args.empty() && args[0] == "list") return run_list({args.begin() + 1, args.end()});
     if (!args.empty() && args[0] == "kill") return run_kill({args.begin() + 1, args.end()});
+    if (!args.empty() && args[0] == "keygen") {
+        if (args.size() != 2) {
+            std::fprintf(stderr, "usage: rfork-agent keygen PATH\n");
+            return 2;
+        }
+        auto error = write_new_secret(args[1]);
+        if (!error.empty()) std::fprintf(stderr, "rfork-agent keygen: %s\n", error.c_str());
+        return error.empty() ? 0 : 1;
+    }
     if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
         std::fputs(usage_text, stdout);
         return 0;

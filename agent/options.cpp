@@ -10,11 +10,14 @@ const char* const usage_text =
     "usage: rfork-agent --listen [ADDR:]PORT [options]\n"
     "       rfork-agent list [--socket PATH]          children running on this host\n"
     "       rfork-agent kill ID [--signal N|NAME] [--socket PATH]\n"
+    "       rfork-agent keygen PATH                   a new secret for --secret-file\n"
     "\n"
     "Receives processes forked here by other agents, and forks local programs\n"
     "that ask for it (rfork::fork_remote) to other agents.\n"
     "\n"
     "  --listen [ADDR:]PORT  where other agents connect (ADDR default 127.0.0.1)\n"
+    "  --secret-file PATH    a secret shared by the agents that may fork to each\n"
+    "                        other (rfork-agent keygen PATH): TLS 1.3 between them\n"
     "  --insecure            allow an ADDR beyond loopback without credentials:\n"
     "                        anyone who reaches it can run processes here as root\n"
     "  --socket PATH         local programs' socket (default $RFORK_AGENT_SOCKET\n"
@@ -59,14 +62,19 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
                 return std::nullopt;
             }
             have_listen = true;
-        } else if (arg == "--socket" || arg == "--criu" || arg == "--work-dir" || arg == "--name") {
+        } else if (arg == "--socket" || arg == "--criu" || arg == "--work-dir" || arg == "--name" ||
+                   arg == "--secret-file") {
             auto v = value();
             if (!v) return std::nullopt;
             if (v->empty()) {
                 error = arg + " needs a non-empty value";
                 return std::nullopt;
             }
-            (arg == "--socket" ? o.socket_path : arg == "--criu" ? o.criu : arg == "--work-dir" ? o.work_dir : o.name) = *v;
+            (arg == "--socket"     ? o.socket_path
+             : arg == "--criu"     ? o.criu
+             : arg == "--work-dir" ? o.work_dir
+             : arg == "--name"     ? o.name
+                                   : o.secret_file) = *v;
         } else if (arg == "--insecure") {
             o.insecure = true;
         } else if (arg == "--handshake-timeout" || arg == "--idle-timeout" || arg == "--max-image-size" ||
@@ -102,7 +110,7 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
         error = "--listen is required";
         return std::nullopt;
     }
-    if (!is_loopback(o.listen.host) && !o.insecure) {
+    if (!is_loopback(o.listen.host) && !o.insecure && o.secret_file.empty()) {
         error = "refusing to listen on " + o.listen.to_string() +
                 " without credentials: anyone who reaches it could run processes here as root. "
                 "Listen on loopback, or pass --insecure on a network you trust";

@@ -21,6 +21,7 @@ struct limits {
 struct options {
     rfork::endpoint listen{"127.0.0.1", 7000};  // where other agents reach this one
     bool insecure = false;                      // listen beyond loopback without credentials
+    std::string secret_file;                    // shared secret: TLS between agents
     std::string socket_path;                    // where local programs reach it
     std::string criu;                           // empty: search, see criu.hpp
     std::string work_dir = "/run/rfork/work";

@@ -2,6 +2,7 @@
 
 #include "child.hpp"
 #include "conversation.hpp"
+#include "peer_connection.hpp"
 #include "watchdog.hpp"
 #include "log.hpp"
 #include "process.hpp"
@@ -27,7 +28,7 @@ std::string new_child_id() {
 }
 
 // Writes the image's files into `dir`, exactly as announced, until image_end.
-asio::awaitable<std::optional<failure>> receive_files(asio::ip::tcp::socket& peer, const std::string& dir,
+asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, const std::string& dir,
                                                      const limits& limits) {
     unique_fd file;
     std::uint64_t left = 0, total = 0;
@@ -79,7 +80,7 @@ asio::awaitable<std::optional<failure>> receive_files(asio::ip::tcp::socket& pee
 
 // Everything after the connection is accepted; the value is the answer to send.
 asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(agent_state& agent,
-                                                                               asio::ip::tcp::socket& peer,
+                                                                               peer_connection& peer,
                                                                                const std::string& from,
                                                                                bool& greeted,
                                                                                std::shared_ptr<restored_child>& child) {
@@ -137,11 +138,23 @@ asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(agent_sta
 }  // namespace
 
 asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket connection) {
-    auto peer = std::make_shared<asio::ip::tcp::socket>(std::move(connection));
+    auto peer = std::make_shared<peer_connection>(connection.get_executor());
+    peer->tcp() = std::move(connection);
     std::error_code ignored;
-    auto remote = peer->remote_endpoint(ignored);
+    auto remote = peer->tcp().remote_endpoint(ignored);
     std::string from = fmt::format("{}:{}", remote.address().to_string(), remote.port());
-    peer->set_option(asio::ip::tcp::no_delay(true), ignored);
+    peer->tcp().set_option(asio::ip::tcp::no_delay(true), ignored);
+    if (agent.tls) {
+        // Only a peer that holds the shared secret gets further than this.
+        peer->use_tls(*agent.tls);
+        watchdog guard(*peer, agent.opts.limits.handshake_timeout);
+        auto [ec] = co_await peer->async_handshake(asio::ssl::stream_base::server, detail::as_tuple_awaitable);
+        if (ec) {
+            log("refused {}: no TLS with the shared secret ({})", from, guard.fired() ? "timed out" : ec.message());
+            peer->close();
+            co_return;
+        }
+    }
 
     bool greeted = false;  // whether our handshake went out already
     std::shared_ptr<restored_child> child;
@@ -172,7 +185,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     } else if (greeted) {
         // The sender may still be sending its image: take the rest (bounded),
         // so that it reads our answer instead of a reset connection.
-        peer->shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+        peer->shutdown_send();
         watchdog idle(*peer, agent.opts.limits.idle_timeout);
         std::vector<unsigned char> sink(64 * 1024);
         for (;;) {

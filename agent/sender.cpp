@@ -7,6 +7,8 @@
 #include "async_mutex.hpp"
 #include "conversation.hpp"
 #include "parent_stdio.hpp"
+#include "peer_connection.hpp"
+#include "watchdog.hpp"
 #include "criu.hpp"
 #include "criu_image.hpp"
 #include "log.hpp"
@@ -109,7 +111,7 @@ std::optional<dump_target> locate(const agent_state& agent, int pid) {
 }
 
 // Streams every file of the image directory as image_file + image_data frames.
-asio::awaitable<std::error_code> send_image_files(tcp::socket& peer, const fs::path& images) {
+asio::awaitable<std::error_code> send_image_files(peer_connection& peer, const fs::path& images) {
     std::vector<fs::path> files;
     for (auto& entry : fs::directory_iterator(images)) files.push_back(entry.path());
     std::sort(files.begin(), files.end());
@@ -135,7 +137,7 @@ asio::awaitable<std::error_code> send_image_files(tcp::socket& peer, const fs::p
 }
 
 // Everything between a valid request and the reply; returns the child or why not.
-asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_state& agent, tcp::socket& peer,
+asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_state& agent, peer_connection& peer,
                                                                           int pid,
                                                                           const protocol::fork_request& request) {
     auto ep = endpoint::parse(request.endpoint);
@@ -145,10 +147,20 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     if (!where)
         co_return failure{errc::not_permitted,
                           fmt::format("pid {} lives in a pid namespace this agent did not make; CRIU cannot dump it from here", pid)};
-    if (auto ec = co_await connect_with_timeout(peer, *ep))
+    if (auto ec = co_await connect_with_timeout(peer.tcp(), *ep))
         co_return failure{errc::agent_unreachable,
                           fmt::format("cannot reach an rfork agent at {} ({})", request.endpoint, ec.message())};
-    peer.set_option(tcp::no_delay(true));
+    std::error_code ignored;
+    peer.tcp().set_option(tcp::no_delay(true), ignored);
+    if (agent.tls) {
+        peer.use_tls(*agent.tls);
+        watchdog guard(peer, agent.opts.limits.handshake_timeout);
+        auto [ec] = co_await peer.async_handshake(asio::ssl::stream_base::client, as_tuple_awaitable);
+        if (ec)
+            co_return failure{errc::agent_unreachable,
+                              fmt::format("no TLS with the agent at {} ({}): do both agents have the same "
+                                          "--secret-file?", request.endpoint, guard.fired() ? "timed out" : ec.message())};
+    }
     auto hello = protocol::encode_handshake(protocol::role::sender);
     if (auto ec = co_await detail::write_bytes(peer, hello))
         co_return failure{errc::agent_unreachable, fmt::format("lost the rfork agent at {} ({})", request.endpoint, ec.message())};
@@ -213,7 +225,7 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
 // and exit come back on it, signals and input go out on it.
 struct child_relay {
     explicit child_relay(const asio::any_io_executor& ex) : peer(ex), lock(ex) {}
-    tcp::socket peer;
+    peer_connection peer;
     async_mutex lock;  // one frame at a time goes out
     std::optional<output_sink> out, err;
     std::optional<input_source> in;
@@ -278,8 +290,7 @@ asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_rela
         break;
     }
     child->signal = nullptr;
-    std::error_code ignored;
-    relay->peer.close(ignored);
+    relay->peer.close();
     relay->out.reset();  // the parent's stdout, stderr and stdin are not ours to keep
     relay->err.reset();
     if (relay->in) relay->in->close();  // ends forward_input, which owns the relay too
@@ -290,6 +301,9 @@ asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_rela
         log("lost child {} on {} (of pid {}): {}", child->id, child->host, child->parent_pid, child->lost.message());
 
     // Its parent may still wait for it; once the parent is gone, nobody can.
+    // Only the small record stays meanwhile: the connection (TLS state and
+    // all) goes now, as a parent may fork many children before it exits.
+    relay.reset();
     co_await wait_readable(std::move(parent_pidfd));
     agent.forked.remove(child->id);
 }

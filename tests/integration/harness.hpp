@@ -44,8 +44,11 @@ private:
 
 class test_hosts {
 public:
-    // `agent_args`: extra arguments for every host's agent (RFORK_AGENT_ARGS of scripts/hosts).
-    explicit test_hosts(std::vector<std::string> names, const std::string& agent_args = {});
+    // `agent_args`: extra arguments for the agents (RFORK_AGENT_ARGS of
+    // scripts/hosts; an entry "b=ARGS" for host b only). The agents share a
+    // secret (TLS) unless `plain_tcp`.
+    explicit test_hosts(std::vector<std::string> names, const std::vector<std::string>& agent_args = {},
+                        bool plain_tcp = false);
     ~test_hosts();
     test_hosts(const test_hosts&) = delete;
     test_hosts& operator=(const test_hosts&) = delete;

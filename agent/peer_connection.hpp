@@ -1,0 +1,69 @@
+// A connection between two agents: TLS 1.3 authenticated by the agents'
+// shared secret (--secret-file), or plain TCP where the operator allowed it
+// (--insecure, or loopback). Both sides speak the same frames over it.
+#pragma once
+
+#include <asio/ip/tcp.hpp>
+#include <asio/ssl/context.hpp>
+#include <asio/ssl/stream.hpp>
+
+#include <optional>
+#include <string>
+#include <system_error>
+
+namespace rfork::agent {
+
+class peer_connection {
+public:
+    using executor_type = asio::any_io_executor;
+
+    explicit peer_connection(const executor_type& ex) : tcp_(ex) {}
+
+    asio::ip::tcp::socket& tcp() { return tls_ ? tls_->next_layer() : tcp_; }
+    executor_type get_executor() { return tcp().get_executor(); }
+    bool secure() const { return tls_.has_value(); }
+
+    // Moves the connected socket under TLS; handshake() then authenticates.
+    void use_tls(asio::ssl::context& context) { tls_.emplace(std::move(tcp_), context); }
+    template <typename Token>
+    auto async_handshake(asio::ssl::stream_base::handshake_type side, Token&& token) {
+        return tls_->async_handshake(side, std::forward<Token>(token));
+    }
+
+    template <typename Buffers, typename Token>
+    auto async_read_some(const Buffers& buffers, Token&& token) {
+        if (tls_) return tls_->async_read_some(buffers, std::forward<Token>(token));
+        return tcp_.async_read_some(buffers, std::forward<Token>(token));
+    }
+    template <typename Buffers, typename Token>
+    auto async_write_some(const Buffers& buffers, Token&& token) {
+        if (tls_) return tls_->async_write_some(buffers, std::forward<Token>(token));
+        return tcp_.async_write_some(buffers, std::forward<Token>(token));
+    }
+
+    void cancel(std::error_code& ec) { tcp().cancel(ec); }
+    void shutdown_send() {
+        std::error_code ignored;
+        tcp().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    }
+    void close() {
+        std::error_code ignored;
+        tcp().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+        tcp().close(ignored);
+    }
+
+private:
+    asio::ip::tcp::socket tcp_;
+    std::optional<asio::ssl::stream<asio::ip::tcp::socket>> tls_;
+};
+
+// TLS 1.3 with an external pre-shared key: both agents prove they hold the
+// secret, and the connection is encrypted with forward secrecy (psk_dhe_ke).
+// No certificates. Throws std::runtime_error with a clear message.
+asio::ssl::context make_tls_context(const std::string& secret_file);
+
+// Writes a new random secret (32 bytes, hex) to `path`, mode 0600, never
+// over an existing file. Returns an error message, or empty on success.
+std::string write_new_secret(const std::string& path);
+
+}  // namespace rfork::agent

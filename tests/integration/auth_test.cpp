@@ -1,0 +1,102 @@
+// Only agents that hold the same secret fork to each other: TLS 1.3 with that
+// secret as a pre-shared key. Anyone else is refused before a byte of rfork's
+// protocol is read, and nothing is restored.
+#include "harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <rfork/error.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+using namespace rfork::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct temp_dir {
+    fs::path path = fs::temp_directory_path() / ("rfork-auth-" + std::to_string(::getpid()));
+    temp_dir() { fs::create_directories(path); }
+    ~temp_dir() { fs::remove_all(path); }
+};
+
+}  // namespace
+
+TEST_SUITE("integration.auth") {
+    TEST_CASE("keygen makes a private secret and never overwrites one") {
+        require_fork_environment();
+        temp_dir dir;
+        auto secret = (dir.path / "secret").string();
+        auto made = running_program({program_path("rfork-agent"), "keygen", secret}).finish(30s);
+        CHECK(made.status == 0);
+        struct stat st {};
+        REQUIRE(::stat(secret.c_str(), &st) == 0);
+        CHECK((st.st_mode & 0777) == 0600);
+        CHECK(read_file(secret).size() == 65);  // 32 bytes in hex, and a newline
+        auto before = read_file(secret);
+        auto again = running_program({program_path("rfork-agent"), "keygen", secret}).finish(30s);
+        CHECK(again.status == 1);
+        CHECK(again.err.find("File exists") != std::string::npos);
+        CHECK(read_file(secret) == before);
+
+        // An agent refuses a secret others can read.
+        ::chmod(secret.c_str(), 0644);
+        auto agent = running_program({program_path("rfork-agent"), "--listen", "7999", "--secret-file", secret,
+                                      "--socket", (dir.path / "agent.sock").string(), "--work-dir",
+                                      (dir.path / "work").string()})
+                         .finish(30s);
+        INFO("stderr: " << agent.err);
+        CHECK(agent.status == 1);
+        CHECK(agent.err.find("readable by others") != std::string::npos);
+    }
+
+    TEST_CASE("agents with the same secret fork over TLS") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        CHECK(hosts.agent_log("b").find("agents must prove the secret") != std::string::npos);
+        CHECK(hosts.agent_log("b").find("INSECURE") == std::string::npos);
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err);
+        CHECK(lines_with(r.out, "child goes on").size() == 1);
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
+    TEST_CASE("an agent with another secret is refused and nothing is restored") {
+        require_fork_environment();
+        temp_dir dir;
+        auto other = (dir.path / "other-secret").string();
+        REQUIRE(running_program({program_path("rfork-agent"), "keygen", other}).finish(30s).status == 0);
+        test_hosts hosts({"a", "b"}, {"b=--secret-file " + other});
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        auto errors = lines_with(r.out, "error ");
+        REQUIRE(errors.size() == 1);
+        CHECK(field(errors[0], "value") == std::to_string(static_cast<int>(rfork::errc::agent_unreachable)));
+        CHECK(errors[0].find("--secret-file") != std::string::npos);
+        CHECK(lines_with(r.out, "parent goes on").size() == 1);
+        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("no TLS with the shared secret") != std::string::npos; }));
+        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+        check_nothing_left(hosts, {"a", "b"}, {});
+    }
+
+    TEST_CASE("a plain TCP peer gets nothing from a TLS agent and forks keep succeeding") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        for (const char* mode : {"garbage", "version", "truncated"}) {
+            CAPTURE(mode);
+            auto r = hosts.run("a", {program_path("raw_peer"), hosts.address("b"), "7000", mode});
+            INFO("stdout: " << r.out << "\nstderr: " << r.err);
+            CHECK(r.status == 0);
+            CHECK(lines_with(r.out, "handshake ").empty());  // no rfork answer at all
+            CHECK(lines_with(r.out, "error code=").empty());
+        }
+        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err);
+        CHECK(lines_with(r.out, "child goes on").size() == 1);
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+}
