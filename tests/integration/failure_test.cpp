@@ -8,27 +8,6 @@
 
 using namespace rfork::test;
 
-namespace {
-
-std::string error_value(rfork::errc e) { return std::to_string(static_cast<int>(e)); }
-
-// fork_or_report's output after a failed fork: exactly one error line, in
-// rfork's category with the expected code, and then the parent went on.
-// Returns that line, for checks of its message.
-std::string expect_failed_fork(const run_result& r, rfork::errc expected) {
-    INFO("stdout: " << r.out << "\nstderr: " << r.err);
-    CHECK(r.status == 0);
-    auto errors = lines_with(r.out, "error ");
-    REQUIRE(errors.size() == 1);
-    CHECK(field(errors[0], "category") == "rfork");
-    CHECK(field(errors[0], "value") == error_value(expected));
-    CHECK(lines_with(r.out, "parent goes on").size() == 1);
-    return errors[0];
-}
-
-
-}  // namespace
-
 TEST_SUITE("integration.failure") {
     TEST_CASE("a fork to a port where no agent listens fails clearly and the parent goes on") {
         require_fork_environment();

@@ -267,6 +267,19 @@ std::string agent_logs(const test_hosts& hosts, const std::vector<std::string>& 
     return text;
 }
 
+std::string error_value(rfork::errc e) { return std::to_string(static_cast<int>(e)); }
+
+std::string expect_failed_fork(const run_result& r, rfork::errc expected) {
+    INFO("stdout: " << r.out << "\nstderr: " << r.err);
+    CHECK(r.status == 0);
+    auto errors = lines_with(r.out, "error ");
+    REQUIRE(errors.size() == 1);
+    CHECK(field(errors[0], "category") == "rfork");
+    CHECK(field(errors[0], "value") == error_value(expected));
+    CHECK(lines_with(r.out, "parent goes on").size() == 1);
+    return errors[0];
+}
+
 std::vector<std::string> lines_with(const std::string& text, const std::string& needle) {
     std::vector<std::string> lines;
     std::istringstream in(text);

@@ -3,6 +3,8 @@
 // and programs run on them with their output captured.
 #pragma once
 
+#include <rfork/error.hpp>
+
 #include <chrono>
 #include <functional>
 #include <map>
@@ -94,6 +96,14 @@ bool wait_for_file(const std::string& path, const std::function<bool(const std::
                    std::chrono::milliseconds bound);
 
 std::string read_file(const std::string& path);
+
+// An rfork error code as fork_or_report prints it.
+std::string error_value(rfork::errc e);
+
+// fork_or_report's output after a failed fork: exactly one error line, in
+// rfork's category with the `expected` code, and then the parent went on.
+// Returns that line, for checks of its message.
+std::string expect_failed_fork(const run_result& r, rfork::errc expected);
 
 // Lines of `text` that contain `needle`.
 std::vector<std::string> lines_with(const std::string& text, const std::string& needle);

@@ -15,20 +15,6 @@ using namespace rfork::test;
 
 namespace {
 
-std::string error_value(rfork::errc e) { return std::to_string(static_cast<int>(e)); }
-
-// fork_or_report's one error line, checked for rfork's category and `expected`.
-std::string failed_fork_line(const run_result& r, rfork::errc expected) {
-    INFO("stdout: " << r.out << "\nstderr: " << r.err);
-    CHECK(r.status == 0);
-    auto errors = lines_with(r.out, "error ");
-    REQUIRE(errors.size() == 1);
-    CHECK(field(errors[0], "category") == "rfork");
-    CHECK(field(errors[0], "value") == error_value(expected));
-    CHECK(lines_with(r.out, "parent goes on").size() == 1);
-    return errors[0];
-}
-
 // raw_peer's decoded answer: the agent's handshake and one error of `expected`.
 std::string refusal_line(const run_result& r, rfork::errc expected) {
     INFO("stdout: " << r.out << "\nstderr: " << r.err);
@@ -87,7 +73,7 @@ TEST_SUITE("integration.limits") {
         require_fork_environment();
         test_hosts hosts({"a", "b"}, {"--max-image-size 100000"});
         auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
-        auto line = failed_fork_line(r, rfork::errc::limit_exceeded);
+        auto line = expect_failed_fork(r, rfork::errc::limit_exceeded);
         CHECK(line.find("--max-image-size 100000") != std::string::npos);
         CHECK(line.find("b:7000") != std::string::npos);
         check_nothing_left(hosts, {"a", "b"}, {});
@@ -97,7 +83,7 @@ TEST_SUITE("integration.limits") {
         require_fork_environment();
         test_hosts hosts({"a", "b"}, {"--max-restores 0"});
         auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
-        auto line = failed_fork_line(r, rfork::errc::limit_exceeded);
+        auto line = expect_failed_fork(r, rfork::errc::limit_exceeded);
         CHECK(line.find("busy") != std::string::npos);
         CHECK(line.find("--max-restores 0") != std::string::npos);
         check_nothing_left(hosts, {"a", "b"}, {});
