@@ -1,6 +1,7 @@
 // Small, targeted edits of CRIU image files between dump and restore.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,5 +23,17 @@ std::optional<std::vector<unsigned char>> adapt_external_terminals(const std::ve
 // The same, in place, for DIR/tty-info.img if it exists. Returns false if it
 // exists and could not be edited.
 bool adapt_external_terminals_in(const std::string& images_dir);
+
+// The user and group ids a process will run with once restored.
+struct process_ids {
+    std::uint32_t uid, euid, suid, fsuid, gid, egid, sgid, fsgid;
+};
+
+// From a core-PID.img (core_entry.thread_core.creds); nullopt if it has none
+// or is not a core image.
+std::optional<process_ids> ids_of_core_image(const std::vector<unsigned char>& image);
+
+// Of every process in the image directory; nullopt if any cannot be read.
+std::optional<std::vector<process_ids>> ids_of_images(const std::string& images_dir);
 
 }  // namespace rfork::agent

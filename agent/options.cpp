@@ -18,6 +18,10 @@ const char* const usage_text =
     "  --listen [ADDR:]PORT  where other agents connect (ADDR default 127.0.0.1)\n"
     "  --secret-file PATH    a secret shared by the agents that may fork to each\n"
     "                        other (rfork-agent keygen PATH): TLS 1.3 between them\n"
+    "  --allow-root          restore processes that run as root (uid 0); without it\n"
+    "                        they are refused\n"
+    "  --allow-uid UID,...   restore only processes of these uids (and root with\n"
+    "                        --allow-root)\n"
     "  --insecure            allow an ADDR beyond loopback without credentials:\n"
     "                        anyone who reaches it can run processes here as root\n"
     "  --socket PATH         local programs' socket (default $RFORK_AGENT_SOCKET\n"
@@ -77,6 +81,24 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
                                    : o.secret_file) = *v;
         } else if (arg == "--insecure") {
             o.insecure = true;
+        } else if (arg == "--allow-root") {
+            o.allow_root = true;
+        } else if (arg == "--allow-uid") {
+            auto v = value();
+            if (!v) return std::nullopt;
+            std::string_view list = *v;
+            while (!list.empty()) {
+                auto comma = list.find(',');
+                auto item = list.substr(0, comma);
+                std::uint32_t uid = 0;
+                auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), uid);
+                if (ec != std::errc{} || end != item.data() + item.size() || uid == 0) {
+                    error = "--allow-uid takes uids other than 0, comma-separated (root needs --allow-root), not '" + *v + "'";
+                    return std::nullopt;
+                }
+                o.allow_uids.push_back(uid);
+                list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+            }
         } else if (arg == "--handshake-timeout" || arg == "--idle-timeout" || arg == "--max-image-size" ||
                    arg == "--max-restores") {
             auto v = value();

@@ -2,6 +2,7 @@
 
 #include "child.hpp"
 #include "conversation.hpp"
+#include "criu_image.hpp"
 #include "peer_connection.hpp"
 #include "watchdog.hpp"
 #include "log.hpp"
@@ -12,6 +13,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <random>
 #include <variant>
@@ -78,6 +80,23 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
     }
 }
 
+// Whom the processes of the image will run as, against --allow-root and --allow-uid.
+std::optional<failure> check_ids(const options& opts, const std::string& images) {
+    auto all = ids_of_images(images);
+    if (!all) return failure{errc::malformed_message, "the image holds no process credentials rfork can read"};
+    for (auto& ids : *all) {
+        for (auto uid : {ids.uid, ids.euid, ids.suid, ids.fsuid}) {
+            if (uid == 0 && !opts.allow_root)
+                return failure{errc::not_permitted,
+                               "this agent restores processes of uid 0 only when started with --allow-root"};
+            if (uid != 0 && !opts.allow_uids.empty() &&
+                std::find(opts.allow_uids.begin(), opts.allow_uids.end(), uid) == opts.allow_uids.end())
+                return failure{errc::not_permitted, fmt::format("uid {} is not among this agent's --allow-uid", uid)};
+        }
+    }
+    return std::nullopt;
+}
+
 // Everything after the connection is accepted; the value is the answer to send.
 asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(agent_state& agent,
                                                                                peer_connection& peer,
@@ -126,6 +145,7 @@ asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(agent_sta
     auto images = job / "images";
     std::filesystem::create_directory(images);
     if (auto failure = co_await receive_files(peer, images, limits)) co_return *failure;
+    if (auto not_allowed = check_ids(agent.opts, images)) co_return *not_allowed;
 
     auto outcome = co_await restore_child(agent, image, id, job);
     if (outcome.ec) co_return failure{outcome.ec, outcome.message};

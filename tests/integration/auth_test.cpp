@@ -69,7 +69,7 @@ TEST_SUITE("integration.auth") {
         temp_dir dir;
         auto other = (dir.path / "other-secret").string();
         REQUIRE(running_program({program_path("rfork-agent"), "keygen", other}).finish(30s).status == 0);
-        test_hosts hosts({"a", "b"}, {"b=--secret-file " + other});
+        test_hosts hosts({"a", "b"}, {.agent_args = {"b=--secret-file " + other}});
         auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
         INFO(agent_logs(hosts, {"a", "b"}));
         auto error = expect_failed_fork(r, rfork::errc::agent_unreachable);
@@ -95,5 +95,30 @@ TEST_SUITE("integration.auth") {
         INFO("stdout: " << r.out << "\nstderr: " << r.err);
         CHECK(lines_with(r.out, "child goes on").size() == 1);
         check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
+    TEST_CASE("a receiver restores processes of root only when started with --allow-root") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.allow_root = false});
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
+        INFO(agent_logs(hosts, {"a", "b"}));
+        auto error = expect_failed_fork(r, rfork::errc::not_permitted);
+        CHECK(error.find("--allow-root") != std::string::npos);
+        CHECK(hosts.agent_log("b").find("restored") == std::string::npos);
+        check_nothing_left(hosts, {"a", "b"}, {});
+    }
+
+    TEST_CASE("a receiver limited to some uids refuses others") {
+        require_fork_environment();
+        // The programs here run as root; uids 4242 and 4343 are allowed, root is not.
+        test_hosts hosts({"a", "b"}, {.agent_args = {"b=--allow-uid 4242,4343"}, .allow_root = false});
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
+        auto error = expect_failed_fork(r, rfork::errc::not_permitted);
+        CHECK(error.find("uid 0") != std::string::npos);
+        check_nothing_left(hosts, {"a", "b"}, {});
+
+        auto bad = running_program({program_path("rfork-agent"), "--listen", "7999", "--allow-uid", "0,5"}).finish(30s);
+        CHECK(bad.status == 2);
+        CHECK(bad.err.find("--allow-uid takes uids other than 0") != std::string::npos);
     }
 }

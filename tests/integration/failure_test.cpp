@@ -62,7 +62,7 @@ TEST_SUITE("integration.failure") {
 
     TEST_CASE("peers speaking garbage or another version or the wrong role are refused and the agent keeps serving") {
         require_fork_environment();
-        test_hosts hosts({"a", "b"}, {}, true);  // plain TCP: what the protocol parser sees under TLS
+        test_hosts hosts({"a", "b"}, {.plain_tcp = true});  // plain TCP: what the protocol parser sees under TLS
         struct expectation {
             const char* mode;
             rfork::errc code;

@@ -149,15 +149,15 @@ run_result running_program::finish(std::chrono::milliseconds bound) {
 
 // ---- test_hosts ------------------------------------------------------------
 
-test_hosts::test_hosts(std::vector<std::string> names, const std::vector<std::string>& agent_args, bool plain_tcp)
-    : names_(std::move(names)) {
+test_hosts::test_hosts(std::vector<std::string> names, const setup& how) : names_(std::move(names)) {
     char templ[] = "/tmp/rfork-test-XXXXXX";
     if (!::mkdtemp(templ)) fail_setup("mkdtemp failed");
     state_ = templ;
     std::vector<std::string> argv{hosts_script, "up", state_, RFORK_AGENT_BINARY};
     argv.insert(argv.end(), names_.begin(), names_.end());
-    std::map<std::string, std::string> env{{"RFORK_HOSTS_INSECURE", plain_tcp ? "1" : "0"}};
-    for (auto& args : agent_args) {
+    std::map<std::string, std::string> env{{"RFORK_HOSTS_INSECURE", how.plain_tcp ? "1" : "0"},
+                                           {"RFORK_HOSTS_ALLOW_ROOT", how.allow_root ? "1" : "0"}};
+    for (auto& args : how.agent_args) {
         auto eq = args.find('=');
         bool per_host = eq != std::string::npos && eq < args.find(' ');
         env[per_host ? "RFORK_AGENT_ARGS_" + args.substr(0, eq) : "RFORK_AGENT_ARGS"] =

@@ -46,11 +46,15 @@ private:
 
 class test_hosts {
 public:
-    // `agent_args`: extra arguments for the agents (RFORK_AGENT_ARGS of
-    // scripts/hosts; an entry "b=ARGS" for host b only). The agents share a
-    // secret (TLS) unless `plain_tcp`.
-    explicit test_hosts(std::vector<std::string> names, const std::vector<std::string>& agent_args = {},
-                        bool plain_tcp = false);
+    struct setup {
+        // Extra arguments for the agents (RFORK_AGENT_ARGS of scripts/hosts;
+        // an entry "b=ARGS" for host b only).
+        std::vector<std::string> agent_args{};
+        bool plain_tcp = false;   // no shared secret: plain TCP (--insecure)
+        bool allow_root = true;   // the agents restore root's processes (--allow-root)
+    };
+    explicit test_hosts(std::vector<std::string> names) : test_hosts(std::move(names), setup{}) {}
+    test_hosts(std::vector<std::string> names, const setup& how);
     ~test_hosts();
     test_hosts(const test_hosts&) = delete;
     test_hosts& operator=(const test_hosts&) = delete;

@@ -43,13 +43,13 @@ TEST_SUITE("integration.limits") {
         CHECK_FALSE(std::filesystem::exists(dir));  // it changed nothing
 
         // Plain TCP on the test hosts' own addresses needs --insecure, and the agent says so.
-        test_hosts hosts({"a"}, {}, true);
+        test_hosts hosts({"a"}, {.plain_tcp = true});
         CHECK(hosts.agent_log("a").find("WARNING: INSECURE") != std::string::npos);
     }
 
     TEST_CASE("a peer that sends nothing is cut off after the handshake timeout") {
         require_fork_environment();
-        test_hosts hosts({"a", "b"}, {"--handshake-timeout 1"}, true);
+        test_hosts hosts({"a", "b"}, {.agent_args = {"--handshake-timeout 1"}, .plain_tcp = true});
         auto r = hosts.run("a", {program_path("raw_peer"), hosts.address("b"), "7000", "silent"}, {}, 30s);
         auto line = refusal_line(r, rfork::errc::timed_out);
         CHECK(line.find("--handshake-timeout") != std::string::npos);
@@ -62,7 +62,7 @@ TEST_SUITE("integration.limits") {
 
     TEST_CASE("an image that stalls is dropped after the idle timeout and leaves nothing") {
         require_fork_environment();
-        test_hosts hosts({"a", "b"}, {"--idle-timeout 1"}, true);
+        test_hosts hosts({"a", "b"}, {.agent_args = {"--idle-timeout 1"}, .plain_tcp = true});
         auto r = hosts.run("a", {program_path("raw_peer"), hosts.address("b"), "7000", "stall"}, {}, 30s);
         auto line = refusal_line(r, rfork::errc::timed_out);
         CHECK(line.find("--idle-timeout") != std::string::npos);
@@ -71,7 +71,7 @@ TEST_SUITE("integration.limits") {
 
     TEST_CASE("an image over the receiver's maximum size is refused with a clear error") {
         require_fork_environment();
-        test_hosts hosts({"a", "b"}, {"--max-image-size 100000"});
+        test_hosts hosts({"a", "b"}, {.agent_args = {"--max-image-size 100000"}});
         auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
         auto line = expect_failed_fork(r, rfork::errc::limit_exceeded);
         CHECK(line.find("--max-image-size 100000") != std::string::npos);
@@ -81,7 +81,7 @@ TEST_SUITE("integration.limits") {
 
     TEST_CASE("a receiver at its maximum of concurrent restores refuses with a clear error") {
         require_fork_environment();
-        test_hosts hosts({"a", "b"}, {"--max-restores 0"});
+        test_hosts hosts({"a", "b"}, {.agent_args = {"--max-restores 0"}});
         auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
         auto line = expect_failed_fork(r, rfork::errc::limit_exceeded);
         CHECK(line.find("busy") != std::string::npos);

@@ -113,4 +113,55 @@ TEST_SUITE("unit.criu_image") {
             CHECK_FALSE(adapt_external_terminals(bad));
         }
     }
+
+    TEST_CASE("the ids a process will run with are read from its core image") {
+        // core_entry { mtype = 1; thread_core (5) { blk_sigset (1); creds (10) { uid..fsgid } } }
+        bytes creds;
+        for (std::uint32_t field = 1; field <= 8; ++field) varint_field(creds, field, 1000 + field);
+        varint_field(creds, 9, 0xff);  // a repeated capability word, ignored
+        bytes thread_core;
+        varint_field(thread_core, 1, 0);
+        varint(thread_core, (10 << 3) | 2);
+        varint(thread_core, creds.size());
+        thread_core.insert(thread_core.end(), creds.begin(), creds.end());
+        bytes core;
+        varint_field(core, 1, 1);
+        varint(core, (5 << 3) | 2);
+        varint(core, thread_core.size());
+        core.insert(core.end(), thread_core.begin(), thread_core.end());
+        bytes image;
+        u32le(image, 0x54564319);
+        u32le(image, 0x55053847);  // CORE_MAGIC
+        u32le(image, static_cast<std::uint32_t>(core.size()));
+        image.insert(image.end(), core.begin(), core.end());
+
+        auto ids = rfork::agent::ids_of_core_image(image);
+        REQUIRE(ids);
+        CHECK(ids->uid == 1001);
+        CHECK(ids->gid == 1002);
+        CHECK(ids->euid == 1003);
+        CHECK(ids->egid == 1004);
+        CHECK(ids->suid == 1005);
+        CHECK(ids->fsuid == 1007);
+        CHECK(ids->fsgid == 1008);
+
+        SUBCASE("without creds there is nothing to trust") {
+            bytes bare;
+            u32le(bare, 0x54564319);
+            u32le(bare, 0x55053847);
+            bytes entry;
+            varint_field(entry, 1, 1);
+            u32le(bare, static_cast<std::uint32_t>(entry.size()));
+            bare.insert(bare.end(), entry.begin(), entry.end());
+            CHECK_FALSE(rfork::agent::ids_of_core_image(bare));
+        }
+        SUBCASE("another image's magic") {
+            auto other = image;
+            other[4] ^= 1;
+            CHECK_FALSE(rfork::agent::ids_of_core_image(other));
+        }
+        SUBCASE("cut short") {
+            CHECK_FALSE(rfork::agent::ids_of_core_image(bytes(image.begin(), image.end() - 3)));
+        }
+    }
 }
