@@ -7,6 +7,7 @@
 #include <asio/ssl/context.hpp>
 #include <asio/ssl/stream.hpp>
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -40,6 +41,11 @@ public:
         if (tls_) return tls_->async_write_some(buffers, std::forward<Token>(token));
         return tcp_.async_write_some(buffers, std::forward<Token>(token));
     }
+
+    // A peer that vanishes (its host down, the network cut) is noticed within
+    // about `limit`: unacknowledged data aborts the connection then
+    // (TCP_USER_TIMEOUT), and an idle one is probed (keepalive).
+    void detect_dead_peer(std::chrono::seconds limit);
 
     void cancel(std::error_code& ec) { tcp().cancel(ec); }
     void shutdown_send() {

@@ -52,7 +52,7 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
             for (std::size_t done = 0; done < frame.payload.size();) {
                 auto n = ::write(file.get(), frame.payload.data() + done, frame.payload.size() - done);
                 if (n < 0)
-                    co_return failure{std::error_code(errno, std::generic_category()),
+                    co_return failure{errc::transfer_failed,  // the receiver could not store it
                                               fmt::format("cannot write {}: {}", name, std::strerror(errno))};
                 done += static_cast<std::size_t>(n);
             }
@@ -75,7 +75,7 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
         // O_EXCL|O_NOFOLLOW: a name is a plain new file in our own directory, nothing else.
         file.reset(::open((dir + "/" + name).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!file)
-            co_return failure{std::error_code(errno, std::generic_category()),
+            co_return failure{errc::transfer_failed,  // the receiver could not store it
                                       fmt::format("cannot create image file {}: {}", name, std::strerror(errno))};
     }
 }
@@ -164,6 +164,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     auto remote = peer->tcp().remote_endpoint(ignored);
     std::string from = fmt::format("{}:{}", remote.address().to_string(), remote.port());
     peer->tcp().set_option(asio::ip::tcp::no_delay(true), ignored);
+    peer->detect_dead_peer(agent.opts.limits.idle_timeout);
     if (agent.tls) {
         // Only a peer that holds the shared secret gets further than this.
         peer->use_tls(*agent.tls);

@@ -152,6 +152,7 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
                           fmt::format("cannot reach an rfork agent at {} ({})", request.endpoint, ec.message())};
     std::error_code ignored;
     peer.tcp().set_option(tcp::no_delay(true), ignored);
+    peer.detect_dead_peer(agent.opts.limits.idle_timeout);
     if (agent.tls) {
         peer.use_tls(*agent.tls);
         watchdog guard(peer, agent.opts.limits.handshake_timeout);

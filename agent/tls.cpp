@@ -6,9 +6,12 @@
 #include <openssl/ssl.h>
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <fstream>
@@ -75,6 +78,19 @@ asio::ssl::context make_tls_context(const std::string& secret_file) {
     SSL_CTX_set_psk_server_callback(ctx, server_psk);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);  // the PSK is the authentication
     return context;
+}
+
+void peer_connection::detect_dead_peer(std::chrono::seconds limit) {
+    int fd = tcp().native_handle();
+    int on = 1;
+    int idle = static_cast<int>(std::max<std::int64_t>(1, limit.count() / 2));
+    int interval = std::max(1, idle / 3), count = 3;
+    unsigned timeout_ms = static_cast<unsigned>(limit.count() * 1000);
+    ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
 }
 
 std::string write_new_secret(const std::string& path) {

@@ -61,4 +61,53 @@ TEST_SUITE("integration.fault") {
         CHECK(hosts.work_dir_entries("b").empty());
         CHECK(hosts.processes_besides_agent("b").empty());
     }
+
+    TEST_CASE("the network drops mid-transfer: both sides give up within their idle timeout and keep nothing") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.agent_args = {"--idle-timeout 2"}});
+        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256"});
+        bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
+            return log.find("receiving an image") != std::string::npos;
+        });
+        REQUIRE(receiving);
+        auto cut_at = std::chrono::steady_clock::now();
+        hosts.set_link("b", false);
+
+        auto r = program.finish(60s);
+        auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - cut_at).count();
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        CHECK(r.status == 1);
+        CHECK(r.err.find("b:7000") != std::string::npos);
+        CHECK(seconds < 20.0);  // a few idle timeouts, not TCP's fifteen minutes
+        bool dropped = hosts.wait_for_log("b", [](const std::string& log) {
+            return log.find("fork failed from") != std::string::npos;
+        });
+        CHECK(dropped);
+        CHECK(hosts.agent_log("b").find("restored") == std::string::npos);
+        CHECK(hosts.work_dir_entries("a").empty());
+        CHECK(hosts.work_dir_entries("b").empty());
+        CHECK(hosts.processes_besides_agent("b").empty());
+    }
+
+    TEST_CASE("the receiver's disk fills: the parent gets the reason and the receiver keeps nothing") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        // b's work directory becomes a tmpfs of 256 KiB, in b's own mount namespace.
+        auto mounted = hosts.run("b", {"/usr/bin/mount", "-t", "tmpfs", "-o", "size=256k", "rfork-full", "/run/rfork/work"});
+        REQUIRE(mounted.status == 0);
+        auto r = hosts.run("a", {program_path("memory_probe"), "b:7000", "16"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        CHECK(r.status == 1);
+        CHECK(r.err.find("No space left on device") != std::string::npos);
+        CHECK(r.err.find("the image did not reach the remote agent") != std::string::npos);  // errc::transfer_failed
+        CHECK(r.err.find("b:7000") != std::string::npos);
+        CHECK(lines_with(r.out, "child id=").empty());
+        CHECK(hosts.work_dir_entries("a").empty());
+        CHECK(hosts.work_dir_entries("b").empty());
+        CHECK(hosts.processes_besides_agent("b").empty());
+        // With room again, the same fork works.
+        REQUIRE(hosts.run("b", {"/usr/bin/umount", "/run/rfork/work"}).status == 0);
+        auto again = hosts.run("a", {program_path("memory_probe"), "b:7000", "16"});
+        CHECK(lines_with(again.out, "child id=").size() == 1);
+    }
 }

@@ -220,6 +220,13 @@ std::vector<std::string> test_hosts::work_dir_entries(const std::string& host) c
     return entries;
 }
 
+void test_hosts::set_link(const std::string& host, bool up) const {
+    auto ns = read_file(state_ + "/" + host + ".ns");
+    ns = ns.substr(0, ns.find('\n'));
+    auto r = running_program({"/usr/sbin/ip", "-n", ns, "link", "set", "eth0", up ? "up" : "down"}).finish(10s);
+    if (r.status != 0) fail_setup("ip link set failed: " + r.err);
+}
+
 std::vector<int> test_hosts::processes_besides_agent(const std::string& host) const {
     auto ns = read_file(state_ + "/" + host + ".ns");
     ns = ns.substr(0, ns.find('\n'));

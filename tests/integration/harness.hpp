@@ -76,6 +76,9 @@ public:
     bool wait_for_log(const std::string& host, const std::function<bool(const std::string&)>& done,
                       std::chrono::milliseconds bound = 30s) const;
 
+    // Takes `host`'s network link down (or up again): the cable pulled.
+    void set_link(const std::string& host, bool up) const;
+
     // Entries left in the agent's work directory (as that host sees it).
     std::vector<std::string> work_dir_entries(const std::string& host) const;
     // Processes in `host`'s network namespace other than its agent.
