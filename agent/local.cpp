@@ -5,6 +5,8 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
+
 namespace rfork::agent {
 
 namespace {
@@ -101,6 +103,13 @@ asio::awaitable<void> serve_local(agent_state& agent, local_socket program) {
     socklen_t len = sizeof cred;
     if (::getsockopt(program.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) co_return;
 
+    auto& users = agent.opts.local_users;
+    if (cred.uid != 0 && std::find(users.begin(), users.end(), cred.uid) == users.end()) {
+        failure refused{errc::not_permitted, fmt::format("uid {} may not use this agent (see --local-users)", cred.uid)};
+        log("request from pid {} refused: {}", cred.pid, refused.text);
+        co_await answer_failure(program, refused);
+        co_return;
+    }
     watchdog guard(program, agent.opts.limits.handshake_timeout);
     auto first = co_await read_first_message(program);
     guard.stop();

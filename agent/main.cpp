@@ -60,7 +60,8 @@ asio::awaitable<void> accept_loop(agent_state& agent, Acceptor& acceptor, Serve 
 }
 
 // Binds the local socket, replacing a stale one but never a live agent's.
-void bind_local_socket(asio::local::stream_protocol::acceptor& acceptor, const std::string& path) {
+void bind_local_socket(asio::local::stream_protocol::acceptor& acceptor, const std::string& path,
+                       bool open_to_users) {
     fs::create_directories(fs::path(path).parent_path());
     if (fs::exists(fs::symlink_status(path))) {
         asio::local::stream_protocol::socket probe(acceptor.get_executor());
@@ -71,7 +72,8 @@ void bind_local_socket(asio::local::stream_protocol::acceptor& acceptor, const s
     }
     acceptor.open();
     acceptor.bind(path);
-    ::chmod(path.c_str(), 0660);  // root and the socket's group; see SECURITY notes in the README
+    // Root only; with --local-users, anyone may connect and the agent checks the peer's uid.
+    ::chmod(path.c_str(), open_to_users ? 0666 : 0600);
     acceptor.listen();
 }
 
@@ -112,7 +114,7 @@ int run_agent(const options& opts) {
     asio::local::stream_protocol::acceptor local(io);
     asio::ip::tcp::acceptor network(io);
     try {
-        bind_local_socket(local, opts.socket_path);
+        bind_local_socket(local, opts.socket_path, !opts.local_users.empty());
         asio::ip::tcp::endpoint where(asio::ip::make_address(opts.listen.host), opts.listen.port);
         network.open(where.protocol());
         network.set_option(asio::socket_base::reuse_address(true));

@@ -22,6 +22,8 @@ const char* const usage_text =
     "                        they are refused\n"
     "  --allow-uid UID,...   restore only processes of these uids (and root with\n"
     "                        --allow-root)\n"
+    "  --local-users UID,... users besides root who may fork, wait and kill through\n"
+    "                        the local socket (default: root only)\n"
     "  --insecure            allow an ADDR beyond loopback without credentials:\n"
     "                        anyone who reaches it can run processes here as root\n"
     "  --socket PATH         local programs' socket (default $RFORK_AGENT_SOCKET\n"
@@ -83,9 +85,10 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
             o.insecure = true;
         } else if (arg == "--allow-root") {
             o.allow_root = true;
-        } else if (arg == "--allow-uid") {
+        } else if (arg == "--allow-uid" || arg == "--local-users") {
             auto v = value();
             if (!v) return std::nullopt;
+            auto& uids = arg == "--allow-uid" ? o.allow_uids : o.local_users;
             std::string_view list = *v;
             while (!list.empty()) {
                 auto comma = list.find(',');
@@ -93,10 +96,10 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
                 std::uint32_t uid = 0;
                 auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), uid);
                 if (ec != std::errc{} || end != item.data() + item.size() || uid == 0) {
-                    error = "--allow-uid takes uids other than 0, comma-separated (root needs --allow-root), not '" + *v + "'";
+                    error = arg + " takes uids other than 0, comma-separated, not '" + *v + "'";
                     return std::nullopt;
                 }
-                o.allow_uids.push_back(uid);
+                uids.push_back(uid);
                 list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
             }
         } else if (arg == "--handshake-timeout" || arg == "--idle-timeout" || arg == "--max-image-size" ||

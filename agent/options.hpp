@@ -24,6 +24,7 @@ struct options {
     std::string secret_file;                    // shared secret: TLS between agents
     bool allow_root = false;                    // restore processes that run as uid 0
     std::vector<std::uint32_t> allow_uids;      // if not empty: the only other uids restored
+    std::vector<std::uint32_t> local_users;     // uids besides root that may use the local socket
     std::string socket_path;                    // where local programs reach it
     std::string criu;                           // empty: search, see criu.hpp
     std::string work_dir = "/run/rfork/work";

@@ -121,4 +121,37 @@ TEST_SUITE("integration.auth") {
         CHECK(bad.status == 2);
         CHECK(bad.err.find("--allow-uid takes uids other than 0") != std::string::npos);
     }
+
+    TEST_CASE("only root and the --local-users may use the local socket") {
+        require_fork_environment();
+        auto as_user = [](const char* uid, std::vector<std::string> argv) {
+            std::vector<std::string> all{"/usr/bin/setpriv", std::string("--reuid=") + uid, std::string("--regid=") + uid,
+                                         "--clear-groups", "--"};
+            all.insert(all.end(), argv.begin(), argv.end());
+            return all;
+        };
+        SUBCASE("by default the socket is root's alone") {
+            test_hosts hosts({"a", "b"});
+            auto r = hosts.run("a", as_user("4242", {program_path("fork_or_report"), "b:7000"}));
+            auto error = expect_failed_fork(r, rfork::errc::agent_not_found);
+            CHECK(error.find("Permission denied") != std::string::npos);
+        }
+        SUBCASE("a listed user's request is taken") {
+            // Its fork itself fails on this machine, whose root lacks
+            // CAP_SYS_RESOURCE: CRIU cannot read another user's rlimits here.
+            test_hosts hosts({"a", "b"}, {.agent_args = {"a=--local-users 4242", "b=--allow-uid 4242"}});
+            auto r = hosts.run("a", as_user("4242", {program_path("fork_or_report"), "b:7000"}));
+            INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+            CHECK(hosts.agent_log("a").find("fork request from pid") != std::string::npos);
+            CHECK(hosts.agent_log("a").find("(uid 4242) to b:7000") != std::string::npos);
+            CHECK(r.out.find("may not use this agent") == std::string::npos);
+            check_nothing_left(hosts, {"a", "b"}, {});
+        }
+        SUBCASE("another user is refused by the agent") {
+            test_hosts hosts({"a", "b"}, {.agent_args = {"a=--local-users 4242"}});
+            auto r = hosts.run("a", as_user("4343", {program_path("fork_or_report"), "b:7000"}));
+            auto error = expect_failed_fork(r, rfork::errc::not_permitted);
+            CHECK(error.find("uid 4343 may not use this agent") != std::string::npos);
+        }
+    }
 }

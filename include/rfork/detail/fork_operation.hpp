@@ -89,18 +89,22 @@ inline asio::awaitable<fork_outcome> fork_operation(asio::any_io_executor ex, st
     request.insert(request.end(), frame.begin(), frame.end());
     // The child's output goes where ours goes: the agent gets our stdout and stderr (and stdin, to forward it).
     std::vector<int> stdio = options.forward_stdin ? std::vector<int>{1, 2, 0} : std::vector<int>{1, 2};
+    // If the agent refuses us before reading it all, its answer still explains why.
+    std::string send_failure;
     auto sent = send_with_fds(socket.native_handle(), request, stdio);
-    if (sent < 0)
-        co_return fork_failure(errc::agent_lost, "could not send the request to the agent at " + path + " (" +
-                                                     std::strerror(errno) + ")");
-    auto rest = std::span<const unsigned char>(request).subspan(static_cast<std::size_t>(sent));
-    if (auto ec = co_await write_bytes(socket, rest))
-        co_return fork_failure(errc::agent_lost, "could not send the request to the agent at " + path + " (" +
-                                                     ec.message() + ")");
+    if (sent < 0) {
+        send_failure = std::strerror(errno);
+    } else {
+        auto rest = std::span<const unsigned char>(request).subspan(static_cast<std::size_t>(sent));
+        if (auto ec = co_await write_bytes(socket, rest)) send_failure = ec.message();
+    }
 
     // From here on this process may be checkpointed at any instant.
     protocol::handshake peer;
     if (auto ec = co_await read_handshake(socket, peer)) {
+        if (!send_failure.empty())
+            co_return fork_failure(errc::agent_lost,
+                                   "could not send the request to the agent at " + path + " (" + send_failure + ")");
         if (ec == asio::error::eof || ec == asio::error::connection_reset)
             co_return fork_failure(errc::agent_lost, "the agent at " + path + " closed the connection without an answer");
         co_return fork_failure(ec, "bad answer from the agent at " + path + ": " + ec.message());
