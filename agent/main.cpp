@@ -88,13 +88,12 @@ int run_agent(const options& opts) {
     std::signal(SIGPIPE, SIG_IGN);
     asio::io_context io(1);
     agent_state agent{io, opts, {}, fs::read_symlink("/proc/self/exe").string(), {}, opts.name, 1, 0, {}, {}, {}};
-    if (!opts.secret_file.empty()) {
-        try {
-            agent.tls.emplace(make_tls_context(opts.secret_file));
-        } catch (const std::exception& e) {
-            log("{}", e.what());
-            return 1;
-        }
+    try {
+        if (!opts.secret_file.empty()) agent.tls.emplace(make_tls_context(opts.secret_file));
+        if (!opts.cert.empty()) agent.tls.emplace(make_tls_context(opts.cert, opts.key, opts.ca));
+    } catch (const std::exception& e) {
+        log("{}", e.what());
+        return 1;
     }
     agent.nsenter = find_program("nsenter");
     if (agent.host.empty()) {
@@ -136,8 +135,10 @@ int run_agent(const options& opts) {
     });
 
     log("listening on {} and {} (CRIU {})", opts.listen.to_string(), opts.socket_path, agent.criu);
-    if (agent.tls)
+    if (agent.tls && !opts.secret_file.empty())
         log("agents must prove the secret of {} (TLS 1.3)", opts.secret_file);
+    else if (agent.tls)
+        log("agents must show a certificate signed by {} (TLS 1.3)", opts.ca);
     else if (!is_loopback(opts.listen.host))
         log("WARNING: INSECURE: no credentials, yet listening on {}: anyone who can reach it can run "
             "processes on this host as root", opts.listen.to_string());
@@ -159,11 +160,17 @@ int main(int argc, char** argv) {
     if (!args.empty() && args[0] == "list") return run_list({args.begin() + 1, args.end()});
     if (!args.empty() && args[0] == "kill") return run_kill({args.begin() + 1, args.end()});
     if (!args.empty() && args[0] == "keygen") {
-        if (args.size() != 2) {
-            std::fprintf(stderr, "usage: rfork-agent keygen PATH\n");
+        std::string error;
+        if (args.size() == 2 && args[1] != "--ca") {
+            error = write_new_secret(args[1]);
+        } else if (args.size() == 3 && args[1] == "--ca") {
+            error = make_ca(args[2]);
+        } else if (args.size() == 6 && args[1] == "--host" && args[3] == "--ca") {
+            error = make_host_certificate(args[2], args[4], args[5]);
+        } else {
+            std::fprintf(stderr, "usage: rfork-agent keygen PATH | keygen --ca DIR | keygen --host NAME --ca DIR OUT\n");
             return 2;
         }
-        auto error = write_new_secret(args[1]);
         if (!error.empty()) std::fprintf(stderr, "rfork-agent keygen: %s\n", error.c_str());
         return error.empty() ? 0 : 1;
     }

@@ -11,6 +11,8 @@ const char* const usage_text =
     "       rfork-agent list [--socket PATH]          children running on this host\n"
     "       rfork-agent kill ID [--signal N|NAME] [--socket PATH]\n"
     "       rfork-agent keygen PATH                   a new secret for --secret-file\n"
+    "       rfork-agent keygen --ca DIR               a new certificate authority\n"
+    "       rfork-agent keygen --host NAME --ca DIR OUT   a host's certificate and key\n"
     "\n"
     "Receives processes forked here by other agents, and forks local programs\n"
     "that ask for it (rfork::fork_remote) to other agents.\n"
@@ -18,6 +20,9 @@ const char* const usage_text =
     "  --listen [ADDR:]PORT  where other agents connect (ADDR default 127.0.0.1)\n"
     "  --secret-file PATH    a secret shared by the agents that may fork to each\n"
     "                        other (rfork-agent keygen PATH): TLS 1.3 between them\n"
+    "  --cert FILE --key FILE --ca FILE\n"
+    "                        or certificates: this agent's, and the authority whose\n"
+    "                        certificates it accepts (rfork-agent keygen --ca/--host)\n"
     "  --allow-root          restore processes that run as root (uid 0); without it\n"
     "                        they are refused\n"
     "  --allow-uid UID,...   restore only processes of these uids (and root with\n"
@@ -69,18 +74,21 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
             }
             have_listen = true;
         } else if (arg == "--socket" || arg == "--criu" || arg == "--work-dir" || arg == "--name" ||
-                   arg == "--secret-file") {
+                   arg == "--secret-file" || arg == "--cert" || arg == "--key" || arg == "--ca") {
             auto v = value();
             if (!v) return std::nullopt;
             if (v->empty()) {
                 error = arg + " needs a non-empty value";
                 return std::nullopt;
             }
-            (arg == "--socket"     ? o.socket_path
-             : arg == "--criu"     ? o.criu
-             : arg == "--work-dir" ? o.work_dir
-             : arg == "--name"     ? o.name
-                                   : o.secret_file) = *v;
+            (arg == "--socket"        ? o.socket_path
+             : arg == "--criu"        ? o.criu
+             : arg == "--work-dir"    ? o.work_dir
+             : arg == "--name"        ? o.name
+             : arg == "--cert"        ? o.cert
+             : arg == "--key"         ? o.key
+             : arg == "--ca"          ? o.ca
+                                      : o.secret_file) = *v;
         } else if (arg == "--insecure") {
             o.insecure = true;
         } else if (arg == "--allow-root") {
@@ -135,7 +143,12 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
         error = "--listen is required";
         return std::nullopt;
     }
-    if (!is_loopback(o.listen.host) && !o.insecure && o.secret_file.empty()) {
+    bool certificates = !o.cert.empty() || !o.key.empty() || !o.ca.empty();
+    if (certificates && (o.cert.empty() || o.key.empty() || o.ca.empty() || !o.secret_file.empty())) {
+        error = "--cert, --key and --ca go together, instead of --secret-file";
+        return std::nullopt;
+    }
+    if (!is_loopback(o.listen.host) && !o.insecure && o.secret_file.empty() && !certificates) {
         error = "refusing to listen on " + o.listen.to_string() +
                 " without credentials: anyone who reaches it could run processes here as root. "
                 "Listen on loopback, or pass --insecure on a network you trust";

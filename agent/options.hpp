@@ -22,6 +22,7 @@ struct options {
     rfork::endpoint listen{"127.0.0.1", 7000};  // where other agents reach this one
     bool insecure = false;                      // listen beyond loopback without credentials
     std::string secret_file;                    // shared secret: TLS between agents
+    std::string cert, key, ca;                  // or certificates: TLS between agents
     bool allow_root = false;                    // restore processes that run as uid 0
     std::vector<std::uint32_t> allow_uids;      // if not empty: the only other uids restored
     std::vector<std::uint32_t> local_users;     // uids besides root that may use the local socket

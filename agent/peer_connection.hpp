@@ -73,3 +73,17 @@ asio::ssl::context make_tls_context(const std::string& secret_file);
 std::string write_new_secret(const std::string& path);
 
 }  // namespace rfork::agent
+
+namespace rfork::agent {
+
+// TLS 1.3 with certificates: this agent presents `cert` (and its `key`), and
+// accepts only peers whose certificate `ca` signed. Both sides verify.
+asio::ssl::context make_tls_context(const std::string& cert, const std::string& key, const std::string& ca);
+
+// `rfork-agent keygen --ca DIR`: a new certificate authority (DIR/ca.crt, DIR/ca.key).
+// `rfork-agent keygen --host NAME --ca DIR OUT`: a host certificate signed by it
+// (OUT/NAME.crt, OUT/NAME.key). Returns an error message, or empty on success.
+std::string make_ca(const std::string& dir);
+std::string make_host_certificate(const std::string& name, const std::string& ca_dir, const std::string& out_dir);
+
+}  // namespace rfork::agent

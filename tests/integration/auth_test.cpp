@@ -154,4 +154,33 @@ TEST_SUITE("integration.auth") {
             CHECK(error.find("uid 4343 may not use this agent") != std::string::npos);
         }
     }
+
+    TEST_CASE("agents with certificates of one authority fork over TLS") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.certificates = true});
+        CHECK(hosts.agent_log("b").find("must show a certificate signed by") != std::string::npos);
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        CHECK(lines_with(r.out, "child goes on").size() == 1);
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
+    TEST_CASE("an agent whose certificate another authority signed is refused and nothing is restored") {
+        require_fork_environment();
+        temp_dir dir;
+        auto pki = dir.path.string();
+        const auto agent = program_path("rfork-agent");
+        REQUIRE(running_program({agent, "keygen", "--ca", pki}).finish(30s).status == 0);
+        REQUIRE(running_program({agent, "keygen", "--host", "b", "--ca", pki, pki}).finish(30s).status == 0);
+        test_hosts hosts({"a", "b"}, {.agent_args = {"b=--cert " + pki + "/b.crt --key " + pki + "/b.key --ca " + pki +
+                                                     "/ca.crt"},
+                                      .certificates = true});
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
+        INFO(agent_logs(hosts, {"a", "b"}));
+        auto error = expect_failed_fork(r, rfork::errc::agent_unreachable);
+        CHECK(error.find("no TLS with the agent at b:7000") != std::string::npos);
+        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("no TLS") != std::string::npos; }));
+        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+        check_nothing_left(hosts, {"a", "b"}, {});
+    }
 }

@@ -156,7 +156,8 @@ test_hosts::test_hosts(std::vector<std::string> names, const setup& how) : names
     std::vector<std::string> argv{hosts_script, "up", state_, RFORK_AGENT_BINARY};
     argv.insert(argv.end(), names_.begin(), names_.end());
     std::map<std::string, std::string> env{{"RFORK_HOSTS_INSECURE", how.plain_tcp ? "1" : "0"},
-                                           {"RFORK_HOSTS_ALLOW_ROOT", how.allow_root ? "1" : "0"}};
+                                           {"RFORK_HOSTS_ALLOW_ROOT", how.allow_root ? "1" : "0"},
+                                           {"RFORK_HOSTS_CERTIFICATES", how.certificates ? "1" : "0"}};
     for (auto& args : how.agent_args) {
         auto eq = args.find('=');
         bool per_host = eq != std::string::npos && eq < args.find(' ');

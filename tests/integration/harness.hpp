@@ -50,7 +50,8 @@ public:
         // Extra arguments for the agents (RFORK_AGENT_ARGS of scripts/hosts;
         // an entry "b=ARGS" for host b only).
         std::vector<std::string> agent_args{};
-        bool plain_tcp = false;   // no shared secret: plain TCP (--insecure)
+        bool plain_tcp = false;     // no shared secret: plain TCP (--insecure)
+        bool certificates = false;  // certificates of one authority instead of the secret
         bool allow_root = true;   // the agents restore root's processes (--allow-root)
     };
     explicit test_hosts(std::vector<std::string> names) : test_hosts(std::move(names), setup{}) {}
