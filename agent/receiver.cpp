@@ -214,6 +214,8 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
             if (ec) break;
             idle.arm();
         }
+        peer->close();
+        log("closed the connection from {}", from);
     }
 }
 

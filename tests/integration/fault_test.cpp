@@ -14,6 +14,7 @@ TEST_SUITE("integration.fault") {
     TEST_CASE("the receiving agent killed mid-fork: the parent gets an error within 5 s and runs on") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
+        auto fds_a = hosts.agent_fds("a");
         // 256 MiB take long enough to send and restore that b dies mid-way.
         auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256"});
         bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
@@ -33,6 +34,7 @@ TEST_SUITE("integration.fault") {
         CHECK(lines_with(r.out, "child id=").empty());
         CHECK(hosts.work_dir_entries("a").empty());
         CHECK(hosts.processes_besides_agent("a").empty());
+        CHECK(hosts.agent_fds("a") == fds_a);
         // b is gone and with it everything of the fork: no process is left in its network namespace.
         CHECK(hosts.processes_besides_agent("b").empty());
     }
@@ -40,6 +42,7 @@ TEST_SUITE("integration.fault") {
     TEST_CASE("the sending agent killed mid-fork: the receiver keeps nothing and the parent runs on") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
+        auto fds_b = hosts.agent_fds("b");
         auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256"});
         bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
             return log.find("receiving an image") != std::string::npos;
@@ -60,11 +63,14 @@ TEST_SUITE("integration.fault") {
         CHECK(hosts.agent_log("b").find("restored") == std::string::npos);
         CHECK(hosts.work_dir_entries("b").empty());
         CHECK(hosts.processes_besides_agent("b").empty());
+        CHECK(hosts.agent_fds("b") == fds_b);
     }
 
     TEST_CASE("the network drops mid-transfer: both sides give up within their idle timeout and keep nothing") {
         require_fork_environment();
         test_hosts hosts({"a", "b"}, {.agent_args = {"--idle-timeout 2"}});
+        auto fds_a = hosts.agent_fds("a");
+        auto fds_b = hosts.agent_fds("b");
         auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256"});
         bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
             return log.find("receiving an image") != std::string::npos;
@@ -87,11 +93,17 @@ TEST_SUITE("integration.fault") {
         CHECK(hosts.work_dir_entries("a").empty());
         CHECK(hosts.work_dir_entries("b").empty());
         CHECK(hosts.processes_besides_agent("b").empty());
+        CHECK(hosts.agent_fds("a") == fds_a);
+        // b drains and closes the dead connection within its idle timeout.
+        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("closed the connection") != std::string::npos; }));
+        CHECK(hosts.agent_fds("b") == fds_b);
     }
 
     TEST_CASE("the receiver's disk fills: the parent gets the reason and the receiver keeps nothing") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
+        auto fds_a = hosts.agent_fds("a");
+        auto fds_b = hosts.agent_fds("b");
         // b's work directory becomes a tmpfs of 256 KiB, in b's own mount namespace.
         auto mounted = hosts.run("b", {"/usr/bin/mount", "-t", "tmpfs", "-o", "size=256k", "rfork-full", "/run/rfork/work"});
         REQUIRE(mounted.status == 0);
@@ -105,6 +117,8 @@ TEST_SUITE("integration.fault") {
         CHECK(hosts.work_dir_entries("a").empty());
         CHECK(hosts.work_dir_entries("b").empty());
         CHECK(hosts.processes_besides_agent("b").empty());
+        CHECK(hosts.agent_fds("a") == fds_a);
+        CHECK(hosts.agent_fds("b") == fds_b);
         // With room again, the same fork works.
         REQUIRE(hosts.run("b", {"/usr/bin/umount", "/run/rfork/work"}).status == 0);
         auto again = hosts.run("a", {program_path("memory_probe"), "b:7000", "16"});

@@ -228,6 +228,12 @@ void test_hosts::set_link(const std::string& host, bool up) const {
     if (r.status != 0) fail_setup("ip link set failed: " + r.err);
 }
 
+std::size_t test_hosts::agent_fds(const std::string& host) const {
+    auto list = run(host, {RFORK_AGENT_BINARY, "list"}, {}, 30s);
+    if (list.status != 0) fail_setup("rfork-agent list failed on " + host + ": " + list.err);
+    return fd_count(agent_pid(host));
+}
+
 std::vector<int> test_hosts::processes_besides_agent(const std::string& host) const {
     auto ns = read_file(state_ + "/" + host + ".ns");
     ns = ns.substr(0, ns.find('\n'));
@@ -273,6 +279,12 @@ std::string agent_logs(const test_hosts& hosts, const std::vector<std::string>& 
     std::string text;
     for (auto& h : names) text += "\n--- " + h + "'s agent log:\n" + hosts.agent_log(h);
     return text;
+}
+
+std::size_t fd_count(int pid) {
+    std::size_t n = 0;
+    for ([[maybe_unused]] auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) ++n;
+    return n;
 }
 
 std::string error_value(rfork::errc e) { return std::to_string(static_cast<int>(e)); }

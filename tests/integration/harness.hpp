@@ -82,6 +82,10 @@ public:
 
     // Entries left in the agent's work directory (as that host sees it).
     std::vector<std::string> work_dir_entries(const std::string& host) const;
+    // The agent's open fds, counted after a request of its own (rfork-agent
+    // list) has been answered: whatever it finished before is closed by then.
+    std::size_t agent_fds(const std::string& host) const;
+
     // Processes in `host`'s network namespace other than its agent.
     std::vector<int> processes_besides_agent(const std::string& host) const;
 
@@ -104,6 +108,9 @@ bool wait_for_file(const std::string& path, const std::function<bool(const std::
                    std::chrono::milliseconds bound);
 
 std::string read_file(const std::string& path);
+
+// Open descriptors of a process.
+std::size_t fd_count(int pid);
 
 // An rfork error code as fork_or_report prints it.
 std::string error_value(rfork::errc e);

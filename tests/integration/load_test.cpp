@@ -15,13 +15,6 @@ using namespace rfork::test;
 
 namespace {
 
-// Open descriptors of a process.
-std::size_t fd_count(int pid) {
-    std::size_t n = 0;
-    for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) ++n;
-    return n;
-}
-
 // Resident memory of a process, in KiB (VmRSS).
 long rss_kib(int pid) {
     std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
