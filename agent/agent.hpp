@@ -19,15 +19,15 @@ namespace rfork::agent {
 struct agent_state {
     asio::io_context& io;
     options opts;
-    std::string criu;      // the CRIU binary in use
-    std::string self_exe;  // this binary, re-executed as a namespace init
-    std::string nsenter;   // util-linux nsenter, to dump a child restored here
-    std::string host;      // this host's name, as told to peers
+    std::string criu{};    // the CRIU binary in use
+    std::string self_exe{};// this binary, re-executed as a namespace init
+    std::string nsenter{}; // util-linux nsenter, to dump a child restored here
+    std::string host{};    // this host's name, as told to peers
     std::uint64_t next_job = 1;
     unsigned receiving = 0;            // images being received or restored (--max-restores)
-    child_table<forked_child> forked;  // children of this host's programs, elsewhere
-    child_table<hosted_child> hosted;  // children running here
-    std::optional<asio::ssl::context> tls;  // with --secret-file: every peer connection
+    child_table<forked_child> forked{};// children of this host's programs, elsewhere
+    child_table<hosted_child> hosted{};// children running here
+    std::optional<asio::ssl::context> tls{};// with --secret-file: every peer connection
 
     // A fresh, empty, private directory under the work dir for one job.
     job_dir make_job_dir(const std::string& name);

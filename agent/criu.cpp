@@ -116,13 +116,18 @@ stdio_files inspect_stdio(int pid) {
     return result;
 }
 
-bool has_tcp_connections(int pid) {
+std::set<std::uint64_t> socket_inodes(int pid) {
     std::set<std::uint64_t> sockets;
     std::error_code ec;
     for (auto& entry : fs::directory_iterator(fmt::format("/proc/{}/fd", pid), ec)) {
         auto target = fs::read_symlink(entry.path(), ec).string();
         if (target.starts_with("socket:[")) sockets.insert(std::strtoull(target.c_str() + 8, nullptr, 10));
     }
+    return sockets;
+}
+
+bool has_tcp_connections(int pid) {
+    auto sockets = socket_inodes(pid);
     // /proc/PID/net/tcp{,6}: "sl local remote st ... inode"; st 0A is LISTEN, 07 CLOSE.
     for (const char* table : {"tcp", "tcp6"}) {
         std::ifstream in(fmt::format("/proc/{}/net/{}", pid, table));

@@ -4,6 +4,7 @@
 
 #include <rfork/protocol.hpp>
 
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +27,9 @@ struct stdio_files {
 
 // Looks at /proc/PID/fd/{0,1,2}.
 stdio_files inspect_stdio(int pid);
+
+// The inodes of the sockets the process (host pid) has open.
+std::set<std::uint64_t> socket_inodes(int pid);
 
 // Whether the process (host pid) holds a TCP connection: CRIU then needs
 // --tcp-established, and a network lock that costs a few tens of ms.

@@ -87,7 +87,9 @@ void prepare_work_dir(const std::string& dir) {
 int run_agent(const options& opts) {
     std::signal(SIGPIPE, SIG_IGN);
     asio::io_context io(1);
-    agent_state agent{io, opts, {}, fs::read_symlink("/proc/self/exe").string(), {}, opts.name, 1, 0, {}, {}, {}};
+    agent_state agent{.io = io, .opts = opts};
+    agent.self_exe = fs::read_symlink("/proc/self/exe").string();
+    agent.host = opts.name;
     try {
         if (!opts.secret_file.empty()) agent.tls.emplace(make_tls_context(opts.secret_file));
         if (!opts.cert.empty()) agent.tls.emplace(make_tls_context(opts.cert, opts.key, opts.ca));

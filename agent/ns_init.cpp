@@ -67,8 +67,7 @@ int run_ns_init(int argc, char** argv) {
         return 1;
     }
     // The restored child holds its own copies of the inherited fds now.
-    ::close_range(3, static_cast<unsigned>(status_fd) - 1, 0);
-    ::close_range(static_cast<unsigned>(status_fd) + 1, ~0u, 0);
+    ::close_range(static_cast<unsigned>(status_fd) + 1, ~0u, 0);  // the status fd is the lowest we were given
     report(status_fd, "restored " + std::to_string(child));
 
     int child_status = 0;

@@ -185,21 +185,17 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     } catch (const std::exception& e) {
         outcome = failure{errc::internal_error, e.what()};
     }
+    // Our handshake goes first if it has not gone out yet.
+    auto reply = [greeted](const auto& message) { return greeted ? protocol::encode(message) : handshake_and(message); };
     detail::bytes answer;
-    if (!greeted) {
-        auto hello = protocol::encode_handshake(protocol::role::agent);
-        answer.assign(hello.begin(), hello.end());
-    }
-    detail::bytes frame;
     if (auto* restored = std::get_if<protocol::restored>(&outcome)) {
-        frame = protocol::encode(*restored);
+        answer = reply(*restored);
     } else {
         auto& f = std::get<failure>(outcome);
         if (f.code == asio::error::eof && !greeted) co_return;  // connected and left: nothing to say
         log("{} from {}: {}", greeted ? "fork failed" : "refused", from, f.text);
-        frame = protocol::encode(protocol::error_message{f.code, "rfork: " + f.text});
+        answer = reply(protocol::error_message{f.code, "rfork: " + f.text});
     }
-    answer.insert(answer.end(), frame.begin(), frame.end());
     co_await detail::write_bytes(*peer, answer);
     if (child) {
         co_await serve_child(agent, child, peer);

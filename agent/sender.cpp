@@ -48,15 +48,6 @@ constexpr std::uint32_t request_limit = 64 * 1024;
 constexpr std::size_t chunk_size = 1 << 20;
 constexpr auto connect_timeout = std::chrono::seconds(10);
 
-// The program's end of the connection must really be its own open socket.
-bool process_has_socket(int pid, std::uint64_t inode) {
-    std::error_code ec;
-    auto target = "socket:[" + std::to_string(inode) + "]";
-    for (auto& entry : fs::directory_iterator(fmt::format("/proc/{}/fd", pid), ec))
-        if (fs::read_symlink(entry.path(), ec).string() == target) return true;
-    return false;
-}
-
 asio::awaitable<std::error_code> connect_with_timeout(tcp::socket& socket, const endpoint& ep) {
     auto ex = co_await asio::this_coro::executor;
     asio::steady_timer timer(ex, connect_timeout);
@@ -319,7 +310,8 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, cons
         co_await answer_failure(program, f);
         co_return;
     }
-    if (!process_has_socket(cred.pid, request.socket_inode)) {
+    // The program's end of the connection must really be its own open socket.
+    if (!socket_inodes(cred.pid).count(request.socket_inode)) {
         failure f{errc::not_permitted, "the socket named in the request is not the caller's"};
         co_await answer_failure(program, f);
         co_return;

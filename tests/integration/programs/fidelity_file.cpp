@@ -57,21 +57,16 @@ asio::awaitable<int> run(asio::io_context& ctx, std::string endpoint, std::strin
     std::printf("before offset=%lld read=%zu\n", static_cast<long long>(::lseek(fd, 0, SEEK_CUR)), first.size());
     std::fflush(stdout);
 
-    std::error_code ec;
-    rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint, ec);
-    if (ec) {
-        std::printf("error: fork failed: %s\n", r.error_message().c_str());
-        std::fflush(stdout);
-        co_return 1;
-    }
+    auto forked = co_await probe::fork_or_report(ctx, endpoint);
+    if (!forked) co_return 1;
+    rfork::fork_result& r = *forked;
     if (r.is_child()) {
         std::string line = report(fd, "child", count);
         std::printf("%s\n", line.c_str());
         std::fflush(stdout);
         co_return 0;
     }
-    int status = co_await r.wait();
-    std::printf("parent waited status=%d\n", status);
+    co_await probe::wait_and_report(r);
     std::string line = report(fd, "parent", count);
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);

@@ -91,13 +91,9 @@ asio::awaitable<int> run(asio::io_context& ctx, std::string endpoint, int port, 
         co_return 3;
     }
 
-    std::error_code ec;
-    rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint, ec);
-    if (ec) {
-        std::printf("error: fork failed: %s\n", r.error_message().c_str());
-        std::fflush(stdout);
-        co_return 1;
-    }
+    auto forked = co_await probe::fork_or_report(ctx, endpoint);
+    if (!forked) co_return 1;
+    rfork::fork_result& r = *forked;
     const char* side = r.is_child() ? "child" : "parent";
     append_line(status_file, std::string(side) + " listening");
     std::string report = serve_one(listener, side);
@@ -105,9 +101,7 @@ asio::awaitable<int> run(asio::io_context& ctx, std::string endpoint, int port, 
     std::fflush(stdout);
     ::close(listener);
     if (r.is_parent()) {
-        int status = co_await r.wait();
-        std::printf("parent waited status=%d\n", status);
-        std::fflush(stdout);
+        co_await probe::wait_and_report(r);
     }
     co_return 0;
 }

@@ -52,21 +52,16 @@ asio::awaitable<int> run(asio::io_context& ctx, std::string endpoint) {
     const std::string pending = "pending-data";
     if (::write(p[1], pending.data(), pending.size()) != static_cast<ssize_t>(pending.size())) co_return 3;
 
-    std::error_code ec;
-    rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint, ec);
-    if (ec) {
-        std::printf("error: fork failed: %s\n", r.error_message().c_str());
-        std::fflush(stdout);
-        co_return 1;
-    }
+    auto forked = co_await probe::fork_or_report(ctx, endpoint);
+    if (!forked) co_return 1;
+    rfork::fork_result& r = *forked;
     if (r.is_child()) {
         std::string report = read_pipe(p[0], "child");
         std::printf("%s\n", report.c_str());
         std::fflush(stdout);
         co_return 0;
     }
-    int status = co_await r.wait();
-    std::printf("parent waited status=%d\n", status);
+    co_await probe::wait_and_report(r);
     std::string report = read_pipe(p[0], "parent");
     std::printf("%s\n", report.c_str());
     std::fflush(stdout);

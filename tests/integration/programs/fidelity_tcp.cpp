@@ -91,13 +91,9 @@ asio::awaitable<int> run(asio::io_context& ctx, std::string endpoint, std::strin
     std::printf("before echo=%s\n", echoed.c_str());
     std::fflush(stdout);
 
-    std::error_code ec;
-    rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint, ec);
-    if (ec) {
-        std::printf("error: fork failed: %s\n", r.error_message().c_str());
-        std::fflush(stdout);
-        co_return 1;
-    }
+    auto forked = co_await probe::fork_or_report(ctx, endpoint);
+    if (!forked) co_return 1;
+    rfork::fork_result& r = *forked;
     if (r.is_child()) {
         std::string view = child_view(fd);
         std::printf("%s\n", view.c_str());
@@ -107,8 +103,7 @@ asio::awaitable<int> run(asio::io_context& ctx, std::string endpoint, std::strin
     echoed = exchange(fd, "parent-after-fork");
     std::printf("parent after-fork echo=%s\n", echoed.c_str());
     std::fflush(stdout);
-    int status = co_await r.wait();
-    std::printf("parent waited status=%d\n", status);
+    co_await probe::wait_and_report(r);
     echoed = exchange(fd, "parent-after-child");
     std::printf("parent after-child echo=%s\n", echoed.c_str());
     std::fflush(stdout);

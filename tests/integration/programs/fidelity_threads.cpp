@@ -158,9 +158,7 @@ asio::awaitable<int> run(asio::io_context& ctx, std::string endpoint) {
     report_after_fork(side);
     stop_and_join(threads, side);
     if (r.is_parent()) {
-        int status = co_await r.wait();
-        std::printf("parent waited status=%d\n", status);
-        std::fflush(stdout);
+        co_await probe::wait_and_report(r);
     }
     co_return 0;
 }

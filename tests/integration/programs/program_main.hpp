@@ -24,3 +24,31 @@ int run_main(const char* name, Body body) {
 }
 
 }  // namespace probe
+
+#include <rfork/rfork.hpp>
+
+#include <optional>
+#include <string_view>
+
+namespace probe {
+
+// Forks (non-throwing form); on failure prints "error: fork failed: ..." and
+// gives nothing, so the program can end with its own code.
+inline asio::awaitable<std::optional<rfork::fork_result>> fork_or_report(asio::io_context& ctx,
+                                                                         std::string_view endpoint) {
+    std::error_code ec;
+    rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint, ec);
+    if (!ec) co_return r;
+    std::printf("error: fork failed: %s\n", r.error_message().c_str());
+    std::fflush(stdout);
+    co_return std::nullopt;
+}
+
+// In the parent: waits for the child and prints "parent waited status=N".
+inline asio::awaitable<void> wait_and_report(const rfork::fork_result& r) {
+    int status = co_await r.wait();
+    std::printf("parent waited status=%d\n", status);
+    std::fflush(stdout);
+}
+
+}  // namespace probe
