@@ -116,42 +116,16 @@ stdio_files inspect_stdio(int pid) {
     return result;
 }
 
-std::set<std::uint64_t> socket_inodes(int pid) {
-    std::set<std::uint64_t> sockets;
-    std::error_code ec;
-    for (auto& entry : fs::directory_iterator(fmt::format("/proc/{}/fd", pid), ec)) {
-        auto target = fs::read_symlink(entry.path(), ec).string();
-        if (target.starts_with("socket:[")) sockets.insert(std::strtoull(target.c_str() + 8, nullptr, 10));
-    }
-    return sockets;
-}
-
-bool has_tcp_connections(int pid) {
-    auto sockets = socket_inodes(pid);
-    // /proc/PID/net/tcp{,6}: "sl local remote st ... inode"; st 0A is LISTEN, 07 CLOSE.
-    for (const char* table : {"tcp", "tcp6"}) {
-        std::ifstream in(fmt::format("/proc/{}/net/{}", pid, table));
-        std::string line;
-        std::getline(in, line);  // the header
-        while (std::getline(in, line)) {
-            std::istringstream fields(line);
-            std::string sl, local, remote, state, queues, timer, retransmits, uid, timeout;
-            std::uint64_t inode = 0;
-            fields >> sl >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
-            if (state != "0A" && state != "07" && sockets.count(inode)) return true;
-        }
-    }
-    return false;
-}
-
 std::vector<std::string> dump_command(const std::string& criu, int pid, const std::string& images_dir,
                                       const std::string& log_file, std::uint64_t socket_inode,
-                                      const std::vector<std::string>& externals, bool tcp_connections) {
-    // --shell-job: the caller is rarely a session leader; --leave-running: it is the parent.
-    std::vector<std::string> argv{criu,           "dump",       "--tree",     std::to_string(pid),
-                                  "--images-dir", images_dir,   "--log-file", log_file,
-                                  "-v4",          "--leave-running", "--shell-job",
-                                  "--external",   fmt::format("unix[{}]", socket_inode)};
+                                      const std::vector<std::string>& externals, bool tcp_connections,
+                                      bool leave_running) {
+    // --shell-job: the caller is rarely a session leader. --leave-running: the
+    // caller is the parent; a snapshot is killed once dumped.
+    std::vector<std::string> argv{criu,           "dump",     "--tree",     std::to_string(pid),
+                                  "--images-dir", images_dir, "--log-file", log_file,
+                                  "-v4",          "--shell-job", "--external", fmt::format("unix[{}]", socket_inode)};
+    if (leave_running) argv.push_back("--leave-running");
     // Its connections are dumped (and stay the parent's), to be restored
     // closed; nftables holds their packets for the instant of the dump.
     if (tcp_connections) argv.insert(argv.end(), {"--tcp-established", "--network-lock", "nftables"});

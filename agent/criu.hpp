@@ -28,16 +28,10 @@ struct stdio_files {
 // Looks at /proc/PID/fd/{0,1,2}.
 stdio_files inspect_stdio(int pid);
 
-// The inodes of the sockets the process (host pid) has open.
-std::set<std::uint64_t> socket_inodes(int pid);
-
-// Whether the process (host pid) holds a TCP connection: CRIU then needs
-// --tcp-established, and a network lock that costs a few tens of ms.
-bool has_tcp_connections(int pid);
-
 std::vector<std::string> dump_command(const std::string& criu, int pid, const std::string& images_dir,
                                       const std::string& log_file, std::uint64_t socket_inode,
-                                      const std::vector<std::string>& externals, bool tcp_connections);
+                                      const std::vector<std::string>& externals, bool tcp_connections,
+                                      bool leave_running);
 
 // `inherit` pairs an fd number (as criu will have it) with the CRIU key it replaces.
 std::vector<std::string> restore_command(const std::string& criu, const std::string& images_dir,

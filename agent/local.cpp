@@ -12,7 +12,7 @@ namespace rfork::agent {
 namespace {
 
 constexpr std::uint32_t request_limit = 64 * 1024;
-constexpr std::size_t max_fds = 3;  // a fork request carries stdout, stderr and maybe stdin
+constexpr std::size_t max_fds = 4;  // a fork request: stdout, stderr, maybe stdin, maybe a snapshot's pidfd
 
 struct first_message {
     protocol::stream_decoder::frame frame;

@@ -15,6 +15,7 @@
 #include "process.hpp"
 
 #include <rfork/detail/frame_io.hpp>
+#include <rfork/detail/process_info.hpp>
 #include <rfork/endpoint.hpp>
 
 #include <asio/connect.hpp>
@@ -31,9 +32,7 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <variant>
 
 namespace rfork::agent {
@@ -88,13 +87,7 @@ std::optional<dump_target> locate(const agent_state& agent, int pid) {
     if (ns == pid_namespace_of(::getpid())) return dump_target{{}, pid};
     for (auto& [id, child] : agent.hosted.all()) {
         if (pid_namespace_of(child->init_pid) != ns) continue;
-        std::ifstream status(fmt::format("/proc/{}/status", pid));
-        int inner = -1;
-        for (std::string line; std::getline(status, line);) {
-            if (!line.starts_with("NSpid:")) continue;
-            std::istringstream fields(line.substr(6));
-            for (int p; fields >> p;) inner = p;  // the last is the pid in its own namespace
-        }
+        auto inner = static_cast<int>(detail::status_field(pid, "NSpid"));
         if (inner <= 0) return std::nullopt;
         return dump_target{{agent.nsenter, "--target", std::to_string(child->init_pid), "--pid", "--mount", "--"}, inner};
     }
@@ -128,11 +121,21 @@ asio::awaitable<std::error_code> send_image_files(peer_connection& peer, const f
 }
 
 // Everything between a valid request and the reply; returns the child or why not.
+// `pid` is the caller, or its snapshot.
 asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_state& agent, peer_connection& peer,
                                                                           int pid,
                                                                           const protocol::fork_request& request) {
     auto ep = endpoint::parse(request.endpoint);
     if (!ep) co_return failure{errc::bad_endpoint, "bad endpoint '" + request.endpoint + "': expected host:port"};
+    bool snapshot = request.flags & protocol::fork_request::snapshot;
+    // getsid() is 0 in the process (CRIU's own check fails on it) when its
+    // session's leader is in an outer pid namespace, e.g. a shell outside a
+    // container. A snapshot makes a session of its own; a caller cannot.
+    if (detail::status_field(pid, "NSsid") == 0)
+        co_return failure{errc::dump_failed,
+                          fmt::format("pid {} belongs to a session whose leader is outside its pid namespace, which "
+                                      "CRIU cannot checkpoint: start the program in a session of its own (setsid)",
+                                      pid)};
 
     auto where = locate(agent, pid);
     if (!where)
@@ -172,7 +175,7 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     fs::create_directory(images);
     auto log_file = job / "dump.log";
     auto command = dump_command(agent.criu, where->pid, images.string(), log_file, request.socket_inode,
-                                stdio.externals, has_tcp_connections(pid));
+                                stdio.externals, detail::has_tcp_connections(pid), !snapshot);
     command.insert(command.begin(), where->enter.begin(), where->enter.end());
     auto dump = spawn(command, {});
     int status = co_await wait_for_exit(dump);
@@ -302,29 +305,55 @@ asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_rela
 
 }  // namespace
 
+namespace {
+
+// The process to checkpoint: the caller, or the snapshot it names, which must
+// be its own child, of its own user, waiting on the socket the request names.
+std::variant<int, failure> checkpoint_target(const ucred& cred, const protocol::fork_request& request,
+                                             std::vector<unique_fd>& fds) {
+    bool forward_stdin = request.flags & protocol::fork_request::forward_stdin;
+    bool snapshot = request.flags & protocol::fork_request::snapshot;
+    if (fds.size() != (forward_stdin ? 3u : 2u) + (snapshot ? 1u : 0u))
+        return failure{errc::malformed_message, "a fork request carries the program's stdout and stderr (and stdin "
+                                                "to forward it, and a pidfd of its snapshot)"};
+    int target = cred.pid;
+    if (snapshot) {
+        target = static_cast<int>(detail::proc_field(fmt::format("/proc/self/fdinfo/{}", fds.back().get()), "Pid"));
+        fds.pop_back();
+        struct stat st {};
+        if (target <= 0 || detail::status_field(target, "PPid") != cred.pid ||
+            ::stat(fmt::format("/proc/{}", target).c_str(), &st) != 0 || st.st_uid != cred.uid)
+            return failure{errc::not_permitted, "the snapshot named in the request is not a child of the caller"};
+    }
+    // The connection named must really be the process's own open socket.
+    if (!detail::socket_inodes(target).count(request.socket_inode))
+        return failure{errc::not_permitted, "the socket named in the request is not the caller's"};
+    return target;
+}
+
+}  // namespace
+
 asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, const ucred& cred,
                                  const protocol::fork_request& request, std::vector<unique_fd>& stdio) {
     bool forward_stdin = request.flags & protocol::fork_request::forward_stdin;
-    if (stdio.size() != (forward_stdin ? 3u : 2u)) {
-        failure f{errc::malformed_message, "a fork request carries the program's stdout and stderr (and stdin to forward it)"};
-        co_await answer_failure(program, f);
+    auto target = checkpoint_target(cred, request, stdio);
+    if (auto* f = std::get_if<failure>(&target)) {
+        co_await answer_failure(program, *f);
         co_return;
     }
-    // The program's end of the connection must really be its own open socket.
-    if (!socket_inodes(cred.pid).count(request.socket_inode)) {
-        failure f{errc::not_permitted, "the socket named in the request is not the caller's"};
-        co_await answer_failure(program, f);
-        co_return;
-    }
+    int pid = std::get<int>(target);
     unique_fd parent_pidfd(static_cast<int>(::syscall(SYS_pidfd_open, cred.pid, 0)));
     if (!parent_pidfd) co_return;  // the program is gone already
 
-    log("fork request from pid {} (uid {}) to {}", cred.pid, cred.uid, request.endpoint);
+    if (pid == cred.pid)
+        log("fork request from pid {} (uid {}) to {}", cred.pid, cred.uid, request.endpoint);
+    else
+        log("fork request from pid {} (uid {}) to {}, for its snapshot pid {}", cred.pid, cred.uid, request.endpoint, pid);
     auto started = std::chrono::steady_clock::now();
     auto relay = std::make_shared<child_relay>(agent.io.get_executor());
     std::variant<protocol::restored, failure> outcome;
     try {
-        outcome = co_await fork_process(agent, relay->peer, cred.pid, request);
+        outcome = co_await fork_process(agent, relay->peer, pid, request);
     } catch (const std::exception& e) {
         outcome = failure{errc::internal_error, e.what()};
     }

@@ -218,6 +218,9 @@ struct error_message {
 struct fork_request {
     static constexpr message_type type = message_type::fork_request;
     static constexpr std::uint32_t forward_stdin = 1;  // flag: the child reads the parent's stdin
+    // flag: dump a snapshot of the caller, a child of it, named by a pidfd
+    // after the stdio fds; its socket's inode is socket_inode.
+    static constexpr std::uint32_t snapshot = 2;
     std::string endpoint;            // "host:port" of the remote agent
     std::uint64_t socket_inode = 0;  // inode of the program's end of this connection
     std::uint32_t flags = 0;
@@ -227,7 +230,7 @@ struct fork_request {
         endpoint = r.str(max_text);
         socket_inode = r.u64();
         flags = r.u32();
-        return !endpoint.empty() && socket_inode != 0 && (flags & ~forward_stdin) == 0;
+        return !endpoint.empty() && socket_inode != 0 && (flags & ~(forward_stdin | snapshot)) == 0;
     }
 };
 

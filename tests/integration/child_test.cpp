@@ -143,15 +143,15 @@ void check_chain(const test_hosts& hosts, const std::vector<std::string>& names,
     CHECK(field(origin, "addrs") == hosts.address("a"));
     CHECK(field(child, "addrs") == hosts.address(first));
     CHECK(field(grandchild, "addrs") == hosts.address(second));
-    // The same pid everywhere, each in a pid namespace of its own, so none clashes
-    // (not even the grandchild's on the origin's host, when it is a again).
-    CHECK(field(grandchild, "pid") == field(origin, "pid"));
-    CHECK(field(child, "pid") == field(origin, "pid"));
+    // Each parent knows its child's pid, in a pid namespace of the child's
+    // own, so none clashes (not even on the origin's host, when it is a again).
+    auto origin_waited = only_line(r.out, "origin waited ");
+    auto child_waited = only_line(r.out, "child waited ");
+    CHECK(field(child, "pid") == field(origin_waited, "child_pid"));
+    CHECK(field(grandchild, "pid") == field(child_waited, "grandchild_pid"));
     std::set<std::string> namespaces{field(origin, "pidns"), field(child, "pidns"), field(grandchild, "pidns")};
     CHECK(namespaces.size() == 3);
     // Each parent waited for its own child.
-    auto origin_waited = only_line(r.out, "origin waited ");
-    auto child_waited = only_line(r.out, "child waited ");
     CHECK(field(origin_waited, "status") == "0");
     CHECK(field(child_waited, "status") == "0");
     CHECK(field(origin_waited, "child") != field(child_waited, "grandchild"));
@@ -426,7 +426,7 @@ TEST_SUITE("integration.child") {
         CHECK(r.status == 0);
         auto forked = only_line(r.out, "parent forked id=");
         CHECK(field(forked, "id") == id);
-        CHECK(field(forked, "pid") == child[2]);  // the parent's pid, in the child's own pid namespace
+        CHECK(field(forked, "pid") == child[2]);  // the pid the parent was told, in the child's own pid namespace
         CHECK(field(only_line(r.out, "parent waited "), "status") == "143");
         CHECK(lines_with(r.out, "child gave up").empty());
 

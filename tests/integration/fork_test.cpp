@@ -33,24 +33,34 @@ TEST_SUITE("integration.fork") {
     TEST_CASE("the child's memory is the parent's and it runs on the other host in its own pid namespace") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
-        auto report = run_probe(hosts.start("a", {program_path("memory_probe"), "b:7000", "64"}));
-        INFO("parent: " << report.parent_line << "\nchild: " << report.child_line);
+        // A single-threaded program is checkpointed through a local snapshot
+        // (automatic); "caller" checkpoints the program itself.
+        for (std::string how : {"automatic", "caller"}) {
+            CAPTURE(how);
+            auto report = run_probe(hosts.start("a", {program_path("memory_probe"), "b:7000", "64", how}));
+            INFO("parent: " << report.parent_line << "\nchild: " << report.child_line);
 
-        // The buffer was filled from a seed that never left the parent.
-        CHECK(field(report.child_line, "sum") == field(report.parent_line, "sum"));
-        CHECK(field(report.child_line, "sum").size() == 16);
-        // Same pid, but in another pid namespace: the pid could not clash.
-        CHECK(field(report.child_line, "pid") == field(report.parent_line, "pid"));
-        CHECK(field(report.child_line, "pidns") != field(report.parent_line, "pidns"));
-        // Each side sees its own host's network.
-        CHECK(field(report.parent_line, "addrs") == hosts.address("a"));
-        CHECK(field(report.child_line, "addrs") == hosts.address("b"));
-        // Both sides agree on which child this is, and where it runs.
-        CHECK(field(report.child_line, "id") == field(report.parent_line, "id"));
-        CHECK(field(report.parent_line, "host") == "b");
-        CHECK(field(report.child_line, "host") == "b");
-
-        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+            // The buffer was filled from a seed that never left the parent.
+            CHECK(field(report.child_line, "sum") == field(report.parent_line, "sum"));
+            CHECK(field(report.child_line, "sum").size() == 16);
+            // The parent knows its child's pid, in another pid namespace than
+            // its own: the pid could not clash. The caller itself keeps its
+            // pid; a snapshot is a new process, as after fork().
+            CHECK(field(report.child_line, "pid") == field(report.parent_line, "child_pid"));
+            CHECK(field(report.child_line, "pidns") != field(report.parent_line, "pidns"));
+            if (how == "caller")
+                CHECK(field(report.child_line, "pid") == field(report.parent_line, "pid"));
+            else
+                CHECK(field(report.child_line, "pid") != field(report.parent_line, "pid"));
+            // Each side sees its own host's network.
+            CHECK(field(report.parent_line, "addrs") == hosts.address("a"));
+            CHECK(field(report.child_line, "addrs") == hosts.address("b"));
+            // Both sides agree on which child this is, and where it runs.
+            CHECK(field(report.child_line, "id") == field(report.parent_line, "id"));
+            CHECK(field(report.parent_line, "host") == "b");
+            CHECK(field(report.child_line, "host") == "b");
+        }
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 2}});
     }
 
     TEST_CASE("the silly example: parent and child each count to ten in the parent's stdout") {

@@ -75,6 +75,10 @@ running_program::running_program(const std::vector<std::string>& argv, const std
             ::ioctl(slave, TIOCSCTTY, 0);
             for (int fd = 0; fd < 3; ++fd) ::dup2(slave, fd);
         } else {
+            // A session of its own, as a daemon or a job of a shell on the
+            // host would have: where the tests run, the session's leader may
+            // be in an outer pid namespace, which CRIU cannot checkpoint.
+            ::setsid();
             ::dup2(out[1], 1);
             ::dup2(err[1], 2);
             int null = ::open("/dev/null", O_RDONLY);

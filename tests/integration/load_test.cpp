@@ -112,7 +112,7 @@ TEST_SUITE("integration.load") {
             CHECK(field(children[0], "sum") == field(parents[0], "sum"));
             CHECK(field(children[0], "host") == "b");
             CHECK(field(children[0], "addrs") == hosts.address("b"));
-            CHECK(field(children[0], "pid") == field(parents[0], "pid"));
+            CHECK(field(children[0], "pid") == field(parents[0], "child_pid"));
             // In a pid namespace of its own: not the parent's, not the one b's agent runs in.
             CHECK(field(children[0], "pidns") != field(parents[0], "pidns"));
             CHECK(field(children[0], "pidns") != agent_b_namespace);

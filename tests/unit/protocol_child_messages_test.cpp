@@ -101,7 +101,9 @@ TEST_SUITE("unit.child_messages") {
     TEST_CASE("fork_request refuses unknown flags") {
         proto::fork_request m{"b:7000", 7, proto::fork_request::forward_stdin};
         CHECK_FALSE(decode_as<proto::fork_request>(payload_of(m)));
-        m.flags = 2;
+        m.flags = proto::fork_request::forward_stdin | proto::fork_request::snapshot;
+        CHECK_FALSE(decode_as<proto::fork_request>(payload_of(m)));
+        m.flags = 4;
         CHECK(decode_as<proto::fork_request>(payload_of(m)) == errc::malformed_message);
     }
 

@@ -1,13 +1,21 @@
 // The one conversation with the local agent that a fork is.
 //
-// The program sends its request and then only reads. The agent checkpoints it
-// while it waits, so the checkpoint holds a process blocked in that read, with
-// nothing of the reply consumed. The parent's read is answered by the local
-// agent; the restored child's socket is replaced (CRIU --inherit-fd) by one
-// on which the receiving agent has already written the child's answer.
+// What is checkpointed waits for its answer in a read, so the checkpoint holds
+// a process blocked there with nothing of the answer consumed; the restored
+// child's socket is replaced (CRIU --inherit-fd) by one on which the receiving
+// agent has already written the child's answer.
+//
+// Two ways to get there. When the caller has one thread and no TCP
+// connection, it fork()s a copy-on-write snapshot of itself that waits on one
+// end of a socket pair, and asks the agent to checkpoint that snapshot: the
+// caller is held up only for its local fork(), and runs on while CRIU works.
+// The agent dumps a snapshot only when it is a child of the process asking,
+// and CRIU kills it once dumped. Otherwise the caller asks and is itself
+// checkpointed while it waits, frozen for the whole dump.
 #pragma once
 
 #include <rfork/detail/frame_io.hpp>
+#include <rfork/detail/process_info.hpp>
 #include <rfork/endpoint.hpp>
 #include <rfork/error.hpp>
 #include <rfork/fork_result.hpp>
@@ -16,18 +24,27 @@
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
+#include <asio/execution/context.hpp>
+#include <asio/execution_context.hpp>
 #include <asio/local/stream_protocol.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/query.hpp>
 
+#include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <array>
 #include <cstring>
 #include <span>
-#include <vector>
-
 #include <string>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 namespace rfork::detail {
 
@@ -43,7 +60,7 @@ inline fork_outcome fork_failure(std::error_code ec, std::string message) {
 // Sends the first bytes of `data` with `fds` attached (SCM_RIGHTS); returns
 // how many bytes went, or -1 with errno set.
 inline ssize_t send_with_fds(int socket, std::span<const unsigned char> data, const std::vector<int>& fds) {
-    char control[CMSG_SPACE(sizeof(int) * 3)] = {};
+    char control[CMSG_SPACE(sizeof(int) * 4)] = {};
     iovec iov{const_cast<unsigned char*>(data.data()), data.size()};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -62,36 +79,41 @@ inline ssize_t send_with_fds(int socket, std::span<const unsigned char> data, co
     return n;
 }
 
-inline asio::awaitable<fork_outcome> fork_operation(asio::any_io_executor ex, std::string endpoint_text,
-                                                    fork_options options) {
-    if (!endpoint::parse(endpoint_text))
-        co_return fork_failure(errc::bad_endpoint, "bad endpoint '" + endpoint_text +
-                                                       "': expected host:port, e.g. node2:7000");
-    std::string path = options.agent_socket.empty() ? agent_socket_from_environment() : options.agent_socket;
-
-    asio::local::stream_protocol::socket socket(ex);
-    asio::local::stream_protocol::endpoint agent_endpoint(path);
-    auto [connect_ec] = co_await socket.async_connect(agent_endpoint, as_tuple_awaitable);
-    if (connect_ec)
-        co_return fork_failure(errc::agent_not_found,
-                               "no rfork agent at " + path + " (" + connect_ec.message() +
-                                   "); start rfork-agent on this machine, or set RFORK_AGENT_SOCKET");
-
+inline std::uint64_t inode_of(int fd) {
     struct stat st {};
-    if (::fstat(socket.native_handle(), &st) != 0)
-        co_return fork_failure(errc::internal_error, "fstat of the agent socket failed");
+    return ::fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
 
+inline bytes fork_request_bytes(const std::string& endpoint_text, std::uint64_t socket_inode, std::uint32_t flags) {
     auto hello = protocol::encode_handshake(protocol::role::program);
     bytes request(hello.begin(), hello.end());
-    protocol::fork_request fork{endpoint_text, st.st_ino,
-                                options.forward_stdin ? protocol::fork_request::forward_stdin : 0u};
+    protocol::fork_request fork{endpoint_text, socket_inode, flags};
     auto frame = protocol::encode(fork);
     request.insert(request.end(), frame.begin(), frame.end());
-    // The child's output goes where ours goes: the agent gets our stdout and stderr (and stdin, to forward it).
-    std::vector<int> stdio = options.forward_stdin ? std::vector<int>{1, 2, 0} : std::vector<int>{1, 2};
+    return request;
+}
+
+// The agent's answer, one frame: the parent's side, the child's, or an error.
+inline fork_outcome outcome_of(protocol::message_type type, std::span<const unsigned char> payload,
+                               const std::string& path) {
+    if (type == protocol::message_type::error) {
+        protocol::error_message e;
+        if (auto ec = protocol::decode(payload, e)) return fork_failure(ec, "malformed error from the agent");
+        return fork_outcome{e.code, fork_result::failure(e.text)};
+    }
+    protocol::fork_reply r;
+    if (type != protocol::message_type::fork_reply || protocol::decode(payload, r))
+        return fork_failure(errc::unexpected_message, "unexpected answer from the agent at " + path);
+    auto which = r.side == protocol::fork_side::child ? fork_result::side::child : fork_result::side::parent;
+    return fork_outcome{{}, fork_result(which, child_info{r.child_id, r.host, static_cast<int>(r.pid)}, path)};
+}
+
+// Sends the request, with `fds` attached, and reads the answer.
+inline asio::awaitable<fork_outcome> ask_agent(asio::local::stream_protocol::socket& socket, const std::string& path,
+                                               const bytes& request, const std::vector<int>& fds) {
     // If the agent refuses us before reading it all, its answer still explains why.
     std::string send_failure;
-    auto sent = send_with_fds(socket.native_handle(), request, stdio);
+    auto sent = send_with_fds(socket.native_handle(), request, fds);
     if (sent < 0) {
         send_failure = std::strerror(errno);
     } else {
@@ -99,7 +121,6 @@ inline asio::awaitable<fork_outcome> fork_operation(asio::any_io_executor ex, st
         if (auto ec = co_await write_bytes(socket, rest)) send_failure = ec.message();
     }
 
-    // From here on this process may be checkpointed at any instant.
     protocol::handshake peer;
     if (auto ec = co_await read_handshake(socket, peer)) {
         if (!send_failure.empty())
@@ -119,17 +140,137 @@ inline asio::awaitable<fork_outcome> fork_operation(asio::any_io_executor ex, st
         co_return fork_failure(ec, "bad answer from the agent at " + path + ": " + ec.message());
     }
     socket.close();
+    co_return outcome_of(reply.type, reply.payload, path);
+}
 
-    if (reply.type == protocol::message_type::error) {
-        protocol::error_message e;
-        if (auto ec = protocol::decode(reply.payload, e)) co_return fork_failure(ec, "malformed error from the agent");
-        co_return fork_outcome{e.code, fork_result::failure(e.text)};
+// In the snapshot: blocks in read() until CRIU has dumped it (and killed it),
+// or, in the restored child, reads the child's answer. No event loop runs in
+// the snapshot, so none of the parent's pending work happens twice.
+inline fork_outcome wait_as_snapshot(int fd, const std::string& path) {
+    protocol::stream_decoder decoder(true, 64 * 1024);
+    std::array<unsigned char, 4096> buffer{};
+    for (;;) {
+        switch (decoder.next()) {
+        case protocol::stream_decoder::result::handshake:
+            if (decoder.peer().who != protocol::role::agent)
+                return fork_failure(errc::unexpected_role, "the peer at " + path + " is not an rfork agent");
+            continue;
+        case protocol::stream_decoder::result::frame:
+            return outcome_of(decoder.last_frame().type, decoder.last_frame().payload, path);
+        case protocol::stream_decoder::result::error:
+            return fork_failure(decoder.error(), "bad answer from the agent at " + path + ": " +
+                                                     decoder.error().message());
+        case protocol::stream_decoder::result::need_more: break;
+        }
+        auto n = ::read(fd, buffer.data(), buffer.size());
+        if (n < 0 && errno == EAGAIN) {  // the socket that replaces ours in the child may be non-blocking
+            pollfd ready{fd, POLLIN, 0};
+            ::poll(&ready, 1, -1);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return fork_failure(errc::agent_lost, "the agent at " + path + " closed the connection without an answer");
+        decoder.feed(std::span(buffer.data(), static_cast<std::size_t>(n)));
     }
-    protocol::fork_reply r;
-    if (reply.type != protocol::message_type::fork_reply || protocol::decode(reply.payload, r))
-        co_return fork_failure(errc::unexpected_message, "unexpected answer from the agent at " + path);
-    auto which = r.side == protocol::fork_side::child ? fork_result::side::child : fork_result::side::parent;
-    co_return fork_outcome{{}, fork_result(which, child_info{r.child_id, r.host, static_cast<int>(r.pid)}, path)};
+}
+
+inline bool can_snapshot(const fork_options& options) {
+    return options.how == capture::automatic && status_field(0, "Threads") == 1 && !has_tcp_connections(0);
+}
+
+// The snapshot is killed (CRIU did, once it was dumped, unless something
+// failed first) and reaped without blocking the caller's thread while its
+// memory is torn down.
+inline asio::awaitable<void> end_snapshot(asio::any_io_executor ex, pid_t pid, int pidfd) {
+    ::kill(pid, SIGKILL);
+    if (pidfd >= 0) {
+        asio::posix::stream_descriptor exited(ex, pidfd);  // closes the pidfd
+        // Whatever this says, waitpid finishes the job.
+        co_await exited.async_wait(asio::posix::stream_descriptor::wait_read, as_tuple_awaitable);
+    }
+    ::waitpid(pid, nullptr, 0);
+}
+
+// Forks the snapshot and has it checkpointed; returns in the parent and, as
+// the child, in the restored copy.
+inline asio::awaitable<fork_outcome> fork_snapshot(asio::any_io_executor ex, const std::string& endpoint_text,
+                                                   const std::string& path, std::uint32_t flags,
+                                                   std::vector<int> fds) {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+        co_return fork_failure(errc::internal_error, std::string("socketpair failed: ") + std::strerror(errno));
+    auto snapshot_inode = inode_of(pair[1]);
+    auto& context = asio::query(ex, asio::execution::context);
+    context.notify_fork(asio::execution_context::fork_prepare);
+    pid_t snapshot = ::fork();
+    if (snapshot == 0) {
+        // An event loop of its own (the parent's epoll is not this process's
+        // to dump), and a session of its own (CRIU needs the leader of the
+        // session inside the dump or in the same pid namespace).
+        context.notify_fork(asio::execution_context::fork_child);
+        ::setsid();
+        ::close(pair[0]);
+        auto outcome = wait_as_snapshot(pair[1], path);
+        ::close(pair[1]);
+        // Only the restored child gets past here; the snapshot never runs on.
+        if (!outcome.result.is_child()) ::_exit(0);
+        co_return outcome;
+    }
+    int fork_errno = errno;
+    context.notify_fork(asio::execution_context::fork_parent);
+    ::close(pair[1]);
+    if (snapshot < 0) {
+        ::close(pair[0]);
+        co_return fork_failure(errc::internal_error, std::string("fork failed: ") + std::strerror(fork_errno));
+    }
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, snapshot, 0));
+
+    fork_outcome outcome;
+    asio::local::stream_protocol::socket socket(ex);
+    asio::local::stream_protocol::endpoint agent_endpoint(path);
+    auto [connect_ec] = co_await socket.async_connect(agent_endpoint, as_tuple_awaitable);
+    if (pidfd < 0) {
+        outcome = fork_failure(errc::internal_error, std::string("pidfd_open failed: ") + std::strerror(errno));
+    } else if (connect_ec) {
+        outcome = fork_failure(errc::agent_not_found,
+                               "no rfork agent at " + path + " (" + connect_ec.message() +
+                                   "); start rfork-agent on this machine, or set RFORK_AGENT_SOCKET");
+    } else {
+        fds.push_back(pidfd);  // names the snapshot to the agent, with no pid to reuse
+        auto request = fork_request_bytes(endpoint_text, snapshot_inode, flags | protocol::fork_request::snapshot);
+        outcome = co_await ask_agent(socket, path, request, fds);
+    }
+    ::close(pair[0]);
+    auto reap = end_snapshot(ex, snapshot, pidfd);  // named: GCC 12 and temporaries around co_await
+    co_await std::move(reap);
+    co_return outcome;
+}
+
+inline asio::awaitable<fork_outcome> fork_operation(asio::any_io_executor ex, std::string endpoint_text,
+                                                    fork_options options) {
+    if (!endpoint::parse(endpoint_text))
+        co_return fork_failure(errc::bad_endpoint, "bad endpoint '" + endpoint_text +
+                                                       "': expected host:port, e.g. node2:7000");
+    std::string path = options.agent_socket.empty() ? agent_socket_from_environment() : options.agent_socket;
+    std::uint32_t flags = options.forward_stdin ? protocol::fork_request::forward_stdin : 0u;
+    // The child's output goes where ours goes: the agent gets our stdout and stderr (and stdin, to forward it).
+    std::vector<int> fds = options.forward_stdin ? std::vector<int>{1, 2, 0} : std::vector<int>{1, 2};
+
+    if (can_snapshot(options)) {
+        auto snapshot = fork_snapshot(ex, endpoint_text, path, flags, std::move(fds));
+        co_return co_await std::move(snapshot);
+    }
+
+    asio::local::stream_protocol::socket socket(ex);
+    asio::local::stream_protocol::endpoint agent_endpoint(path);
+    auto [connect_ec] = co_await socket.async_connect(agent_endpoint, as_tuple_awaitable);
+    if (connect_ec)
+        co_return fork_failure(errc::agent_not_found,
+                               "no rfork agent at " + path + " (" + connect_ec.message() +
+                                   "); start rfork-agent on this machine, or set RFORK_AGENT_SOCKET");
+    // From the request on, this process may be checkpointed at any instant.
+    auto request = fork_request_bytes(endpoint_text, inode_of(socket.native_handle()), flags);
+    co_return co_await ask_agent(socket, path, request, fds);
 }
 
 }  // namespace rfork::detail

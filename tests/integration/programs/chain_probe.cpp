@@ -25,10 +25,13 @@ asio::awaitable<int> chain(asio::io_context& ctx, std::string first, std::string
         rfork::fork_result again = co_await rfork::fork_remote(ctx, second);
         if (again.is_child()) generation = "grandchild";
         else {
-            std::printf("child waited grandchild=%s status=%d\n", again.child().id.c_str(), co_await again.wait());
+            int status = co_await again.wait();
+            std::printf("child waited grandchild=%s grandchild_pid=%d status=%d\n", again.child().id.c_str(),
+                        again.child().pid, status);
         }
     } else {
-        std::printf("origin waited child=%s status=%d\n", r.child().id.c_str(), co_await r.wait());
+        int status = co_await r.wait();
+        std::printf("origin waited child=%s child_pid=%d status=%d\n", r.child().id.c_str(), r.child().pid, status);
     }
     std::printf("%s pid=%d pidns=%s addrs=%s sum=%016" PRIx64 "\n", generation, ::getpid(),
                 probe::pid_namespace().c_str(), probe::addresses().c_str(), probe::checksum(buffer));

@@ -148,7 +148,7 @@ std::string escaped(const std::string& text) {
 }
 
 void report_parent(const rfork::fork_result& r) {
-    say(1, "parent forked id=%s host=%s pid=%d", r.child().id.c_str(), r.child().host.c_str(), ::getpid());
+    say(1, "parent forked id=%s host=%s pid=%d", r.child().id.c_str(), r.child().host.c_str(), r.child().pid);
 }
 
 // ---- the modes --------------------------------------------------------------
