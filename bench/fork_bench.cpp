@@ -1,0 +1,210 @@
+// The process scripts/bench forks: MIB of touched, incompressible memory, and
+// a 1 ms heartbeat on its event loop, whose longest gap is how long the
+// process could not run. Every line it prints is "key=value" fields; clocks
+// are the wall clock in ns (the test hosts share it), durations in ms.
+//
+//   fork_bench rfork HOST:PORT MIB [threads]
+//       fork_remote; "threads" adds a second thread, so the caller itself is
+//       checkpointed (the path of multi-threaded programs).
+//       parent: "parent id= call_ns= return_ns= frozen_ms= sum= child_pid= status="
+//       child:  "child child_ns= sum="
+//   fork_bench local MIB
+//       a local fork(), the baseline; prints the same two lines.
+//   fork_bench idle MIB
+//       waits to be dumped by plain CRIU: prints "ready sum=", then beats until
+//       SIGTERM and prints "original frozen_ms=" (the longest gap). A restored
+//       copy notices its new pid namespace, prints "child child_ns= sum=" and ends.
+#include <rfork/rfork.hpp>
+
+#include <asio.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+long long wall_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::vector<std::uint64_t> touched_memory(std::size_t mib) {
+    std::vector<std::uint64_t> memory(mib * (std::size_t{1} << 20) / 8);
+    std::uint64_t x = 0x9E3779B97F4A7C15ull ^ static_cast<std::uint64_t>(wall_ns());
+    for (auto& word : memory) {  // xorshift: no zero pages, nothing for zip to squeeze
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        word = x;
+    }
+    return memory;
+}
+
+std::uint64_t checksum(const std::vector<std::uint64_t>& memory) {
+    std::uint64_t h = 1469598103934665603ull;
+    for (auto word : memory) h = (h ^ word) * 1099511628211ull;
+    return h;
+}
+
+// Beats every millisecond on the event loop and keeps the longest gap.
+class heartbeat {
+public:
+    explicit heartbeat(asio::io_context& ctx) : timer_(ctx) {}
+
+    void start() {
+        last_ = std::chrono::steady_clock::now();
+        arm();
+    }
+    void stop() { timer_.cancel(); }
+    double longest_gap_ms() const { return std::chrono::duration<double, std::milli>(longest_).count(); }
+    std::function<void()> on_beat;
+
+private:
+    void arm() {
+        timer_.expires_after(std::chrono::milliseconds(1));
+        timer_.async_wait([this](std::error_code ec) {
+            if (ec) return;
+            auto now = std::chrono::steady_clock::now();
+            longest_ = std::max(longest_, now - last_);
+            last_ = now;
+            if (on_beat) on_beat();
+            arm();
+        });
+    }
+
+    asio::steady_timer timer_;
+    std::chrono::steady_clock::time_point last_;
+    std::chrono::steady_clock::duration longest_{};
+};
+
+// Some beats before and after what is measured, so the gap is the loop's.
+asio::awaitable<void> beats(asio::io_context& ctx, int n) {
+    asio::steady_timer t(ctx, std::chrono::milliseconds(n));
+    co_await t.async_wait(asio::use_awaitable);
+}
+
+asio::awaitable<int> remote(asio::io_context& ctx, std::string endpoint, std::size_t mib, bool threads) {
+    auto memory = touched_memory(mib);
+    auto sum = checksum(memory);
+    // A second thread, parked: the process is multi-threaded for the fork.
+    std::mutex m;
+    std::condition_variable cv;
+    bool quit = false;
+    std::thread parked;
+    if (threads) parked = std::thread([&] {
+        std::unique_lock lock(m);
+        cv.wait(lock, [&] { return quit; });
+    });
+
+    heartbeat beat(ctx);
+    beat.start();
+    co_await beats(ctx, 20);
+    long long call = wall_ns();
+    rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint);
+    long long back = wall_ns();
+    if (r.is_child()) {
+        std::printf("child child_ns=%lld sum=%016" PRIx64 "\n", back, checksum(memory));
+        std::fflush(stdout);
+        std::_Exit(0);  // the parked thread ends with the process
+    }
+    co_await beats(ctx, 20);
+    beat.stop();
+    int status = co_await r.wait();
+    std::printf("parent id=%s call_ns=%lld return_ns=%lld frozen_ms=%.3f sum=%016" PRIx64 " child_pid=%d status=%d\n",
+                r.child().id.c_str(), call, back, beat.longest_gap_ms(), sum, r.child().pid, status);
+    std::fflush(stdout);
+    if (threads) {
+        {
+            std::lock_guard lock(m);
+            quit = true;
+        }
+        cv.notify_one();
+        parked.join();
+    }
+    co_return 0;
+}
+
+asio::awaitable<int> local(asio::io_context& ctx, std::size_t mib) {
+    auto memory = touched_memory(mib);
+    auto sum = checksum(memory);
+    heartbeat beat(ctx);
+    beat.start();
+    co_await beats(ctx, 20);
+    long long call = wall_ns();
+    pid_t child = ::fork();
+    long long back = wall_ns();
+    if (child == 0) {
+        std::printf("child child_ns=%lld sum=%016" PRIx64 "\n", back, checksum(memory));
+        std::fflush(stdout);
+        std::_Exit(0);
+    }
+    co_await beats(ctx, 20);
+    beat.stop();
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    std::printf("parent call_ns=%lld return_ns=%lld frozen_ms=%.3f sum=%016" PRIx64 " child_pid=%d status=%d\n", call,
+                back, beat.longest_gap_ms(), sum, child, WEXITSTATUS(status));
+    std::fflush(stdout);
+    co_return 0;
+}
+
+asio::awaitable<int> idle(asio::io_context& ctx, std::size_t mib) {
+    auto memory = touched_memory(mib);
+    std::printf("ready sum=%016" PRIx64 "\n", checksum(memory));
+    std::fflush(stdout);
+    auto pid_namespace = [] { return std::filesystem::read_symlink("/proc/self/ns/pid").string(); };
+    auto mine = pid_namespace();
+    heartbeat beat(ctx);
+    beat.on_beat = [&] {
+        if (pid_namespace() == mine) return;
+        std::printf("child child_ns=%lld sum=%016" PRIx64 "\n", wall_ns(), checksum(memory));
+        std::fflush(stdout);
+        std::_Exit(0);
+    };
+    asio::signal_set term(ctx, SIGTERM);
+    beat.start();
+    co_await term.async_wait(asio::use_awaitable);
+    beat.stop();
+    std::printf("original frozen_ms=%.3f\n", beat.longest_gap_ms());
+    std::fflush(stdout);
+    co_return 0;
+}
+
+int usage() {
+    std::fprintf(stderr, "usage: fork_bench rfork HOST:PORT MIB [threads] | local MIB | idle MIB\n");
+    return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    asio::io_context ctx;
+    asio::awaitable<int> body;
+    if (args.size() >= 3 && args.size() <= 4 && args[0] == "rfork" && (args.size() == 3 || args[3] == "threads"))
+        body = remote(ctx, args[1], std::stoul(args[2]), args.size() == 4);
+    else if (args.size() == 2 && args[0] == "local")
+        body = local(ctx, std::stoul(args[1]));
+    else if (args.size() == 2 && args[0] == "idle")
+        body = idle(ctx, std::stoul(args[1]));
+    else
+        return usage();
+    auto done = asio::co_spawn(ctx, std::move(body), asio::use_future);
+    ctx.run();
+    try {
+        return done.get();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "fork_bench: %s\n", e.what());
+        return 1;
+    }
+}
