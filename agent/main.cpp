@@ -18,7 +18,9 @@
 #include <asio/local/stream_protocol.hpp>
 #include <asio/signal_set.hpp>
 
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -144,6 +146,12 @@ int run_agent(const options& opts) {
     else if (!is_loopback(opts.listen.host))
         log("WARNING: INSECURE: no credentials, yet listening on {}: anyone who can reach it can run "
             "processes on this host as root", opts.listen.to_string());
+    // CRIU caches its probe of the kernel's features in /run only on a tmpfs;
+    // without it each dump and each restore probes again.
+    struct statfs run {};
+    if (::statfs("/run", &run) != 0 || run.f_type != TMPFS_MAGIC)
+        log("note: /run is not a tmpfs, so CRIU cannot cache its kernel checks there: every fork "
+            "pays for them on both hosts (~15 ms each)");
     if (opts.ready_fd >= 0) {
         [[maybe_unused]] auto n = ::write(opts.ready_fd, "ready\n", 6);
         ::close(opts.ready_fd);
