@@ -28,6 +28,7 @@ struct agent_state {
     child_table<forked_child> forked{};// children of this host's programs, elsewhere
     child_table<hosted_child> hosted{};// children running here
     std::optional<asio::ssl::context> tls{};// with --secret-file: every peer connection
+    std::string no_lazy_pages{};           // why lazy pages cannot work here, or empty
 
     // A fresh, empty, private directory under the work dir for one job.
     job_dir make_job_dir(const std::string& name);

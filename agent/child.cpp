@@ -4,6 +4,7 @@
 #include "conversation.hpp"
 #include "criu.hpp"
 #include "log.hpp"
+#include "page_relay.hpp"
 #include "process.hpp"
 
 #include <rfork/detail/frame_io.hpp>
@@ -12,6 +13,7 @@
 #include <asio/detached.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/read.hpp>
 #include <asio/read_until.hpp>
 #include <asio/streambuf.hpp>
 
@@ -22,6 +24,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <map>
 #include <memory>
@@ -88,9 +91,9 @@ struct restored_child {
     bool input_is_terminal = false;
     async_mutex lock;          // one frame at a time to the parent's agent
     bool peer_alive = true;
+    std::shared_ptr<page_relay> pages;  // with lazy pages: to `criu lazy-pages`
+    std::uint64_t max_page_bytes = 0;   // what --max-image-size leaves for them
 };
-
-namespace {
 
 asio::awaitable<bool> send_to_parent(restored_child& child, peer_connection& peer, const detail::bytes& frame) {
     if (!child.peer_alive) co_return false;
@@ -100,6 +103,8 @@ asio::awaitable<bool> send_to_parent(restored_child& child, peer_connection& pee
     if (ec) child.peer_alive = false;
     co_return !ec;
 }
+
+namespace {
 
 // The child's stdout or stderr, to its parent's agent, or, once that is gone,
 // to our stdout line by line.
@@ -146,15 +151,28 @@ void end_input(restored_child& child) {
     child.input.reset();
 }
 
-// Input and signals from the parent's agent, until it goes away.
+void kill_child(restored_child& child) {
+    // The namespace's init: the whole pid namespace goes with it.
+    if (child.init.pid > 0) ::kill(child.init.pid, SIGKILL);
+}
+
+// Input, signals and lazy pages from the parent's agent, until it goes away.
 asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::shared_ptr<peer_connection> peer) {
     detail::received_frame frame;
     while (!co_await detail::read_frame(*peer, frame)) {
-        if (frame.type == protocol::message_type::child_input && child->input) {
+        if (child->pages && page_relay::carries(frame.type)) {
+            co_await child->pages->take(frame);
+            if (child->pages->bytes_in() > child->max_page_bytes) {
+                log("child {}: its memory is larger than this agent accepts (--max-image-size); killed",
+                    child->record->id);
+                child->pages->close();
+                kill_child(*child);
+            }
+        } else if (frame.type == protocol::message_type::child_input && child->input) {
             co_await asio::async_write(*child->input, asio::buffer(frame.payload), as_tuple_awaitable);
         } else if (frame.type == protocol::message_type::child_input_end) {
             end_input(*child);
-        } else if (frame.type == protocol::message_type::signal_child) {
+        } else if (frame.type == protocol::message_type::signal_child && child->record) {
             protocol::signal_child s;
             int target = restored_process_of(child->record->init_pid);
             if (!protocol::decode(frame.payload, s) && target > 0) {
@@ -166,6 +184,28 @@ asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::
         }
     }
     end_input(*child);  // nobody can send more
+    if (child->pages) child->pages->close();  // no more pages can come: the lazy-pages daemon gives up
+}
+
+// Ends with `criu lazy-pages`: once it has all the child's pages, the image
+// is complete here; if it fails, the child would find holes in its memory,
+// so it must not run on.
+asio::awaitable<void> finish_lazy_pages(std::shared_ptr<restored_child> child, child_process daemon, job_dir job,
+                                        std::uint64_t file_bytes) {
+    int status = co_await wait_for_exit(daemon);
+    auto& id = child->record->id;
+    child->record->memory_here->set();
+    if (status == 0) {
+        // The wall clock, for scripts/bench: when all of the image was here.
+        auto clock_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::system_clock::now().time_since_epoch()).count();
+        log("image for child {} complete: {} bytes (clock_ns={})", id, file_bytes + child->pages->bytes_in(),
+            clock_ns);
+        co_return;
+    }
+    log("child {}: fetching its memory failed ({}); killed. CRIU said:", id, describe_wait_status(status));
+    log_criu_failure(job / "lazy-pages.log");
+    kill_child(*child);
 }
 
 }  // namespace
@@ -174,7 +214,7 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
                                   std::shared_ptr<peer_connection> peer) {
     using namespace asio::experimental::awaitable_operators;
     auto ex = agent.io.get_executor();
-    asio::co_spawn(ex, take_requests(child, peer), asio::detached);
+    if (!child->pages) asio::co_spawn(ex, take_requests(child, peer), asio::detached);  // else running already
 
     // The exit status goes last, after every byte of output. (Each awaitable is
     // named before it is awaited: see the GCC 12 note in frame_io.hpp.)
@@ -196,6 +236,9 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
         co_await std::move(ended);
     }
     int init_status = co_await wait_for_exit(child->init);
+    // Nothing of the fork stays once its parent learns the end: with lazy
+    // pages, CRIU's daemon ends with the child.
+    if (child->record->memory_here) co_await child->record->memory_here->wait();
 
     auto& record = *child->record;
     auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - record.started).count();
@@ -214,7 +257,8 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
 }
 
 asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protocol::image_begin& image,
-                                               const std::string& id, job_dir& job) {
+                                               const std::string& id, job_dir& job,
+                                               std::shared_ptr<peer_connection> peer) {
     auto ex = agent.io.get_executor();
     // The child's end of its connection to its agent: the fork's answer is waiting in it.
     int pair[2];
@@ -268,13 +312,47 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
         }
     }
 
+    auto images = (job.path() / "images").string();
+    bool lazy = image.flags & protocol::image_begin::lazy_pages;
+    child_process lazy_daemon;
+    if (lazy) {
+        // The daemon first: the restore hands it the child's userfaultfd.
+        auto sockets = make_page_sockets();
+        auto ready = make_pipe();
+        auto command = lazy_pages_command(agent.criu, images, job / "lazy-pages.log", 3, 4);
+        lazy_daemon = spawn(command, {{sockets.criu.get(), 3}, {ready.write.get(), 4}});
+        ready.write.reset();
+        stream_descriptor ready_stream(ex, ready.read.release());
+        char byte = 1;
+        auto [ec, n] = co_await asio::async_read(ready_stream, asio::buffer(&byte, 1), as_tuple_awaitable);
+        if (n != 1) {
+            co_await wait_for_exit(lazy_daemon);
+            log("the lazy-pages daemon for child {} failed; CRIU said:", id);
+            log_criu_failure(job / "lazy-pages.log");
+            co_return restore_outcome{errc::restore_failed,
+                                      "CRIU could not serve lazy pages: " + criu_error_line(job / "lazy-pages.log"), 0,
+                                      nullptr};
+        }
+        child->pages = std::make_shared<page_relay>(ex, std::move(sockets.agent));
+        auto limit = agent.opts.limits.max_image_size;
+        child->max_page_bytes = limit > image.total_size ? limit - image.total_size : 0;
+        // Pages flow both ways from now on: CRIU's restore itself touches some.
+        asio::co_spawn(ex, take_requests(child, peer), asio::detached);
+        std::weak_ptr<restored_child> weak = child;
+        auto send = [weak, peer](const detail::bytes& frame) -> asio::awaitable<bool> {
+            auto c = weak.lock();
+            if (!c) co_return false;
+            co_return co_await send_to_parent(*c, *peer, frame);
+        };
+        asio::co_spawn(ex, page_relay::pump_out(child->pages, send), asio::detached);
+    }
+
     auto status = make_pipe();
     fds.push_back({status.write.get(), status_fd_in_init});
-    auto images = (job.path() / "images").string();
     auto log_file = job / "restore.log";
     auto pid_file = job / "restored.pid";
     std::vector<std::string> argv{agent.self_exe, "ns-init", std::to_string(status_fd_in_init), pid_file, "--"};
-    for (auto& arg : restore_command(agent.criu, images, log_file, pid_file, inherit)) argv.push_back(arg);
+    for (auto& arg : restore_command(agent.criu, images, log_file, pid_file, inherit, lazy)) argv.push_back(arg);
 
     child->init = spawn(argv, fds, CLONE_NEWPID | CLONE_NEWNS);
     status.write.reset();
@@ -287,6 +365,7 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     record->origin = image.origin_host;
     record->pid = image.pid;
     record->init_pid = child->init.pid;
+    if (lazy) record->memory_here = std::make_shared<one_shot_event>(ex);
     child->record = record;
     agent.hosted.add(record);
 
@@ -294,15 +373,26 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     if (!line.starts_with("restored ")) {
         agent.hosted.remove(id);
         co_await wait_for_exit(child->init);
+        std::shared_ptr<restored_child> reader;  // with lazy pages, it reads the connection still
+        if (lazy) {
+            child->pages->close();
+            ::kill(lazy_daemon.pid, SIGKILL);
+            co_await wait_for_exit(lazy_daemon);
+            reader = child;
+        }
         log("restore of child {} failed; CRIU said:", id);
         log_criu_failure(log_file);
         std::string why = line.starts_with("criu-failed ") ? criu_error_line(log_file)
                           : line.starts_with("failed ")    ? line.substr(7)
                                                            : "its namespace init ended without a word";
         job.remove();
-        co_return restore_outcome{errc::restore_failed, "CRIU could not restore the process: " + why, 0, nullptr};
+        co_return restore_outcome{errc::restore_failed, "CRIU could not restore the process: " + why, 0, reader};
     }
-    job.remove();  // the images are in the child's memory now
+    if (lazy)  // the daemon needs the images (and its log) until the last page is in
+        asio::co_spawn(ex, finish_lazy_pages(child, std::move(lazy_daemon), std::move(job), image.total_size),
+                       asio::detached);
+    else
+        job.remove();  // the images are in the child's memory now
 
     record->pid = static_cast<std::uint32_t>(std::atoi(line.c_str() + 9));
     co_return restore_outcome{{}, {}, record->pid, child};

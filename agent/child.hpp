@@ -8,6 +8,7 @@
 #include "job_dir.hpp"
 #include "peer_connection.hpp"
 
+#include <rfork/detail/frame_io.hpp>
 #include <rfork/protocol.hpp>
 
 #include <asio/awaitable.hpp>
@@ -28,9 +29,16 @@ struct restore_outcome {
     std::shared_ptr<restored_child> child;
 };
 
-// Restores the image in `job`/images; `job` is removed either way.
+// Restores the image in `job`/images; `job` is removed either way (with lazy
+// pages, once all of them are here). With lazy pages the child reads the
+// connection from the start, for its pages; the outcome then has the child
+// also on failure.
 asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protocol::image_begin& image,
-                                               const std::string& id, job_dir& job);
+                                               const std::string& id, job_dir& job,
+                                               std::shared_ptr<peer_connection> peer);
+
+// One frame to the parent's agent, in turn with the child's output and pages.
+asio::awaitable<bool> send_to_parent(restored_child& child, peer_connection& peer, const detail::bytes& frame);
 
 // Serves the child until it has ended and its parent's agent knows. If that
 // agent goes away, the child runs on and its output goes to this agent's

@@ -3,6 +3,7 @@
 // and kill them). Each record goes as soon as nobody can ask for it.
 #pragma once
 
+#include "one_shot_event.hpp"
 #include "process.hpp"
 
 #include <asio/any_io_executor.hpp>
@@ -40,6 +41,8 @@ struct hosted_child {
     std::string origin;
     std::uint32_t pid = 0;   // in its own pid namespace
     int init_pid = 0;        // its namespace's pid 1, in ours
+    // With lazy pages: set once all of its memory is here (or never will be).
+    std::shared_ptr<one_shot_event> memory_here;
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 

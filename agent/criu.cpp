@@ -1,15 +1,19 @@
 #include "criu.hpp"
 
 #include "log.hpp"
+#include "process.hpp"
 
 #include <fmt/core.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <set>
@@ -116,32 +120,53 @@ stdio_files inspect_stdio(int pid) {
     return result;
 }
 
-std::vector<std::string> dump_command(const std::string& criu, int pid, const std::string& images_dir,
-                                      const std::string& log_file, std::uint64_t socket_inode,
-                                      const std::vector<std::string>& externals, bool tcp_connections,
-                                      bool leave_running) {
-    // --shell-job: the caller is rarely a session leader. --leave-running: the
-    // caller is the parent; a snapshot is killed once dumped.
-    std::vector<std::string> argv{criu,           "dump",     "--tree",     std::to_string(pid),
-                                  "--images-dir", images_dir, "--log-file", log_file,
-                                  "-v4",          "--shell-job", "--external", fmt::format("unix[{}]", socket_inode)};
-    if (leave_running) argv.push_back("--leave-running");
+std::vector<std::string> dump_command(const std::string& criu, const dump_request& r) {
+    // --shell-job: the caller is rarely a session leader.
+    std::vector<std::string> argv{criu,           "dump",       "--tree",     std::to_string(r.pid),
+                                  "--images-dir", r.images_dir, "--log-file", r.log_file,
+                                  "-v4",          "--shell-job", "--external", fmt::format("unix[{}]", r.socket_inode)};
+    if (r.leave_running) argv.push_back("--leave-running");
     // Its connections are dumped (and stay the parent's), to be restored
     // closed; nftables holds their packets for the instant of the dump.
-    if (tcp_connections) argv.insert(argv.end(), {"--tcp-established", "--network-lock", "nftables"});
-    for (auto& e : externals) argv.insert(argv.end(), {"--external", e});
+    if (r.tcp_connections) argv.insert(argv.end(), {"--tcp-established", "--network-lock", "nftables"});
+    for (auto& e : r.externals) argv.insert(argv.end(), {"--external", e});
+    if (r.lazy_ps_socket >= 0)
+        argv.insert(argv.end(), {"--lazy-pages", "--ps-socket", std::to_string(r.lazy_ps_socket), "--status-fd",
+                                 std::to_string(r.lazy_status_fd)});
     return argv;
 }
 
 std::vector<std::string> restore_command(const std::string& criu, const std::string& images_dir,
                                          const std::string& log_file, const std::string& pid_file,
-                                         const std::vector<std::pair<int, std::string>>& inherit) {
+                                         const std::vector<std::pair<int, std::string>>& inherit, bool lazy) {
     // --tcp-close: the parent's connections are the parent's; the child sees them closed.
     std::vector<std::string> argv{criu,       "restore", "--images-dir",      images_dir,
                                   "--log-file", log_file, "-v4",               "--shell-job",
                                   "--restore-detached", "--tcp-close", "--pidfile", pid_file};
+    if (lazy) argv.push_back("--lazy-pages");
     for (auto& [fd, key] : inherit) argv.insert(argv.end(), {"--inherit-fd", fmt::format("fd[{}]:{}", fd, key)});
     return argv;
+}
+
+std::vector<std::string> lazy_pages_command(const std::string& criu, const std::string& images_dir,
+                                            const std::string& log_file, int ps_socket, int status_fd) {
+    return {criu,         "lazy-pages", "--page-server", "--ps-socket", std::to_string(ps_socket),
+            "--status-fd", std::to_string(status_fd), "--images-dir", images_dir, "--log-file", log_file, "-v4"};
+}
+
+std::string lazy_pages_problem() {
+    unique_fd uffd(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+    if (!uffd) return fmt::format("no userfaultfd ({})", std::strerror(errno));
+    // CRIU's lazy page server sizes its pipes so (page-pipe.h: 8 pages of
+    // 40-byte pipe buffers), beyond fs.pipe-max-size without CAP_SYS_RESOURCE.
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return "no pipe";
+    unique_fd read_end(fds[0]), write_end(fds[1]);
+    constexpr int criu_pipe_size = (8 * 4096 / 40) * 4096;
+    if (::fcntl(read_end.get(), F_SETPIPE_SZ, criu_pipe_size) < 0)
+        return fmt::format("pipes of {} bytes are refused ({}); raise fs.pipe-max-size to 4194304", criu_pipe_size,
+                           std::strerror(errno));
+    return {};
 }
 
 std::string criu_error_line(const std::string& log_file) {

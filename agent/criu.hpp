@@ -28,15 +28,33 @@ struct stdio_files {
 // Looks at /proc/PID/fd/{0,1,2}.
 stdio_files inspect_stdio(int pid);
 
-std::vector<std::string> dump_command(const std::string& criu, int pid, const std::string& images_dir,
-                                      const std::string& log_file, std::uint64_t socket_inode,
-                                      const std::vector<std::string>& externals, bool tcp_connections,
-                                      bool leave_running);
+struct dump_request {
+    int pid = 0;
+    std::string images_dir, log_file;
+    std::uint64_t socket_inode = 0;      // the process's socket to its agent
+    std::vector<std::string> externals;  // from inspect_stdio
+    bool tcp_connections = false;
+    bool leave_running = true;           // the caller is the parent; a snapshot dies once dumped
+    // Lazy pages: CRIU's fds for the page-server conversation and for
+    // "ready" (images written, pages to be served); -1 for a whole image.
+    int lazy_ps_socket = -1, lazy_status_fd = -1;
+};
+
+std::vector<std::string> dump_command(const std::string& criu, const dump_request& request);
 
 // `inherit` pairs an fd number (as criu will have it) with the CRIU key it replaces.
 std::vector<std::string> restore_command(const std::string& criu, const std::string& images_dir,
                                          const std::string& log_file, const std::string& pid_file,
-                                         const std::vector<std::pair<int, std::string>>& inherit);
+                                         const std::vector<std::pair<int, std::string>>& inherit, bool lazy);
+
+// The daemon that fetches a lazily restored child's pages through the fd
+// `ps_socket` and says "ready" on `status_fd`.
+std::vector<std::string> lazy_pages_command(const std::string& criu, const std::string& images_dir,
+                                            const std::string& log_file, int ps_socket, int status_fd);
+
+// Why lazy pages cannot work on this host (no userfaultfd, or pipes smaller
+// than CRIU's page pipes without CAP_SYS_RESOURCE), or empty.
+std::string lazy_pages_problem();
 
 // The line of CRIU's log that says why it failed, without its timestamp.
 std::string criu_error_line(const std::string& log_file);

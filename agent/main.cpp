@@ -146,6 +146,10 @@ int run_agent(const options& opts) {
     else if (!is_loopback(opts.listen.host))
         log("WARNING: INSECURE: no credentials, yet listening on {}: anyone who can reach it can run "
             "processes on this host as root", opts.listen.to_string());
+    agent.no_lazy_pages = opts.lazy_pages ? lazy_pages_problem() : "--no-lazy-pages";
+    if (opts.lazy_pages && !agent.no_lazy_pages.empty())
+        log("note: no lazy pages on this host: {}; children start once all of their memory is here",
+            agent.no_lazy_pages);
     // CRIU caches its probe of the kernel's features in /run only on a tmpfs;
     // without it each dump and each restore probes again.
     struct statfs run {};

@@ -36,6 +36,9 @@ const char* const usage_text =
     "  --criu PATH           the CRIU binary (default: $RFORK_CRIU, the one\n"
     "                        scripts/setup built, or criu on PATH)\n"
     "  --work-dir DIR        checkpoint images in transit (default /run/rfork/work)\n"
+    "  --no-lazy-pages       send and take whole images only: a child then runs once\n"
+    "                        all of its memory is here (default: a single-threaded\n"
+    "                        program's child starts first and its memory follows)\n"
     "  --name NAME           this host's name as peers see it (default: hostname)\n"
     "  --ready-fd FD         write \"ready\" to FD once listening, then close it\n"
     "  --handshake-timeout S seconds a peer has to send its request (default 10)\n"
@@ -93,6 +96,8 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
             o.insecure = true;
         } else if (arg == "--allow-root") {
             o.allow_root = true;
+        } else if (arg == "--no-lazy-pages") {
+            o.lazy_pages = false;
         } else if (arg == "--allow-uid" || arg == "--local-users") {
             auto v = value();
             if (!v) return std::nullopt;

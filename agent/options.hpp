@@ -29,6 +29,7 @@ struct options {
     std::string socket_path;                    // where local programs reach it
     std::string criu;                           // empty: search, see criu.hpp
     std::string work_dir = "/run/rfork/work";
+    bool lazy_pages = true;                     // memory after the child starts, when possible
     std::string name;                           // host name told to peers; empty: gethostname()
     int ready_fd = -1;                          // write "ready\n" here once listening
     struct limits limits;

@@ -99,11 +99,10 @@ std::optional<failure> check_ids(const options& opts, const std::string& images)
 }
 
 // Everything after the connection is accepted; the value is the answer to send.
-asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(agent_state& agent,
-                                                                               peer_connection& peer,
-                                                                               const std::string& from,
-                                                                               bool& greeted,
-                                                                               std::shared_ptr<restored_child>& child) {
+asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(
+    agent_state& agent, const std::shared_ptr<peer_connection>& connection, const std::string& from, bool& greeted,
+    std::shared_ptr<restored_child>& child) {
+    auto& peer = *connection;
     auto& limits = agent.opts.limits;
     watchdog handshake(peer, limits.handshake_timeout);
     auto too_slow = [&] {
@@ -134,7 +133,11 @@ asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(agent_sta
     if (agent.receiving >= limits.max_restores)
         co_return failure{errc::limit_exceeded, fmt::format("busy: {} forks are arriving here already (--max-restores {})",
                                                             agent.receiving, limits.max_restores)};
-    log("receiving an image of {} bytes from {} (pid {} on {})", image.total_size, from, image.pid, image.origin_host);
+    bool lazy = image.flags & protocol::image_begin::lazy_pages;
+    if (lazy && !agent.no_lazy_pages.empty())
+        co_return failure{errc::restore_failed, "this host cannot take lazy pages: " + agent.no_lazy_pages};
+    log("receiving an image of {} bytes from {} (pid {} on {}){}", image.total_size, from, image.pid,
+        image.origin_host, lazy ? ", its memory to follow" : "");
     ++agent.receiving;
     struct release {
         unsigned& count;
@@ -146,17 +149,19 @@ asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(agent_sta
     auto images = job / "images";
     std::filesystem::create_directory(images);
     if (auto failure = co_await receive_files(peer, images, limits)) co_return *failure;
-    // The wall clock, for scripts/bench: when all of the image was here.
-    auto clock_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        std::chrono::system_clock::now().time_since_epoch()).count();
-    log("image for child {} complete: {} bytes (clock_ns={})", id, image.total_size, clock_ns);
+    if (!lazy) {
+        // The wall clock, for scripts/bench: when all of the image was here.
+        auto clock_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::system_clock::now().time_since_epoch()).count();
+        log("image for child {} complete: {} bytes (clock_ns={})", id, image.total_size, clock_ns);
+    }
     if (auto not_allowed = check_ids(agent.opts, images)) co_return *not_allowed;
 
-    auto outcome = co_await restore_child(agent, image, id, job);
+    auto outcome = co_await restore_child(agent, image, id, job, connection);
+    child = outcome.child;  // with lazy pages, also after a failure: it reads the connection
     if (outcome.ec) co_return failure{outcome.ec, outcome.message};
     log("child {} restored: pid {} from {} (origin pid {}, from {})", id, outcome.pid, image.origin_host, image.pid,
         from);
-    child = outcome.child;
     co_return protocol::restored{id, agent.host, outcome.pid};
 }
 
@@ -186,7 +191,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     std::shared_ptr<restored_child> child;
     std::variant<protocol::restored, failure> outcome;
     try {
-        outcome = co_await handle_peer(agent, *peer, from, greeted, child);
+        outcome = co_await handle_peer(agent, peer, from, greeted, child);
     } catch (const std::exception& e) {
         outcome = failure{errc::internal_error, e.what()};
     }
@@ -201,9 +206,17 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
         log("{} from {}: {}", greeted ? "fork failed" : "refused", from, f.text);
         answer = reply(protocol::error_message{f.code, "rfork: " + f.text});
     }
-    co_await detail::write_bytes(*peer, answer);
     if (child) {
+        // Lazy pages may be flowing: one frame at a time.
+        co_await send_to_parent(*child, *peer, answer);
+    } else {
+        co_await detail::write_bytes(*peer, answer);
+    }
+    if (child && std::holds_alternative<protocol::restored>(outcome)) {
         co_await serve_child(agent, child, peer);
+    } else if (child) {
+        // A failed lazy restore: its reader takes the rest of the sender's frames.
+        peer->shutdown_send();
     } else if (greeted) {
         // The sender may still be sending its image: take the rest (bounded),
         // so that it reads our answer instead of a reset connection.

@@ -6,6 +6,7 @@
 
 #include "async_mutex.hpp"
 #include "conversation.hpp"
+#include "page_relay.hpp"
 #include "parent_stdio.hpp"
 #include "peer_connection.hpp"
 #include "watchdog.hpp"
@@ -23,6 +24,7 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/read.hpp>
 #include <asio/steady_timer.hpp>
 
 #include <fcntl.h>
@@ -76,6 +78,7 @@ std::string pid_namespace_of(int pid) {
 struct dump_target {
     std::vector<std::string> enter;  // empty, or nsenter into the process's namespaces
     int pid;
+    std::shared_ptr<hosted_child> within;  // the child restored here it runs in, if any
 };
 
 // A process in our own pid namespace is dumped from here. A child restored
@@ -84,12 +87,13 @@ struct dump_target {
 // namespace only shows its processes to CRIU when its init is dumped too.
 std::optional<dump_target> locate(const agent_state& agent, int pid) {
     auto ns = pid_namespace_of(pid);
-    if (ns == pid_namespace_of(::getpid())) return dump_target{{}, pid};
+    if (ns == pid_namespace_of(::getpid())) return dump_target{{}, pid, nullptr};
     for (auto& [id, child] : agent.hosted.all()) {
         if (pid_namespace_of(child->init_pid) != ns) continue;
         auto inner = static_cast<int>(detail::status_field(pid, "NSpid"));
         if (inner <= 0) return std::nullopt;
-        return dump_target{{agent.nsenter, "--target", std::to_string(child->init_pid), "--pid", "--mount", "--"}, inner};
+        return dump_target{{agent.nsenter, "--target", std::to_string(child->init_pid), "--pid", "--mount", "--"}, inner,
+                           child};
     }
     return std::nullopt;
 }
@@ -120,11 +124,44 @@ asio::awaitable<std::error_code> send_image_files(peer_connection& peer, const f
     co_return co_await detail::write_message(peer, end);
 }
 
+// The connection to the child's host, kept for the child's life: its output
+// and exit come back on it, signals and input go out on it.
+struct child_relay : std::enable_shared_from_this<child_relay> {
+    explicit child_relay(const asio::any_io_executor& ex) : peer(ex), lock(ex) {}
+    peer_connection peer;
+    async_mutex lock;  // one frame at a time goes out
+    std::optional<output_sink> out, err;
+    std::optional<input_source> in;
+    std::shared_ptr<page_relay> pages;  // with lazy pages: the dump's page server
+    std::shared_ptr<one_shot_event> pages_sent;  // and when it has ended
+
+    asio::awaitable<std::error_code> send(const detail::bytes& frame) {
+        co_await lock.lock();
+        auto ec = co_await detail::write_bytes(peer, frame);
+        lock.unlock();
+        co_return ec;
+    }
+};
+
+// A lazy dump ends once the child's host has all the pages, or the
+// connection is gone; its log tells which. Its job directory goes then.
+asio::awaitable<void> finish_lazy_dump(child_process dump, job_dir job, int pid,
+                                       std::shared_ptr<one_shot_event> ended) {
+    int status = co_await wait_for_exit(dump);
+    ended->set();
+    if (status != 0) {
+        log("serving the pages of pid {} failed ({}); CRIU said:", pid, describe_wait_status(status));
+        log_criu_failure(job / "dump.log");
+    }
+    job.remove();
+}
+
 // Everything between a valid request and the reply; returns the child or why not.
 // `pid` is the caller, or its snapshot.
-asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_state& agent, peer_connection& peer,
+asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_state& agent, child_relay& relay,
                                                                           int pid,
                                                                           const protocol::fork_request& request) {
+    auto& peer = relay.peer;
     auto ep = endpoint::parse(request.endpoint);
     if (!ep) co_return failure{errc::bad_endpoint, "bad endpoint '" + request.endpoint + "': expected host:port"};
     bool snapshot = request.flags & protocol::fork_request::snapshot;
@@ -141,6 +178,9 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     if (!where)
         co_return failure{errc::not_permitted,
                           fmt::format("pid {} lives in a pid namespace this agent did not make; CRIU cannot dump it from here", pid)};
+    // A child restored here whose memory is still arriving (lazy pages) is
+    // dumped once it is all here: CRIU would read the holes.
+    if (where->within && where->within->memory_here) co_await where->within->memory_here->wait();
     if (auto ec = co_await connect_with_timeout(peer.tcp(), *ep))
         co_return failure{errc::agent_unreachable,
                           fmt::format("cannot reach an rfork agent at {} ({})", request.endpoint, ec.message())};
@@ -173,31 +213,81 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     auto job = agent.make_job_dir(fmt::format("dump-{}-{}", pid, agent.next_job++));
     auto images = job.path() / "images";
     fs::create_directory(images);
-    auto log_file = job / "dump.log";
-    auto command = dump_command(agent.criu, where->pid, images.string(), log_file, request.socket_inode,
-                                stdio.externals, detail::has_tcp_connections(pid), !snapshot);
+    dump_request dump_args{where->pid, images.string(), job / "dump.log", request.socket_inode, stdio.externals,
+                           detail::has_tcp_connections(pid), !snapshot};
+    // A snapshot's memory can follow its child (lazy pages): nobody else
+    // waits for the snapshot, which stays frozen until all of it has gone.
+    bool lazy = snapshot && agent.no_lazy_pages.empty();
+    std::optional<page_socket_pair> page_sockets;
+    unique_fd ready_read, ready_write;
+    std::vector<fd_mapping> fds;
+    if (lazy) {
+        page_sockets = make_page_sockets();
+        int ready[2];
+        if (::pipe2(ready, O_CLOEXEC) != 0) co_return failure{errc::internal_error, "pipe2 failed"};
+        ready_read = unique_fd(ready[0]), ready_write = unique_fd(ready[1]);
+        dump_args.lazy_ps_socket = 3, dump_args.lazy_status_fd = 4;
+        fds = {{page_sockets->criu.get(), 3}, {ready_write.get(), 4}};
+    }
+    auto command = dump_command(agent.criu, dump_args);
     command.insert(command.begin(), where->enter.begin(), where->enter.end());
-    auto dump = spawn(command, {});
-    int status = co_await wait_for_exit(dump);
-    if (status != 0) {
+    auto dump = spawn(command, fds);
+    bool dumped;
+    if (lazy) {
+        page_sockets->criu.reset(), ready_write.reset();
+        // CRIU says "ready" once the images are written, then serves the pages.
+        asio::posix::stream_descriptor ready(agent.io.get_executor(), ready_read.release());
+        char byte = 1;
+        auto [ec, n] = co_await asio::async_read(ready, asio::buffer(&byte, 1), as_tuple_awaitable);
+        dumped = n == 1;
+    } else {
+        dumped = co_await wait_for_exit(dump) == 0;
+    }
+    if (!dumped) {
+        int status = lazy ? co_await wait_for_exit(dump) : 0;
         log("checkpoint of pid {} failed; CRIU said:", pid);
-        log_criu_failure(log_file);
+        log_criu_failure(dump_args.log_file);
         co_return failure{errc::dump_failed, fmt::format("CRIU could not checkpoint pid {} ({}): {}", pid,
-                                                         describe_wait_status(status), criu_error_line(log_file))};
+                                                         lazy ? describe_wait_status(status) : "it failed",
+                                                         criu_error_line(dump_args.log_file))};
+    }
+    if (lazy) {
+        // From here the dump serves pages until the child has them all; the
+        // job and its log stay until then.
+        relay.pages = std::make_shared<page_relay>(agent.io.get_executor(), std::move(page_sockets->agent));
+        relay.pages_sent = std::make_shared<one_shot_event>(agent.io.get_executor());
+        asio::co_spawn(agent.io, finish_lazy_dump(std::move(dump), std::move(job), pid, relay.pages_sent),
+                       asio::detached);
     }
     if (!adapt_external_terminals_in(images.string()))
         co_return failure{errc::dump_failed, "CRIU wrote a tty-info image rfork cannot read"};
 
     std::uint64_t total = 0;
     for (auto& entry : fs::directory_iterator(images)) total += entry.file_size();
-    protocol::image_begin begin{agent.host, static_cast<std::uint32_t>(pid), request.socket_inode, stdio.keys, total};
+    protocol::image_begin begin{agent.host, static_cast<std::uint32_t>(pid), request.socket_inode, stdio.keys, total,
+                                lazy ? protocol::image_begin::lazy_pages : 0u};
     std::error_code ec = co_await detail::write_message(peer, begin);
     if (!ec) ec = co_await send_image_files(peer, images);
-    job.remove();  // the image is sent or lost: either way it is no longer needed here
+    if (!lazy) job.remove();  // the image is sent or lost: either way it is no longer needed here
+    if (relay.pages && !ec) {
+        std::weak_ptr<child_relay> weak = relay.weak_from_this();
+        auto send = [weak](const detail::bytes& frame) -> asio::awaitable<bool> {
+            auto r = weak.lock();
+            if (!r) co_return false;
+            auto sent = co_await r->send(frame);
+            co_return !sent;
+        };
+        asio::co_spawn(agent.io, page_relay::pump_out(relay.pages, send), asio::detached);
+    }
 
     // The answer, or why the peer stopped taking the image (a limit, say).
+    // The child's pages flow meanwhile, when they are lazy.
     detail::received_frame reply;
     auto rec = co_await detail::read_frame(peer, reply, request_limit);
+    while (!rec && relay.pages && page_relay::carries(reply.type)) {
+        co_await relay.pages->take(reply);
+        rec = co_await detail::read_frame(peer, reply, request_limit);
+    }
     if (ec && (rec || reply.type != protocol::message_type::error))
         co_return failure{errc::transfer_failed,
                           fmt::format("sending the image to {} failed: {}", request.endpoint, ec.message())};
@@ -215,23 +305,6 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
         co_return failure{errc::unexpected_message, fmt::format("unexpected answer from the agent at {}", request.endpoint)};
     co_return child;
 }
-
-// The connection to the child's host, kept for the child's life: its output
-// and exit come back on it, signals and input go out on it.
-struct child_relay {
-    explicit child_relay(const asio::any_io_executor& ex) : peer(ex), lock(ex) {}
-    peer_connection peer;
-    async_mutex lock;  // one frame at a time goes out
-    std::optional<output_sink> out, err;
-    std::optional<input_source> in;
-
-    asio::awaitable<std::error_code> send(const detail::bytes& frame) {
-        co_await lock.lock();
-        auto ec = co_await detail::write_bytes(peer, frame);
-        lock.unlock();
-        co_return ec;
-    }
-};
 
 // The parent's stdin, to the child, until it ends.
 asio::awaitable<void> forward_input(std::shared_ptr<child_relay> relay) {
@@ -261,16 +334,23 @@ asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_rela
         auto end = protocol::encode_frame(protocol::message_type::child_input_end, {});
         co_await relay->send(end);
     }
+    // What ended it is told to waiters only once nothing of the fork is left.
+    std::optional<int> status;
+    std::error_code lost;
     detail::received_frame frame;
     for (;;) {
         if (auto ec = co_await detail::read_frame(relay->peer, frame)) {
-            child->lost = ec;
+            lost = ec;
             break;
+        }
+        if (relay->pages && page_relay::carries(frame.type)) {
+            co_await relay->pages->take(frame);
+            continue;
         }
         if (frame.type == protocol::message_type::child_output) {
             protocol::child_output output;
             if (protocol::decode(frame.payload, output)) {
-                child->lost = errc::malformed_message;
+                lost = errc::malformed_message;
                 break;
             }
             auto& sink = output.stream == protocol::output_stream::stdout_stream ? relay->out : relay->err;
@@ -279,16 +359,24 @@ asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_rela
         }
         protocol::child_exit exit;
         if (frame.type != protocol::message_type::child_exit || protocol::decode(frame.payload, exit))
-            child->lost = errc::unexpected_message;
+            lost = errc::unexpected_message;
         else
-            child->status = static_cast<int>(exit.status);
+            status = static_cast<int>(exit.status);
         break;
     }
     child->signal = nullptr;
     relay->peer.close();
+    if (relay->pages) {
+        // The dump has had all it will get; nothing of the fork stays once
+        // the parent learns the end.
+        relay->pages->close();
+        co_await relay->pages_sent->wait();
+    }
     relay->out.reset();  // the parent's stdout, stderr and stdin are not ours to keep
     relay->err.reset();
     if (relay->in) relay->in->close();  // ends forward_input, which owns the relay too
+    child->status = status;
+    child->lost = lost;
     child->ended.cancel();  // wakes every waiter
     if (child->status)
         log("child {} on {} (of pid {}) ended with status {}", child->id, child->host, child->parent_pid, *child->status);
@@ -353,11 +441,15 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, cons
     auto relay = std::make_shared<child_relay>(agent.io.get_executor());
     std::variant<protocol::restored, failure> outcome;
     try {
-        outcome = co_await fork_process(agent, relay->peer, pid, request);
+        outcome = co_await fork_process(agent, *relay, pid, request);
     } catch (const std::exception& e) {
         outcome = failure{errc::internal_error, e.what()};
     }
     if (auto* f = std::get_if<failure>(&outcome)) {
+        if (relay->pages) {  // a lazy dump serving pages gives up; the program hears once it is gone
+            relay->pages->close();
+            co_await relay->pages_sent->wait();
+        }
         log("fork request from pid {} failed: {}", cred.pid, f->text);
         co_await answer_failure(program, *f);
         co_return;

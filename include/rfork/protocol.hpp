@@ -40,7 +40,7 @@ namespace rfork::protocol {
 using detail::bytes;
 
 inline constexpr std::array<unsigned char, 4> magic = {'R', 'F', 'R', 'K'};
-inline constexpr std::uint16_t protocol_version = 1;
+inline constexpr std::uint16_t protocol_version = 2;
 inline constexpr std::size_t handshake_size = 16;
 inline constexpr std::size_t frame_header_size = 12;
 // No frame may be larger than this, whatever a receiver allows.
@@ -63,6 +63,10 @@ enum class message_type : std::uint16_t {
     image_data = 18,   // sender -> receiver: raw bytes of the current file
     image_end = 19,    // sender -> receiver: all files sent, restore now
     restored = 20,     // receiver -> sender: the child runs
+    // Lazy pages: CRIU's page-server conversation, between the sender's
+    // `criu dump --lazy-pages` and the receiver's `criu lazy-pages`.
+    page_data = 21,    // either way: raw bytes of that conversation
+    page_end = 22,     // either way: this side's CRIU closed its end
 
     // On the same connection, for the child's life:
     child_output = 32,  // receiver -> sender: bytes the child wrote (child_output)
@@ -90,6 +94,8 @@ inline bool is_known(message_type t) {
     case message_type::image_data:
     case message_type::image_end:
     case message_type::restored:
+    case message_type::page_data:
+    case message_type::page_end:
     case message_type::child_output:
     case message_type::child_input:
     case message_type::child_input_end:
@@ -268,11 +274,14 @@ struct image_begin {
     std::uint64_t socket_inode = 0;  // its end of the connection to its agent
     stdio_keys stdio;
     std::uint64_t total_size = 0;    // bytes of all image files that follow
+    // flag: the memory comes after the files, on demand (page_data frames)
+    static constexpr std::uint32_t lazy_pages = 1;
+    std::uint32_t flags = 0;
 
     void encode(detail::wire_writer& w) const {
         w.str(origin_host), w.u32(pid), w.u64(socket_inode);
         for (auto& key : stdio) w.str(key);
-        w.u64(total_size);
+        w.u64(total_size), w.u32(flags);
     }
     bool decode(detail::wire_reader& r) {
         origin_host = r.str(max_text);
@@ -280,7 +289,8 @@ struct image_begin {
         socket_inode = r.u64();
         for (auto& key : stdio) key = r.str(max_text);
         total_size = r.u64();
-        return pid != 0 && socket_inode != 0;
+        flags = r.u32();
+        return pid != 0 && socket_inode != 0 && (flags & ~lazy_pages) == 0;
     }
 };
 

@@ -12,7 +12,7 @@ def crc32c(data, crc=0):
             crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
     return crc ^ 0xFFFFFFFF
 
-def handshake(role, version=1):
+def handshake(role, version=2):
     head = b"RFRK" + struct.pack(">HBBI", version, role, 0, 0)
     return head + struct.pack(">I", crc32c(head))
 
@@ -28,8 +28,9 @@ seeds = {
     "fork_request": bytes([0x05]) + handshake(PROGRAM) + frame(2, s("b:7000") + struct.pack(">QI", 4242, 1)),
     "fork_reply": bytes([0x03]) + handshake(AGENT) + frame(3, bytes([1]) + s("0a1b2c3d") + s("b") + struct.pack(">I", 77)),
     "image": bytes([0x01]) + handshake(SENDER)
-    + frame(16, s("a") + struct.pack(">IQ", 77, 4242) + s("pipe:[1]") + s("tty[8800:1a]") + s("") + struct.pack(">Q", 8))
-    + frame(17, s("pages-1.img") + struct.pack(">Q", 8)) + frame(18, b"\x00" * 8) + frame(19, b""),
+    + frame(16, s("a") + struct.pack(">IQ", 77, 4242) + s("pipe:[1]") + s("tty[8800:1a]") + s("") + struct.pack(">QI", 8, 1))
+    + frame(17, s("pages-1.img") + struct.pack(">Q", 8)) + frame(18, b"\x00" * 8) + frame(19, b"")
+    + frame(21, b"\x01\x02\x03\x04") + frame(22, b""),
     "child_life": bytes([0x00]) + frame(32, bytes([1]) + b"hello\n") + frame(32, bytes([2]) + b"oops\n")
     + frame(33, b"input") + frame(34, b"") + frame(36, struct.pack(">I", 15)) + frame(35, struct.pack(">I", 42)),
     "requests": bytes([0x00]) + frame(48, s("0a1b2c3d")) + frame(49, struct.pack(">I", 143))

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <rfork/error.hpp>
+#include <rfork/protocol.hpp>
 
 using namespace rfork::test;
 
@@ -78,7 +79,7 @@ TEST_SUITE("integration.failure") {
             auto errors = lines_with(r.out, "error code=");
             REQUIRE(errors.size() == 1);
             CHECK(field(errors[0], "code") == error_value(code));
-            CHECK(lines_with(r.out, "handshake version=1 role=3").size() == 1);
+            CHECK(lines_with(r.out, "handshake version=" + std::to_string(rfork::protocol::protocol_version) + " role=3").size() == 1);
             CHECK(lines_with(r.out, "answer undecodable").empty());
         }
         check_nothing_left(hosts, {"a", "b"}, {});

@@ -15,8 +15,9 @@ TEST_SUITE("integration.fault") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
         auto fds_a = hosts.agent_fds("a");
-        // 256 MiB take long enough to send and restore that b dies mid-way.
-        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256"});
+        // 256 MiB take long enough to send and restore that b dies mid-way;
+        // "caller": a whole image, sent before the child runs.
+        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256", "caller"});
         bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
             return log.find("receiving an image") != std::string::npos;
         });
@@ -43,7 +44,7 @@ TEST_SUITE("integration.fault") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
         auto fds_b = hosts.agent_fds("b");
-        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256"});
+        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256", "caller"});
         bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
             return log.find("receiving an image") != std::string::npos;
         });
@@ -71,7 +72,8 @@ TEST_SUITE("integration.fault") {
         test_hosts hosts({"a", "b"}, {.agent_args = {"--idle-timeout 2"}});
         auto fds_a = hosts.agent_fds("a");
         auto fds_b = hosts.agent_fds("b");
-        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256"});
+        // "caller": a whole image (lazy pages have a test of their own, in lazy_test.cpp).
+        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256", "caller"});
         bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
             return log.find("receiving an image") != std::string::npos;
         });
@@ -107,7 +109,8 @@ TEST_SUITE("integration.fault") {
         // b's work directory becomes a tmpfs of 256 KiB, in b's own mount namespace.
         auto mounted = hosts.run("b", {"/usr/bin/mount", "-t", "tmpfs", "-o", "size=256k", "rfork-full", "/run/rfork/work"});
         REQUIRE(mounted.status == 0);
-        auto r = hosts.run("a", {program_path("memory_probe"), "b:7000", "16"});
+        // "caller": a whole image, which cannot fit.
+        auto r = hosts.run("a", {program_path("memory_probe"), "b:7000", "16", "caller"});
         INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
         CHECK(r.status == 1);
         CHECK(r.err.find("No space left on device") != std::string::npos);
@@ -121,7 +124,7 @@ TEST_SUITE("integration.fault") {
         CHECK(hosts.agent_fds("b") == fds_b);
         // With room again, the same fork works.
         REQUIRE(hosts.run("b", {"/usr/bin/umount", "/run/rfork/work"}).status == 0);
-        auto again = hosts.run("a", {program_path("memory_probe"), "b:7000", "16"});
+        auto again = hosts.run("a", {program_path("memory_probe"), "b:7000", "16", "caller"});
         CHECK(lines_with(again.out, "child id=").size() == 1);
     }
 }

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <rfork/error.hpp>
+#include <rfork/protocol.hpp>
 
 #include <unistd.h>
 
@@ -19,7 +20,7 @@ namespace {
 std::string refusal_line(const run_result& r, rfork::errc expected) {
     INFO("stdout: " << r.out << "\nstderr: " << r.err);
     CHECK(r.status == 0);
-    CHECK(lines_with(r.out, "handshake version=1 role=3").size() == 1);
+    CHECK(lines_with(r.out, "handshake version=" + std::to_string(rfork::protocol::protocol_version) + " role=3").size() == 1);
     auto errors = lines_with(r.out, "error code=");
     REQUIRE(errors.size() == 1);
     CHECK(field(errors[0], "code") == error_value(expected));

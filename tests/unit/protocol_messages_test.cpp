@@ -192,6 +192,8 @@ TEST_CASE("messages: image_begin") {
     valid.pid = 31337;
     valid.socket_inode = 0x1122334455667788u;
     valid.stdio = {"pipe:[123]", "", "tty[88:5]"};
+    valid.total_size = 145326;
+    valid.flags = proto::image_begin::lazy_pages;
 
     SUBCASE("round trip") {
         proto::image_begin out;
@@ -200,6 +202,13 @@ TEST_CASE("messages: image_begin") {
         CHECK(out.pid == valid.pid);
         CHECK(out.socket_inode == valid.socket_inode);
         CHECK(out.stdio == valid.stdio);
+        CHECK(out.total_size == valid.total_size);
+        CHECK(out.flags == proto::image_begin::lazy_pages);
+    }
+    SUBCASE("unknown flags") {
+        auto m = valid;
+        m.flags = 2;
+        CHECK(decode_as<proto::image_begin>(payload_of(m)) == errc::malformed_message);
     }
     SUBCASE("exact length") { check_exact_length_required(valid); }
     SUBCASE("pid 0") {

@@ -10,7 +10,8 @@
 // end of a socket pair, and asks the agent to checkpoint that snapshot: the
 // caller is held up only for its local fork(), and runs on while CRIU works.
 // The agent dumps a snapshot only when it is a child of the process asking,
-// and CRIU kills it once dumped. Otherwise the caller asks and is itself
+// and CRIU ends it once dumped (with lazy pages: once all of its memory has
+// gone to the child's host). Otherwise the caller asks and is itself
 // checkpointed while it waits, frozen for the whole dump.
 #pragma once
 
@@ -27,7 +28,6 @@
 #include <asio/execution/context.hpp>
 #include <asio/execution_context.hpp>
 #include <asio/local/stream_protocol.hpp>
-#include <asio/posix/stream_descriptor.hpp>
 #include <asio/query.hpp>
 
 #include <poll.h>
@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <mutex>
 #include <cstring>
 #include <span>
 #include <string>
@@ -178,18 +179,29 @@ inline bool can_snapshot(const fork_options& options) {
     return options.how == capture::automatic && status_field(0, "Threads") == 1 && !has_tcp_connections(0);
 }
 
-// The snapshot is killed (CRIU did, once it was dumped, unless something
-// failed first) and reaped without blocking the caller's thread while its
-// memory is torn down.
-inline asio::awaitable<void> end_snapshot(asio::any_io_executor ex, pid_t pid, int pidfd) {
-    ::kill(pid, SIGKILL);
-    if (pidfd >= 0) {
-        asio::posix::stream_descriptor exited(ex, pidfd);  // closes the pidfd
-        // Whatever this says, waitpid finishes the job.
-        co_await exited.async_wait(asio::posix::stream_descriptor::wait_read, as_tuple_awaitable);
+// Snapshots not reaped yet: CRIU ends a snapshot once it is dumped, or, with
+// lazy pages, once the child's host has all of its memory, which may be
+// after fork_remote returns. They are reaped without waiting (WNOHANG) then
+// and at the next fork_remote; until then an ended one is a zombie. No fd
+// watches them: the next snapshot would inherit it, and CRIU cannot dump an
+// fd that names a process outside the dump.
+struct unreaped_snapshots {
+    std::mutex lock;  // a multi-threaded program may call fork_remote from several threads
+    std::vector<pid_t> pids;
+
+    static unreaped_snapshots& all() {
+        static unreaped_snapshots instance;
+        return instance;
     }
-    ::waitpid(pid, nullptr, 0);
-}
+    void add(pid_t pid) {
+        std::lock_guard hold(lock);
+        pids.push_back(pid);
+    }
+    void reap() {
+        std::lock_guard hold(lock);
+        std::erase_if(pids, [](pid_t pid) { return ::waitpid(pid, nullptr, WNOHANG) != 0; });
+    }
+};
 
 // Forks the snapshot and has it checkpointed; returns in the parent and, as
 // the child, in the restored copy.
@@ -223,6 +235,7 @@ inline asio::awaitable<fork_outcome> fork_snapshot(asio::any_io_executor ex, con
         ::close(pair[0]);
         co_return fork_failure(errc::internal_error, std::string("fork failed: ") + std::strerror(fork_errno));
     }
+    // Names the snapshot to the agent, with no pid to reuse; gone before the next snapshot.
     int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, snapshot, 0));
 
     fork_outcome outcome;
@@ -236,13 +249,20 @@ inline asio::awaitable<fork_outcome> fork_snapshot(asio::any_io_executor ex, con
                                "no rfork agent at " + path + " (" + connect_ec.message() +
                                    "); start rfork-agent on this machine, or set RFORK_AGENT_SOCKET");
     } else {
-        fds.push_back(pidfd);  // names the snapshot to the agent, with no pid to reuse
+        fds.push_back(pidfd);
         auto request = fork_request_bytes(endpoint_text, snapshot_inode, flags | protocol::fork_request::snapshot);
         outcome = co_await ask_agent(socket, path, request, fds);
     }
+    if (pidfd >= 0) ::close(pidfd);
     ::close(pair[0]);
-    auto reap = end_snapshot(ex, snapshot, pidfd);  // named: GCC 12 and temporaries around co_await
-    co_await std::move(reap);
+    // Once its child runs, the snapshot is CRIU's to end; otherwise it is ours.
+    if (outcome.ec) {
+        ::kill(snapshot, SIGKILL);
+        ::waitpid(snapshot, nullptr, 0);
+    } else {
+        unreaped_snapshots::all().add(snapshot);
+        unreaped_snapshots::all().reap();
+    }
     co_return outcome;
 }
 
@@ -256,6 +276,7 @@ inline asio::awaitable<fork_outcome> fork_operation(asio::any_io_executor ex, st
     // The child's output goes where ours goes: the agent gets our stdout and stderr (and stdin, to forward it).
     std::vector<int> fds = options.forward_stdin ? std::vector<int>{1, 2, 0} : std::vector<int>{1, 2};
 
+    unreaped_snapshots::all().reap();
     if (can_snapshot(options)) {
         auto snapshot = fork_snapshot(ex, endpoint_text, path, flags, std::move(fds));
         co_return co_await std::move(snapshot);

@@ -1,0 +1,132 @@
+// Lazy pages: a single-threaded program's child starts on the other host
+// before its memory has all arrived; the memory follows on the agents' own
+// connection. The child must still see exactly the parent's memory, and a
+// child whose memory cannot all arrive must not run on with holes.
+#include "harness.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace rfork::test;
+
+namespace {
+
+// The position of `needle` in `log`, or npos.
+std::size_t where(const std::string& log, const std::string& needle) { return log.find(needle); }
+
+// The one line of `text` that starts with `prefix`.
+std::string only_line(const std::string& text, const std::string& prefix) {
+    auto lines = lines_with(text, prefix);
+    REQUIRE(lines.size() == 1);
+    return lines[0];
+}
+
+// Waits until the agent of `host` has logged the end of a child it hosted,
+// however it ended.
+bool hosted_child_ended(const test_hosts& hosts, const std::string& host) {
+    return hosts.wait_for_log(host, [](const std::string& log) {
+        return log.find("ended abnormally") != std::string::npos || log.find(" ended after ") != std::string::npos;
+    });
+}
+
+}  // namespace
+
+TEST_SUITE("integration.lazy") {
+    TEST_CASE("lazy pages: the child runs before its memory is all there and that memory is the parent's") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto r = hosts.run("a", {program_path("memory_probe"), "b:7000", "256"});
+        auto log_b = hosts.agent_log("b");
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(r.status == 0);
+        auto parent = only_line(r.out, "parent id=");
+        auto child = only_line(r.out, "child id=");
+        CHECK(field(child, "sum") == field(parent, "sum"));
+        CHECK(field(child, "sum").size() == 16);
+
+        // b restored the child from an image without its memory, then took
+        // the memory: all 256 MiB of it, after the child was running.
+        auto id = field(parent, "id");
+        CHECK(where(log_b, "its memory to follow") != std::string::npos);
+        auto restored = where(log_b, "child " + id + " restored");
+        auto complete = where(log_b, "image for child " + id + " complete: ");
+        REQUIRE(restored != std::string::npos);
+        REQUIRE(complete != std::string::npos);
+        CHECK(restored < complete);
+        auto bytes = std::stoull(log_b.substr(complete + ("image for child " + id + " complete: ").size()));
+        CHECK(bytes > 256ull << 20);
+
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
+    TEST_CASE("without lazy pages the whole image goes first and the child's memory is the parent's") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.agent_args = {"--no-lazy-pages"}});
+        auto r = hosts.run("a", {program_path("memory_probe"), "b:7000", "64"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(r.status == 0);
+        auto parent = only_line(r.out, "parent id=");
+        auto child = only_line(r.out, "child id=");
+        CHECK(field(child, "sum") == field(parent, "sum"));
+        auto log_b = hosts.agent_log("b");
+        CHECK(where(log_b, "receiving an image of") != std::string::npos);
+        CHECK(where(log_b, "its memory to follow") == std::string::npos);
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
+    TEST_CASE("lazy pages: the network drops while the memory arrives and the child is killed and nothing is left") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.agent_args = {"--idle-timeout 2"}});
+        auto fds_a = hosts.agent_fds("a");
+        auto fds_b = hosts.agent_fds("b");
+        // 1 GiB: its memory is still on the way when the child runs.
+        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "1024"});
+        bool restored = hosts.wait_for_log("b", [](const std::string& log) {
+            return log.find(" restored: ") != std::string::npos;
+        });
+        REQUIRE(restored);
+        hosts.set_link("b", false);
+
+        auto r = program.finish(60s);
+        bool killed = hosts.wait_for_log("b", [](const std::string& log) {
+            return log.find("fetching its memory failed") != std::string::npos;
+        });
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        CHECK(killed);
+        // The parent forked and goes on; the child never reports memory with holes.
+        CHECK(r.status == 0);
+        CHECK(lines_with(r.out, "parent id=").size() == 1);
+        CHECK(lines_with(r.out, "child id=").empty());
+        CHECK(hosts.agent_log("b").find("complete") == std::string::npos);
+        CHECK(hosted_child_ended(hosts, "b"));
+        CHECK(hosts.work_dir_entries("b").empty());
+        CHECK(hosts.processes_besides_agent("b").empty());
+        CHECK(hosts.agent_fds("b") == fds_b);
+        // a's side of the fork ends with its connection.
+        bool a_done = hosts.wait_for_log("a", [](const std::string& log) {
+            return log.find("lost child") != std::string::npos;
+        });
+        CHECK(a_done);
+        CHECK(hosts.work_dir_entries("a").empty());
+        CHECK(hosts.processes_besides_agent("a").empty());
+        CHECK(hosts.agent_fds("a") == fds_a);
+    }
+
+    TEST_CASE("lazy pages: memory beyond the receiver's maximum image size gets the child killed") {
+        require_fork_environment();
+        // Room for the image's files, not for 64 MiB of memory.
+        test_hosts hosts({"a", "b"}, {.agent_args = {"--max-image-size 16777216"}});
+        auto r = hosts.run("a", {program_path("memory_probe"), "b:7000", "64"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        CHECK(lines_with(r.out, "child id=").empty());
+        bool refused = hosts.wait_for_log("b", [](const std::string& log) {
+            return log.find("larger than this agent accepts") != std::string::npos;
+        });
+        CHECK(refused);
+        CHECK(hosted_child_ended(hosts, "b"));
+        for (std::string host : {"a", "b"}) {
+            CAPTURE(host);
+            CHECK(hosts.work_dir_entries(host).empty());
+            CHECK(hosts.processes_besides_agent(host).empty());
+        }
+    }
+}
