@@ -15,6 +15,8 @@
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/read.hpp>
 #include <asio/read_until.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
 #include <asio/streambuf.hpp>
 
 #include <fcntl.h>
@@ -92,6 +94,7 @@ struct restored_child {
     async_mutex lock;          // one frame at a time to the parent's agent
     bool peer_alive = true;
     std::shared_ptr<page_relay> pages;  // with lazy pages: to `criu lazy-pages`
+    pid_t lazy_daemon = -1;             // and that daemon
     std::uint64_t max_page_bytes = 0;   // what --max-image-size leaves for them
 };
 
@@ -237,8 +240,17 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
     }
     int init_status = co_await wait_for_exit(child->init);
     // Nothing of the fork stays once its parent learns the end: with lazy
-    // pages, CRIU's daemon ends with the child.
-    if (child->record->memory_here) co_await child->record->memory_here->wait();
+    // pages, CRIU's daemon ends with the child (bounded, should it not).
+    if (auto memory = child->record->memory_here; memory && !memory->happened()) {
+        asio::steady_timer bound(ex, agent.opts.limits.idle_timeout);
+        auto waited = memory->wait() || bound.async_wait(asio::use_awaitable);
+        co_await std::move(waited);
+        if (!memory->happened()) {
+            log("child {}: the lazy-pages daemon outlived it; killed", child->record->id);
+            ::kill(child->lazy_daemon, SIGKILL);
+            co_await memory->wait();
+        }
+    }
 
     auto& record = *child->record;
     auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - record.started).count();
@@ -321,6 +333,7 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
         auto ready = make_pipe();
         auto command = lazy_pages_command(agent.criu, images, job / "lazy-pages.log", 3, 4);
         lazy_daemon = spawn(command, {{sockets.criu.get(), 3}, {ready.write.get(), 4}});
+        child->lazy_daemon = lazy_daemon.pid;
         ready.write.reset();
         stream_descriptor ready_stream(ex, ready.read.release());
         char byte = 1;

@@ -127,8 +127,8 @@ bool wait_for_exit_of(int pid, std::chrono::milliseconds bound) {
 
 // chain_probe FIRST:7000 SECOND:7000 from a: three generations on a, `first` and `second`.
 void check_chain(const test_hosts& hosts, const std::vector<std::string>& names, const std::string& first,
-                 const std::string& second) {
-    auto r = hosts.run("a", {program_path("chain_probe"), first + ":7000", second + ":7000"});
+                 const std::string& second, const std::string& mib = "8") {
+    auto r = hosts.run("a", {program_path("chain_probe"), first + ":7000", second + ":7000", mib});
     INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, names));
     REQUIRE(r.status == 0);
     auto origin = only_line(r.out, "origin pid=");
@@ -455,6 +455,16 @@ TEST_SUITE("integration.child") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
         check_chain(hosts, {"a", "b"}, "b", "a");
+    }
+
+    TEST_CASE("a chain whose child forks while its memory still arrives keeps the memory") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        // 256 MiB: lazy pages, still on their way when the child forks again
+        // (its agent waits for them before it dumps the child's snapshot).
+        check_chain(hosts, {"a", "b"}, "b", "a", "256");
+        auto log_b = hosts.agent_log("b");
+        CHECK(log_b.find("its memory to follow") != std::string::npos);
     }
 
     TEST_CASE("a chain a to b to c keeps the memory and leaves nothing behind") {

@@ -73,6 +73,19 @@ TEST_SUITE("integration.lazy") {
         check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
 
+    TEST_CASE("a small snapshot goes whole even where lazy pages work") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto r = hosts.run("a", {program_path("memory_probe"), "b:7000", "4"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(r.status == 0);
+        CHECK(field(only_line(r.out, "child id="), "sum") == field(only_line(r.out, "parent id="), "sum"));
+        auto log_b = hosts.agent_log("b");
+        CHECK(where(log_b, "receiving an image of") != std::string::npos);
+        CHECK(where(log_b, "its memory to follow") == std::string::npos);
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
     TEST_CASE("lazy pages: the network drops while the memory arrives and the child is killed and nothing is left") {
         require_fork_environment();
         test_hosts hosts({"a", "b"}, {.agent_args = {"--idle-timeout 2"}});

@@ -2,7 +2,7 @@
 // generation reports where it runs and a checksum of memory filled before the
 // first fork, and each parent waits for its child.
 //
-//   chain_probe HOST:PORT HOST:PORT
+//   chain_probe HOST:PORT HOST:PORT [MIB]   (default 8 MiB of memory)
 #include "probe_util.hpp"
 #include "program_main.hpp"
 
@@ -14,8 +14,8 @@
 #include <cstdio>
 #include <random>
 
-asio::awaitable<int> chain(asio::io_context& ctx, std::string first, std::string second) {
-    std::vector<std::uint64_t> buffer(1 << 20);
+asio::awaitable<int> chain(asio::io_context& ctx, std::string first, std::string second, std::size_t mib) {
+    std::vector<std::uint64_t> buffer(mib << 17);  // 8-byte words
     std::mt19937_64 random(std::random_device{}());
     for (auto& word : buffer) word = random();
     const char* generation = "origin";
@@ -40,9 +40,11 @@ asio::awaitable<int> chain(asio::io_context& ctx, std::string first, std::string
 }
 
 int main(int argc, char** argv) {
-    if (argc != 3) {
-        std::fprintf(stderr, "usage: chain_probe HOST:PORT HOST:PORT\n");
+    if (argc != 3 && argc != 4) {
+        std::fprintf(stderr, "usage: chain_probe HOST:PORT HOST:PORT [MIB]\n");
         return 2;
     }
-    return probe::run_main("chain_probe", [&](asio::io_context& ctx) { return chain(ctx, argv[1], argv[2]); });
+    std::size_t mib = argc == 4 ? std::stoul(argv[3]) : 8;
+    return probe::run_main("chain_probe",
+                           [&](asio::io_context& ctx) { return chain(ctx, argv[1], argv[2], mib); });
 }
