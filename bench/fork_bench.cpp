@@ -65,7 +65,11 @@ public:
         last_ = std::chrono::steady_clock::now();
         arm();
     }
-    void stop() { timer_.cancel(); }
+    // A beat already due when this is called still runs: the flag ends it.
+    void stop() {
+        stopped_ = true;
+        timer_.cancel();
+    }
     double longest_gap_ms() const { return std::chrono::duration<double, std::milli>(longest_).count(); }
     std::function<void()> on_beat;
 
@@ -73,7 +77,7 @@ private:
     void arm() {
         timer_.expires_after(std::chrono::milliseconds(1));
         timer_.async_wait([this](std::error_code ec) {
-            if (ec) return;
+            if (ec || stopped_) return;
             auto now = std::chrono::steady_clock::now();
             longest_ = std::max(longest_, now - last_);
             last_ = now;
@@ -85,6 +89,7 @@ private:
     asio::steady_timer timer_;
     std::chrono::steady_clock::time_point last_;
     std::chrono::steady_clock::duration longest_{};
+    bool stopped_ = false;
 };
 
 // Some beats before and after what is measured, so the gap is the loop's.
