@@ -23,6 +23,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -155,8 +156,9 @@ void end_input(restored_child& child) {
 }
 
 void kill_child(restored_child& child) {
-    // The namespace's init: the whole pid namespace goes with it.
-    if (child.init.pid > 0) ::kill(child.init.pid, SIGKILL);
+    // The namespace's init, through its pidfd (none once reaped, so no pid
+    // reused meanwhile is hit): the whole pid namespace goes with it.
+    if (child.init.pidfd) ::syscall(SYS_pidfd_send_signal, child.init.pidfd.get(), SIGKILL, nullptr, 0);
 }
 
 // Input, signals and lazy pages from the parent's agent, until it goes away.

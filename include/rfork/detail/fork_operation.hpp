@@ -39,8 +39,8 @@
 #include <unistd.h>
 
 #include <array>
-#include <mutex>
 #include <cstring>
+#include <mutex>
 #include <span>
 #include <string>
 #include <system_error>
