@@ -99,6 +99,12 @@ struct restored_child {
     std::uint64_t max_page_bytes = 0;   // what --max-image-size leaves for them
 };
 
+void log_image_complete(const std::string& id, std::uint64_t bytes) {
+    auto clock_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::chrono::system_clock::now().time_since_epoch()).count();
+    log("image for child {} complete: {} bytes (clock_ns={})", id, bytes, clock_ns);
+}
+
 asio::awaitable<bool> send_to_parent(restored_child& child, peer_connection& peer, const detail::bytes& frame) {
     if (!child.peer_alive) co_return false;
     co_await child.lock.lock();
@@ -201,11 +207,7 @@ asio::awaitable<void> finish_lazy_pages(std::shared_ptr<restored_child> child, c
     auto& id = child->record->id;
     child->record->memory_here->set();
     if (status == 0) {
-        // The wall clock, for scripts/bench: when all of the image was here.
-        auto clock_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-            std::chrono::system_clock::now().time_since_epoch()).count();
-        log("image for child {} complete: {} bytes (clock_ns={})", id, file_bytes + child->pages->bytes_in(),
-            clock_ns);
+        log_image_complete(id, file_bytes + child->pages->bytes_in());
         co_return;
     }
     log("child {}: fetching its memory failed ({}); killed. CRIU said:", id, describe_wait_status(status));

@@ -37,6 +37,9 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
                                                const std::string& id, job_dir& job,
                                                std::shared_ptr<peer_connection> peer);
 
+// Logs that all of a child's image is here, with the wall clock for scripts/bench.
+void log_image_complete(const std::string& id, std::uint64_t bytes);
+
 // One frame to the parent's agent, in turn with the child's output and pages.
 asio::awaitable<bool> send_to_parent(restored_child& child, peer_connection& peer, const detail::bytes& frame);
 

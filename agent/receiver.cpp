@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <memory>
 #include <random>
 #include <variant>
@@ -149,12 +148,7 @@ asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(
     auto images = job / "images";
     std::filesystem::create_directory(images);
     if (auto failure = co_await receive_files(peer, images, limits)) co_return *failure;
-    if (!lazy) {
-        // The wall clock, for scripts/bench: when all of the image was here.
-        auto clock_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-            std::chrono::system_clock::now().time_since_epoch()).count();
-        log("image for child {} complete: {} bytes (clock_ns={})", id, image.total_size, clock_ns);
-    }
+    if (!lazy) log_image_complete(id, image.total_size);
     if (auto not_allowed = check_ids(agent.opts, images)) co_return *not_allowed;
 
     auto outcome = co_await restore_child(agent, image, id, job, connection);
