@@ -1,6 +1,5 @@
 #include "child.hpp"
 
-#include "async_mutex.hpp"
 #include "conversation.hpp"
 #include "criu.hpp"
 #include "log.hpp"
@@ -42,16 +41,6 @@ namespace {
 constexpr int status_fd_in_init = 3;
 constexpr std::size_t output_chunk = 64 * 1024;
 
-struct pipe_pair {
-    unique_fd read, write;
-};
-
-pipe_pair make_pipe() {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
-    return {unique_fd(fds[0]), unique_fd(fds[1])};
-}
-
 // A new pseudo-terminal: `write` is the child's end (the slave), `read` ours (the master).
 pipe_pair make_terminal() {
     unique_fd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
@@ -77,7 +66,7 @@ asio::awaitable<std::string> read_status_line(stream_descriptor& status, asio::s
 }  // namespace
 
 struct restored_child {
-    explicit restored_child(const asio::any_io_executor& ex) : status(ex), lock(ex) {}
+    explicit restored_child(const asio::any_io_executor& ex) : status(ex) {}
 
     struct output {
         std::shared_ptr<stream_descriptor> stream;
@@ -92,26 +81,14 @@ struct restored_child {
     std::vector<output> outputs;
     std::shared_ptr<stream_descriptor> input;  // the child's stdin: a pipe, or a pty master
     bool input_is_terminal = false;
-    async_mutex lock;          // one frame at a time to the parent's agent
-    bool peer_alive = true;
     std::shared_ptr<page_relay> pages;  // with lazy pages: to `criu lazy-pages`
     pid_t lazy_daemon = -1;             // and that daemon
-    std::uint64_t max_page_bytes = 0;   // what --max-image-size leaves for them
 };
 
 void log_image_complete(const std::string& id, std::uint64_t bytes) {
     auto clock_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
         std::chrono::system_clock::now().time_since_epoch()).count();
     log("image for child {} complete: {} bytes (clock_ns={})", id, bytes, clock_ns);
-}
-
-asio::awaitable<bool> send_to_parent(restored_child& child, peer_connection& peer, const detail::bytes& frame) {
-    if (!child.peer_alive) co_return false;
-    co_await child.lock.lock();
-    auto ec = co_await detail::write_bytes(peer, frame);
-    child.lock.unlock();
-    if (ec) child.peer_alive = false;
-    co_return !ec;
 }
 
 namespace {
@@ -130,7 +107,7 @@ asio::awaitable<void> pump_output(std::shared_ptr<restored_child> child, restore
         message.data.assign(buffer.begin(), buffer.begin() + static_cast<long>(n));
         if (n > 0) {
             auto frame = protocol::encode(message);
-            if (!co_await send_to_parent(*child, *peer, frame)) {
+            if (!co_await peer->send(frame)) {
                 pending.append(message.data.begin(), message.data.end());
                 std::size_t start = 0;
                 for (std::size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
@@ -172,11 +149,9 @@ asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::
     detail::received_frame frame;
     while (!co_await detail::read_frame(*peer, frame)) {
         if (child->pages && page_relay::carries(frame.type)) {
-            co_await child->pages->take(frame);
-            if (child->pages->bytes_in() > child->max_page_bytes) {
+            if (!co_await child->pages->take(frame)) {
                 log("child {}: its memory is larger than this agent accepts (--max-image-size); killed",
                     child->record->id);
-                child->pages->close();
                 kill_child(*child);
             }
         } else if (frame.type == protocol::message_type::child_input && child->input) {
@@ -210,8 +185,8 @@ asio::awaitable<void> finish_lazy_pages(std::shared_ptr<restored_child> child, c
         log_image_complete(id, file_bytes + child->pages->bytes_in());
         co_return;
     }
-    log("child {}: fetching its memory failed ({}); killed. CRIU said:", id, describe_wait_status(status));
-    log_criu_failure(job / "lazy-pages.log");
+    log_criu_failure(fmt::format("child {}: fetching its memory failed ({}); killed", id, describe_wait_status(status)),
+                     job / "lazy-pages.log");
     kill_child(*child);
 }
 
@@ -267,7 +242,7 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
             describe_wait_status(init_status));
     protocol::child_exit exit{static_cast<std::uint32_t>(status)};
     auto frame = protocol::encode(exit);
-    co_await send_to_parent(*child, *peer, frame);
+    co_await peer->send(frame);
     peer->close();
     agent.hosted.remove(record.id);
 }
@@ -333,35 +308,21 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     child_process lazy_daemon;
     if (lazy) {
         // The daemon first: the restore hands it the child's userfaultfd.
-        auto sockets = make_page_sockets();
-        auto ready = make_pipe();
-        auto command = lazy_pages_command(agent.criu, images, job / "lazy-pages.log", 3, 4);
-        lazy_daemon = spawn(command, {{sockets.criu.get(), 3}, {ready.write.get(), 4}});
+        auto command = lazy_pages_command(agent.criu, images, job / "lazy-pages.log", criu_page_socket_fd,
+                                          criu_ready_fd);
+        auto limit = agent.opts.limits.max_image_size;  // for the memory: what the files left of it
+        child->pages = co_await start_page_criu(ex, command, lazy_daemon,
+                                                limit > image.total_size ? limit - image.total_size : 0);
         child->lazy_daemon = lazy_daemon.pid;
-        ready.write.reset();
-        stream_descriptor ready_stream(ex, ready.read.release());
-        char byte = 1;
-        auto [ec, n] = co_await asio::async_read(ready_stream, asio::buffer(&byte, 1), as_tuple_awaitable);
-        if (n != 1) {
+        if (!child->pages) {
             co_await wait_for_exit(lazy_daemon);
-            log("the lazy-pages daemon for child {} failed; CRIU said:", id);
-            log_criu_failure(job / "lazy-pages.log");
-            co_return restore_outcome{errc::restore_failed,
-                                      "CRIU could not serve lazy pages: " + criu_error_line(job / "lazy-pages.log"), 0,
-                                      nullptr};
+            auto why = log_criu_failure(fmt::format("the lazy-pages daemon for child {} failed", id),
+                                        job / "lazy-pages.log");
+            co_return restore_outcome{errc::restore_failed, "CRIU could not serve lazy pages: " + why, 0, nullptr};
         }
-        child->pages = std::make_shared<page_relay>(ex, std::move(sockets.agent));
-        auto limit = agent.opts.limits.max_image_size;
-        child->max_page_bytes = limit > image.total_size ? limit - image.total_size : 0;
         // Pages flow both ways from now on: CRIU's restore itself touches some.
         asio::co_spawn(ex, take_requests(child, peer), asio::detached);
-        std::weak_ptr<restored_child> weak = child;
-        auto send = [weak, peer](const detail::bytes& frame) -> asio::awaitable<bool> {
-            auto c = weak.lock();
-            if (!c) co_return false;
-            co_return co_await send_to_parent(*c, *peer, frame);
-        };
-        asio::co_spawn(ex, page_relay::pump_out(child->pages, send), asio::detached);
+        asio::co_spawn(ex, page_relay::pump_out(child->pages, peer), asio::detached);
     }
 
     auto status = make_pipe();
@@ -397,9 +358,8 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
             co_await wait_for_exit(lazy_daemon);
             reader = child;
         }
-        log("restore of child {} failed; CRIU said:", id);
-        log_criu_failure(log_file);
-        std::string why = line.starts_with("criu-failed ") ? criu_error_line(log_file)
+        auto criu_said = log_criu_failure(fmt::format("restore of child {} failed", id), log_file);
+        std::string why = line.starts_with("criu-failed ") ? criu_said
                           : line.starts_with("failed ")    ? line.substr(7)
                                                            : "its namespace init ended without a word";
         job.remove();

@@ -40,8 +40,6 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
 // Logs that all of a child's image is here, with the wall clock for scripts/bench.
 void log_image_complete(const std::string& id, std::uint64_t bytes);
 
-// One frame to the parent's agent, in turn with the child's output and pages.
-asio::awaitable<bool> send_to_parent(restored_child& child, peer_connection& peer, const detail::bytes& frame);
 
 // Serves the child until it has ended and its parent's agent knows. If that
 // agent goes away, the child runs on and its output goes to this agent's

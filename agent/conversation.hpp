@@ -41,11 +41,7 @@ asio::awaitable<std::optional<failure>> expect_handshake(Stream& stream, protoco
 // program, and how a receiving agent prepares the restored child's answer.
 template <typename Message>
 detail::bytes handshake_and(const Message& message) {
-    auto hello = protocol::encode_handshake(protocol::role::agent);
-    detail::bytes out(hello.begin(), hello.end());
-    auto frame = protocol::encode(message);
-    out.insert(out.end(), frame.begin(), frame.end());
-    return out;
+    return protocol::encode_with_handshake(protocol::role::agent, message);
 }
 
 }  // namespace rfork::agent

@@ -3,6 +3,8 @@
 #include "log.hpp"
 #include "process.hpp"
 
+#include <rfork/detail/process_info.hpp>
+
 #include <fmt/core.h>
 
 #include <fcntl.h>
@@ -45,12 +47,7 @@ bool is_tty_device(const struct stat& st) {
 }
 
 // The mnt_id of an open file, from /proc/PID/fdinfo/FD.
-long mount_id(int pid, int fd) {
-    std::ifstream in(fmt::format("/proc/{}/fdinfo/{}", pid, fd));
-    for (std::string line; std::getline(in, line);)
-        if (line.starts_with("mnt_id:")) return std::strtol(line.c_str() + 7, nullptr, 10);
-    return -1;
-}
+long mount_id(int pid, int fd) { return detail::proc_field(fmt::format("/proc/{}/fdinfo/{}", pid, fd), "mnt_id"); }
 
 // Whether the process's own mount namespace has that mount.
 bool has_mount(int pid, long mount) {
@@ -195,7 +192,8 @@ std::string criu_error_line(const std::string& log_file) {
 
 namespace rfork::agent {
 
-void log_criu_failure(const std::string& log_file) {
+std::string log_criu_failure(std::string_view heading, const std::string& log_file) {
+    log("{}; CRIU said:", heading);
     std::ifstream in(log_file);
     int shown = 0;
     for (std::string line; std::getline(in, line) && shown < 20;) {
@@ -203,6 +201,7 @@ void log_criu_failure(const std::string& log_file) {
         log("  criu: {}", line);
         ++shown;
     }
+    return criu_error_line(log_file);
 }
 
 }  // namespace rfork::agent

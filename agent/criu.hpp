@@ -6,6 +6,7 @@
 
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -59,8 +60,8 @@ std::string lazy_pages_problem();
 // The line of CRIU's log that says why it failed, without its timestamp.
 std::string criu_error_line(const std::string& log_file);
 
-// Copies CRIU's error and warning lines into the agent's log, for operators:
-// the log file itself goes away with its job.
-void log_criu_failure(const std::string& log_file);
+// Logs `heading` and CRIU's error and warning lines, for operators (the log
+// file itself goes away with its job); returns the line that says why.
+std::string log_criu_failure(std::string_view heading, const std::string& log_file);
 
 }  // namespace rfork::agent

@@ -6,6 +6,7 @@
 // frames of its peer to its CRIU.
 #pragma once
 
+#include "peer_connection.hpp"
 #include "process.hpp"
 
 #include <rfork/detail/frame_io.hpp>
@@ -15,43 +16,50 @@
 #include <asio/local/stream_protocol.hpp>
 
 #include <cstdint>
-#include <functional>
+#include <limits>
 #include <memory>
+#include <string>
+#include <vector>
 
 namespace rfork::agent {
 
-// A pair of connected unix sockets: `criu` for --ps-socket, `agent` for the relay.
-struct page_socket_pair {
-    unique_fd criu, agent;
-};
-page_socket_pair make_page_sockets();
+// The fds CRIU gets for the page-server conversation and for saying "ready".
+inline constexpr int criu_page_socket_fd = 3, criu_ready_fd = 4;
 
 class page_relay {
 public:
-    // Sends one frame to the peer agent; false once that is impossible.
-    using sender = std::function<asio::awaitable<bool>(const detail::bytes&)>;
+    // `max_in`: the most bytes the peer may send; beyond, the relay closes.
+    page_relay(const asio::any_io_executor& ex, unique_fd agent_end,
+               std::uint64_t max_in = std::numeric_limits<std::uint64_t>::max());
 
-    page_relay(const asio::any_io_executor& ex, unique_fd agent_end);
+    // What the local CRIU writes, as page_data frames to `peer`, until it
+    // closes its end (then page_end), the peer is gone, or close().
+    static asio::awaitable<void> pump_out(std::shared_ptr<page_relay> self, std::shared_ptr<peer_connection> peer);
 
-    // What the local CRIU writes, as page_data frames, until it closes its
-    // end (then page_end), the peer is gone, or close().
-    static asio::awaitable<void> pump_out(std::shared_ptr<page_relay> self, sender send);
-
-    // A page_data or page_end frame from the peer, for the local CRIU.
-    asio::awaitable<void> take(const detail::received_frame& frame);
+    // A page_data or page_end frame from the peer, for the local CRIU. False
+    // once, when the peer's bytes first go beyond `max_in` (closed then).
+    asio::awaitable<bool> take(const detail::received_frame& frame);
 
     static bool carries(protocol::message_type t) {
         return t == protocol::message_type::page_data || t == protocol::message_type::page_end;
     }
 
     std::uint64_t bytes_in() const { return bytes_in_; }
-    std::uint64_t bytes_out() const { return bytes_out_; }
+
     // Ends the conversation: the local CRIU reads end of stream.
     void close();
 
 private:
     asio::local::stream_protocol::socket socket_;
-    std::uint64_t bytes_in_ = 0, bytes_out_ = 0;
+    std::uint64_t bytes_in_ = 0, max_in_;
 };
+
+// Starts `command`, a CRIU command line that talks on criu_page_socket_fd
+// and says ready on criu_ready_fd, and waits until it is ready or has ended.
+// `criu` is the process either way; the result is the relay to it, or null
+// if it ended first.
+asio::awaitable<std::shared_ptr<page_relay>> start_page_criu(
+    const asio::any_io_executor& ex, const std::vector<std::string>& command, child_process& criu,
+    std::uint64_t max_in = std::numeric_limits<std::uint64_t>::max());
 
 }  // namespace rfork::agent

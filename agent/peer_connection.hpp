@@ -3,6 +3,11 @@
 // (--insecure, or loopback). Both sides speak the same frames over it.
 #pragma once
 
+#include "async_mutex.hpp"
+
+#include <rfork/detail/frame_io.hpp>
+
+#include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/ssl/context.hpp>
 #include <asio/ssl/stream.hpp>
@@ -18,7 +23,7 @@ class peer_connection {
 public:
     using executor_type = asio::any_io_executor;
 
-    explicit peer_connection(const executor_type& ex) : tcp_(ex) {}
+    explicit peer_connection(const executor_type& ex) : tcp_(ex), lock_(ex) {}
 
     asio::ip::tcp::socket& tcp() { return tls_ ? tls_->next_layer() : tcp_; }
     executor_type get_executor() { return tcp().get_executor(); }
@@ -42,6 +47,18 @@ public:
         return tcp_.async_write_some(buffers, std::forward<Token>(token));
     }
 
+    // Writes whole frames, one at a time: several coroutines send on one
+    // connection (a child's output, its pages, its exit). False once a write
+    // has failed: the connection is of no use after that.
+    asio::awaitable<bool> send(const detail::bytes& frames) {
+        if (broken_) co_return false;
+        co_await lock_.lock();
+        auto ec = co_await detail::write_bytes(*this, frames);
+        lock_.unlock();
+        if (ec) broken_ = true;
+        co_return !ec;
+    }
+
     // A peer that vanishes (its host down, the network cut) is noticed within
     // about `limit`: unacknowledged data aborts the connection then
     // (TCP_USER_TIMEOUT), and an idle one is probed (keepalive).
@@ -61,6 +78,8 @@ public:
 private:
     asio::ip::tcp::socket tcp_;
     std::optional<asio::ssl::stream<asio::ip::tcp::socket>> tls_;
+    async_mutex lock_;
+    bool broken_ = false;
 };
 
 // TLS 1.3 with an external pre-shared key: both agents prove they hold the

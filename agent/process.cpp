@@ -18,6 +18,12 @@
 
 namespace rfork::agent {
 
+pipe_pair make_pipe() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+    return {unique_fd(fds[0]), unique_fd(fds[1])};
+}
+
 void unique_fd::reset(int fd) {
     if (fd_ >= 0) ::close(fd_);
     fd_ = fd;

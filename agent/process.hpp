@@ -33,6 +33,13 @@ private:
     int fd_ = -1;
 };
 
+struct pipe_pair {
+    unique_fd read, write;
+};
+
+// A pipe, both ends close-on-exec. Throws std::system_error.
+pipe_pair make_pipe();
+
 // A child fd: the child gets `source` (an fd of the agent) as `target`.
 struct fd_mapping {
     int source;

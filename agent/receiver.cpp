@@ -200,12 +200,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
         log("{} from {}: {}", greeted ? "fork failed" : "refused", from, f.text);
         answer = reply(protocol::error_message{f.code, "rfork: " + f.text});
     }
-    if (child) {
-        // Lazy pages may be flowing: one frame at a time.
-        co_await send_to_parent(*child, *peer, answer);
-    } else {
-        co_await detail::write_bytes(*peer, answer);
-    }
+    co_await peer->send(answer);  // lazy pages may be flowing already
     if (child && std::holds_alternative<protocol::restored>(outcome)) {
         co_await serve_child(agent, child, peer);
     } else if (child) {

@@ -4,7 +4,6 @@
 // relays between the parent and the child for the child's life.
 #include "local.hpp"
 
-#include "async_mutex.hpp"
 #include "conversation.hpp"
 #include "page_relay.hpp"
 #include "parent_stdio.hpp"
@@ -127,21 +126,13 @@ asio::awaitable<std::error_code> send_image_files(peer_connection& peer, const f
 
 // The connection to the child's host, kept for the child's life: its output
 // and exit come back on it, signals and input go out on it.
-struct child_relay : std::enable_shared_from_this<child_relay> {
-    explicit child_relay(const asio::any_io_executor& ex) : peer(ex), lock(ex) {}
-    peer_connection peer;
-    async_mutex lock;  // one frame at a time goes out
+struct child_relay {
+    explicit child_relay(const asio::any_io_executor& ex) : peer(std::make_shared<peer_connection>(ex)) {}
+    std::shared_ptr<peer_connection> peer;
     std::optional<output_sink> out, err;
     std::optional<input_source> in;
     std::shared_ptr<page_relay> pages;  // with lazy pages: the dump's page server
     std::shared_ptr<one_shot_event> pages_sent;  // and when it has ended
-
-    asio::awaitable<std::error_code> send(const detail::bytes& frame) {
-        co_await lock.lock();
-        auto ec = co_await detail::write_bytes(peer, frame);
-        lock.unlock();
-        co_return ec;
-    }
 };
 
 // A lazy dump ends once the child's host has all the pages, or the
@@ -151,8 +142,8 @@ asio::awaitable<void> finish_lazy_dump(child_process dump, job_dir job, int pid,
     int status = co_await wait_for_exit(dump);
     ended->set();
     if (status != 0) {
-        log("serving the pages of pid {} failed ({}); CRIU said:", pid, describe_wait_status(status));
-        log_criu_failure(job / "dump.log");
+        log_criu_failure(fmt::format("serving the pages of pid {} failed ({})", pid, describe_wait_status(status)),
+                         job / "dump.log");
     }
     job.remove();
 }
@@ -162,7 +153,7 @@ asio::awaitable<void> finish_lazy_dump(child_process dump, job_dir job, int pid,
 asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_state& agent, child_relay& relay,
                                                                           int pid,
                                                                           const protocol::fork_request& request) {
-    auto& peer = relay.peer;
+    auto& peer = *relay.peer;
     auto ep = endpoint::parse(request.endpoint);
     if (!ep) co_return failure{errc::bad_endpoint, "bad endpoint '" + request.endpoint + "': expected host:port"};
     bool snapshot = request.flags & protocol::fork_request::snapshot;
@@ -215,50 +206,36 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     auto images = job.path() / "images";
     fs::create_directory(images);
     dump_request dump_args{where->pid, images.string(), job / "dump.log", request.socket_inode, stdio.externals,
-                           detail::has_tcp_connections(pid), !snapshot};
+                           // A snapshot has no TCP connection: the library makes none of a caller with one.
+                           !snapshot && detail::has_tcp_connections(pid), !snapshot};
     // A snapshot's memory can follow its child (lazy pages): nobody else
     // waits for the snapshot, which stays frozen until all of it has gone.
     // A small one goes whole: starting CRIU's lazy-pages daemon costs more
     // than sending a few MiB (scripts/bench: 1 MiB whole ~33 ms, lazy ~50 ms).
     bool lazy = snapshot && agent.no_lazy_pages.empty() &&
                 detail::status_field(pid, "RssAnon") * 1024 >= lazy_pages_threshold;
-    std::optional<page_socket_pair> page_sockets;
-    unique_fd ready_read, ready_write;
-    std::vector<fd_mapping> fds;
-    if (lazy) {
-        page_sockets = make_page_sockets();
-        int ready[2];
-        if (::pipe2(ready, O_CLOEXEC) != 0) co_return failure{errc::internal_error, "pipe2 failed"};
-        ready_read = unique_fd(ready[0]), ready_write = unique_fd(ready[1]);
-        dump_args.lazy_ps_socket = 3, dump_args.lazy_status_fd = 4;
-        fds = {{page_sockets->criu.get(), 3}, {ready_write.get(), 4}};
-    }
+    if (lazy) dump_args.lazy_ps_socket = criu_page_socket_fd, dump_args.lazy_status_fd = criu_ready_fd;
     auto command = dump_command(agent.criu, dump_args);
     command.insert(command.begin(), where->enter.begin(), where->enter.end());
-    auto dump = spawn(command, fds);
+    child_process dump;
     bool dumped;
     if (lazy) {
-        page_sockets->criu.reset(), ready_write.reset();
-        // CRIU says "ready" once the images are written, then serves the pages.
-        asio::posix::stream_descriptor ready(agent.io.get_executor(), ready_read.release());
-        char byte = 1;
-        auto [ec, n] = co_await asio::async_read(ready, asio::buffer(&byte, 1), as_tuple_awaitable);
-        dumped = n == 1;
+        // CRIU says "ready" once the images are written, then serves the
+        // pages until the child has them all; the job and its log stay until then.
+        auto ex = agent.io.get_executor();  // named: GCC 12 and temporaries around co_await
+        relay.pages = co_await start_page_criu(ex, command, dump);
+        dumped = relay.pages != nullptr;
     } else {
+        dump = spawn(command, {});
         dumped = co_await wait_for_exit(dump) == 0;
     }
     if (!dumped) {
         int status = lazy ? co_await wait_for_exit(dump) : 0;
-        log("checkpoint of pid {} failed; CRIU said:", pid);
-        log_criu_failure(dump_args.log_file);
+        auto why = log_criu_failure(fmt::format("checkpoint of pid {} failed", pid), dump_args.log_file);
         co_return failure{errc::dump_failed, fmt::format("CRIU could not checkpoint pid {} ({}): {}", pid,
-                                                         lazy ? describe_wait_status(status) : "it failed",
-                                                         criu_error_line(dump_args.log_file))};
+                                                         lazy ? describe_wait_status(status) : "it failed", why)};
     }
     if (lazy) {
-        // From here the dump serves pages until the child has them all; the
-        // job and its log stay until then.
-        relay.pages = std::make_shared<page_relay>(agent.io.get_executor(), std::move(page_sockets->agent));
         relay.pages_sent = std::make_shared<one_shot_event>(agent.io.get_executor());
         asio::co_spawn(agent.io, finish_lazy_dump(std::move(dump), std::move(job), pid, relay.pages_sent),
                        asio::detached);
@@ -273,16 +250,7 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     std::error_code ec = co_await detail::write_message(peer, begin);
     if (!ec) ec = co_await send_image_files(peer, images);
     if (!lazy) job.remove();  // the image is sent or lost: either way it is no longer needed here
-    if (relay.pages && !ec) {
-        std::weak_ptr<child_relay> weak = relay.weak_from_this();
-        auto send = [weak](const detail::bytes& frame) -> asio::awaitable<bool> {
-            auto r = weak.lock();
-            if (!r) co_return false;
-            auto sent = co_await r->send(frame);
-            co_return !sent;
-        };
-        asio::co_spawn(agent.io, page_relay::pump_out(relay.pages, send), asio::detached);
-    }
+    if (relay.pages && !ec) asio::co_spawn(agent.io, page_relay::pump_out(relay.pages, relay.peer), asio::detached);
 
     // The answer, or why the peer stopped taking the image (a limit, say).
     // The child's pages flow meanwhile, when they are lazy.
@@ -317,14 +285,14 @@ asio::awaitable<void> forward_input(std::shared_ptr<child_relay> relay) {
         auto n = co_await relay->in->read(buffer);
         auto frame = n == 0 ? protocol::encode_frame(protocol::message_type::child_input_end, {})
                             : protocol::encode_frame(protocol::message_type::child_input, std::span(buffer.data(), n));
-        if (co_await relay->send(frame) || n == 0) co_return;
+        if (!co_await relay->peer->send(frame) || n == 0) co_return;
     }
 }
 
 asio::awaitable<void> send_signal(std::shared_ptr<child_relay> relay, int signal) {
     protocol::signal_child message{static_cast<std::uint32_t>(signal)};
     auto frame = protocol::encode(message);
-    co_await relay->send(frame);
+    co_await relay->peer->send(frame);
 }
 
 // Until the child ends: its output to the parent's stdout and stderr, then its
@@ -336,14 +304,14 @@ asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_rela
     } else {
         // Nothing to forward: the child's stdin ends now.
         auto end = protocol::encode_frame(protocol::message_type::child_input_end, {});
-        co_await relay->send(end);
+        co_await relay->peer->send(end);
     }
     // What ended it is told to waiters only once nothing of the fork is left.
     std::optional<int> status;
     std::error_code lost;
     detail::received_frame frame;
     for (;;) {
-        if (auto ec = co_await detail::read_frame(relay->peer, frame)) {
+        if (auto ec = co_await detail::read_frame(*relay->peer, frame)) {
             lost = ec;
             break;
         }
@@ -369,7 +337,7 @@ asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_rela
         break;
     }
     child->signal = nullptr;
-    relay->peer.close();
+    relay->peer->close();
     if (relay->pages) {
         // The dump has had all it will get; nothing of the fork stays once
         // the parent learns the end.

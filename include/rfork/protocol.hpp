@@ -459,6 +459,16 @@ bytes encode(const Message& m) {
     return encode_frame(Message::type, payload);
 }
 
+// A handshake of `who` followed by one message: how a conversation opens.
+template <typename Message>
+bytes encode_with_handshake(role who, const Message& m) {
+    auto hello = encode_handshake(who);
+    bytes out(hello.begin(), hello.end());
+    auto frame = encode(m);
+    out.insert(out.end(), frame.begin(), frame.end());
+    return out;
+}
+
 template <typename Message>
 std::error_code decode(std::span<const unsigned char> payload, Message& out) {
     detail::wire_reader r(payload);

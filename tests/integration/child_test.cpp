@@ -54,13 +54,6 @@ struct shared_dir {
 };
 
 // The one line of `text` starting with `prefix`.
-std::string only_line(const std::string& text, const std::string& prefix) {
-    auto lines = lines_starting_with(text, prefix);
-    INFO("lines starting with '" << prefix << "': " << lines.size());
-    REQUIRE(lines.size() == 1);
-    return lines[0];
-}
-
 std::vector<std::string> words(const std::string& line) {
     std::istringstream in(line);
     std::vector<std::string> result;

@@ -10,18 +10,29 @@
 
 using namespace rfork::test;
 
+namespace {
+
+// Starts a fork from a to b whose image is on its way once this returns:
+// 256 MiB take long enough to send and restore for a fault to strike mid-way,
+// and "caller" sends a whole image before the child runs (lazy pages have
+// tests of their own, in lazy_test.cpp).
+running_program start_whole_image_fork(const test_hosts& hosts) {
+    auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256", "caller"});
+    bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
+        return log.find("receiving an image") != std::string::npos;
+    });
+    REQUIRE(receiving);
+    return program;
+}
+
+}  // namespace
+
 TEST_SUITE("integration.fault") {
     TEST_CASE("the receiving agent killed mid-fork: the parent gets an error within 5 s and runs on") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
         auto fds_a = hosts.agent_fds("a");
-        // 256 MiB take long enough to send and restore that b dies mid-way;
-        // "caller": a whole image, sent before the child runs.
-        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256", "caller"});
-        bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("receiving an image") != std::string::npos;
-        });
-        REQUIRE(receiving);
+        auto program = start_whole_image_fork(hosts);
         auto killed_at = std::chrono::steady_clock::now();
         REQUIRE(::kill(hosts.agent_pid("b"), SIGKILL) == 0);
 
@@ -44,11 +55,7 @@ TEST_SUITE("integration.fault") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
         auto fds_b = hosts.agent_fds("b");
-        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256", "caller"});
-        bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("receiving an image") != std::string::npos;
-        });
-        REQUIRE(receiving);
+        auto program = start_whole_image_fork(hosts);
         REQUIRE(::kill(hosts.agent_pid("a"), SIGKILL) == 0);
 
         auto r = program.finish(30s);
@@ -72,12 +79,7 @@ TEST_SUITE("integration.fault") {
         test_hosts hosts({"a", "b"}, {.agent_args = {"--idle-timeout 2"}});
         auto fds_a = hosts.agent_fds("a");
         auto fds_b = hosts.agent_fds("b");
-        // "caller": a whole image (lazy pages have a test of their own, in lazy_test.cpp).
-        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256", "caller"});
-        bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("receiving an image") != std::string::npos;
-        });
-        REQUIRE(receiving);
+        auto program = start_whole_image_fork(hosts);
         auto cut_at = std::chrono::steady_clock::now();
         hosts.set_link("b", false);
 

@@ -44,13 +44,6 @@ struct scratch_dir {
 bool contains(const std::string& text, const std::string& needle) { return text.find(needle) != std::string::npos; }
 
 // The one line of `text` starting with `prefix`; fails the test if there is not exactly one.
-std::string only_line(const std::string& text, const std::string& prefix) {
-    auto lines = lines_starting_with(text, prefix);
-    INFO("lines starting with '" << prefix << "'");
-    REQUIRE(lines.size() == 1);
-    return lines[0];
-}
-
 // Once the child has ended, both hosts keep nothing of the fork.
 
 }  // namespace

@@ -319,6 +319,13 @@ std::vector<std::string> lines_starting_with(const std::string& text, const std:
     return lines;
 }
 
+std::string only_line(const std::string& text, const std::string& prefix) {
+    auto lines = lines_starting_with(text, prefix);
+    INFO("lines starting with '" << prefix << "': " << lines.size());
+    REQUIRE(lines.size() == 1);
+    return lines[0];
+}
+
 std::string field(const std::string& line, const std::string& key) {
     std::istringstream in(line);
     for (std::string word; in >> word;)

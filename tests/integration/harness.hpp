@@ -125,6 +125,8 @@ std::vector<std::string> lines_with(const std::string& text, const std::string& 
 
 // Lines of `text` that start with `prefix`.
 std::vector<std::string> lines_starting_with(const std::string& text, const std::string& prefix);
+// The one line of `text` that starts with `prefix` (a test failure otherwise).
+std::string only_line(const std::string& text, const std::string& prefix);
 
 // The value of "key=value" in a line of space-separated fields.
 std::string field(const std::string& line, const std::string& key);

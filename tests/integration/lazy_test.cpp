@@ -13,13 +13,6 @@ namespace {
 // The position of `needle` in `log`, or npos.
 std::size_t where(const std::string& log, const std::string& needle) { return log.find(needle); }
 
-// The one line of `text` that starts with `prefix`.
-std::string only_line(const std::string& text, const std::string& prefix) {
-    auto lines = lines_with(text, prefix);
-    REQUIRE(lines.size() == 1);
-    return lines[0];
-}
-
 // Waits until the agent of `host` has logged the end of a child it hosted,
 // however it ended.
 bool hosted_child_ended(const test_hosts& hosts, const std::string& host) {

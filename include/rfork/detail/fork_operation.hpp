@@ -86,12 +86,8 @@ inline std::uint64_t inode_of(int fd) {
 }
 
 inline bytes fork_request_bytes(const std::string& endpoint_text, std::uint64_t socket_inode, std::uint32_t flags) {
-    auto hello = protocol::encode_handshake(protocol::role::program);
-    bytes request(hello.begin(), hello.end());
     protocol::fork_request fork{endpoint_text, socket_inode, flags};
-    auto frame = protocol::encode(fork);
-    request.insert(request.end(), frame.begin(), frame.end());
-    return request;
+    return protocol::encode_with_handshake(protocol::role::program, fork);
 }
 
 // The agent's answer, one frame: the parent's side, the child's, or an error.
