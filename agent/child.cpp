@@ -158,7 +158,8 @@ asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::
             co_await asio::async_write(*child->input, asio::buffer(frame.payload), as_tuple_awaitable);
         } else if (frame.type == protocol::message_type::child_input_end) {
             end_input(*child);
-        } else if (frame.type == protocol::message_type::signal_child && child->record) {
+        } else if (frame.type == protocol::message_type::signal_child && child->record && child->init.pidfd) {
+            // (only while its init is not reaped: no reused pid is hit)
             protocol::signal_child s;
             int target = restored_process_of(child->record->init_pid);
             if (!protocol::decode(frame.payload, s) && target > 0) {
@@ -218,6 +219,7 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
         co_await std::move(ended);
     }
     int init_status = co_await wait_for_exit(child->init);
+    agent.hosted.remove(child->record->id);  // nothing to list, signal or fork from any more
     // Nothing of the fork stays once its parent learns the end: with lazy
     // pages, CRIU's daemon ends with the child (bounded, should it not).
     if (auto memory = child->record->memory_here; memory && !memory->happened()) {
@@ -244,7 +246,6 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
     auto frame = protocol::encode(exit);
     co_await peer->send(frame);
     peer->close();
-    agent.hosted.remove(record.id);
 }
 
 asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protocol::image_begin& image,
@@ -303,6 +304,7 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
         }
     }
 
+    auto status = make_pipe();
     auto images = (job.path() / "images").string();
     bool lazy = image.flags & protocol::image_begin::lazy_pages;
     child_process lazy_daemon;
@@ -325,14 +327,32 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
         asio::co_spawn(ex, page_relay::pump_out(child->pages, peer), asio::detached);
     }
 
-    auto status = make_pipe();
     fds.push_back({status.write.get(), status_fd_in_init});
     auto log_file = job / "restore.log";
     auto pid_file = job / "restored.pid";
     std::vector<std::string> argv{agent.self_exe, "ns-init", std::to_string(status_fd_in_init), pid_file, "--"};
     for (auto& arg : restore_command(agent.criu, images, log_file, pid_file, inherit, lazy)) argv.push_back(arg);
 
-    child->init = spawn(argv, fds, CLONE_NEWPID | CLONE_NEWNS);
+    // Past here lazy pages may be flowing: a failure must stop them too.
+    auto end_lazy_pages = [&]() -> asio::awaitable<void> {
+        if (!lazy) co_return;
+        child->pages->close();
+        ::kill(lazy_daemon.pid, SIGKILL);
+        co_await wait_for_exit(lazy_daemon);
+    };
+    std::string spawn_failure;
+    try {
+        child->init = spawn(argv, fds, CLONE_NEWPID | CLONE_NEWNS);
+    } catch (const std::exception& e) {
+        spawn_failure = e.what();
+    }
+    if (!spawn_failure.empty()) {
+        auto ended = end_lazy_pages();
+        co_await std::move(ended);
+        job.remove();
+        co_return restore_outcome{errc::internal_error, "cannot start the restore: " + spawn_failure, 0,
+                                  lazy ? child : nullptr};
+    }
     status.write.reset();
     keep_open.clear();
     child->status.assign(status.read.release());
@@ -351,19 +371,17 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     if (!line.starts_with("restored ")) {
         agent.hosted.remove(id);
         co_await wait_for_exit(child->init);
-        std::shared_ptr<restored_child> reader;  // with lazy pages, it reads the connection still
-        if (lazy) {
-            child->pages->close();
-            ::kill(lazy_daemon.pid, SIGKILL);
-            co_await wait_for_exit(lazy_daemon);
-            reader = child;
-        }
+        auto ended = end_lazy_pages();
+        co_await std::move(ended);
+        if (record->memory_here) record->memory_here->set();  // a chained fork waiting for it gives up
         auto criu_said = log_criu_failure(fmt::format("restore of child {} failed", id), log_file);
         std::string why = line.starts_with("criu-failed ") ? criu_said
                           : line.starts_with("failed ")    ? line.substr(7)
                                                            : "its namespace init ended without a word";
         job.remove();
-        co_return restore_outcome{errc::restore_failed, "CRIU could not restore the process: " + why, 0, reader};
+        // With lazy pages, the child's reader still takes the connection.
+        co_return restore_outcome{errc::restore_failed, "CRIU could not restore the process: " + why, 0,
+                                  lazy ? child : nullptr};
     }
     if (lazy)  // the daemon needs the images (and its log) until the last page is in
         asio::co_spawn(ex, finish_lazy_pages(child, std::move(lazy_daemon), std::move(job), image.total_size),

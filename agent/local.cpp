@@ -12,7 +12,7 @@ namespace rfork::agent {
 namespace {
 
 constexpr std::uint32_t request_limit = 64 * 1024;
-constexpr std::size_t max_fds = 4;  // a fork request: stdout, stderr, maybe stdin, maybe a snapshot's pidfd
+constexpr std::size_t max_fds = protocol::fork_request::max_fds;
 
 struct first_message {
     protocol::stream_decoder::frame frame;

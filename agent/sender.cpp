@@ -24,7 +24,6 @@
 #include <asio/detached.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/read.hpp>
-#include <asio/steady_timer.hpp>
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -51,21 +50,14 @@ constexpr long lazy_pages_threshold = 16l << 20;  // bytes of anonymous memory
 
 asio::awaitable<std::error_code> connect_with_timeout(tcp::socket& socket, const endpoint& ep) {
     auto ex = co_await asio::this_coro::executor;
-    asio::steady_timer timer(ex, connect_timeout);
-    bool timed_out = false;
-    timer.async_wait([&](std::error_code ec) {
-        if (!ec) timed_out = true, socket.close();
-    });
     tcp::resolver resolver(ex);
     auto port = std::to_string(ep.port);
     auto [resolve_ec, results] = co_await resolver.async_resolve(ep.host, port, as_tuple_awaitable);
-    if (resolve_ec) {
-        timer.cancel();
-        co_return resolve_ec;
-    }
+    if (resolve_ec) co_return resolve_ec;
+    watchdog guard(socket, connect_timeout);
     auto [cec, connected] = co_await asio::async_connect(socket, results, as_tuple_awaitable);
-    timer.cancel();
-    if (timed_out) co_return std::error_code(asio::error::timed_out);
+    guard.stop();
+    if (guard.fired()) co_return std::error_code(asio::error::timed_out);
     co_return cec;
 }
 

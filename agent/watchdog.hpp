@@ -6,6 +6,7 @@
 #include <asio/steady_timer.hpp>
 
 #include <chrono>
+#include <memory>
 #include <system_error>
 
 namespace rfork::agent {
@@ -14,31 +15,44 @@ template <typename Socket>
 class watchdog {
 public:
     watchdog(Socket& socket, std::chrono::steady_clock::duration limit)
-        : socket_(socket), timer_(socket.get_executor()), limit_(limit) {
+        : state_(std::make_shared<state>(socket)), timer_(socket.get_executor()), limit_(limit) {
         arm();
     }
     watchdog(const watchdog&) = delete;
     watchdog& operator=(const watchdog&) = delete;
-    ~watchdog() { timer_.cancel(); }
+    ~watchdog() {
+        state_->socket = nullptr;
+        timer_.cancel();
+    }
 
     // Starts the full time again: progress was made.
     void arm() {
         timer_.expires_after(limit_);
-        timer_.async_wait([this](std::error_code ec) {
-            if (ec) return;  // re-armed or stopped
-            fired_ = true;
+        // A deadline already due runs its handler even after cancel(): it
+        // acts only if it is still the current one and the watchdog lives.
+        timer_.async_wait([s = state_, armed = ++state_->generation](std::error_code ec) {
+            if (ec || armed != s->generation || !s->socket) return;
+            s->fired = true;
             std::error_code ignored;
-            socket_.cancel(ignored);
+            s->socket->cancel(ignored);
         });
     }
-    void stop() { timer_.cancel(); }
-    bool fired() const { return fired_; }
+    void stop() {
+        ++state_->generation;
+        timer_.cancel();
+    }
+    bool fired() const { return state_->fired; }
 
 private:
-    Socket& socket_;
+    struct state {
+        explicit state(Socket& s) : socket(&s) {}
+        Socket* socket;
+        unsigned generation = 0;
+        bool fired = false;
+    };
+    std::shared_ptr<state> state_;
     asio::steady_timer timer_;
     std::chrono::steady_clock::duration limit_;
-    bool fired_ = false;
 };
 
 }  // namespace rfork::agent

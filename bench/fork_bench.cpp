@@ -29,6 +29,7 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -98,18 +99,36 @@ asio::awaitable<void> beats(asio::io_context& ctx, int n) {
     co_await t.async_wait(asio::use_awaitable);
 }
 
+// A thread that waits until it is destroyed (also when a fork throws).
+class parked_thread {
+public:
+    parked_thread()
+        : thread_([this] {
+              std::unique_lock lock(m_);
+              cv_.wait(lock, [this] { return quit_; });
+          }) {}
+    ~parked_thread() {
+        {
+            std::lock_guard lock(m_);
+            quit_ = true;
+        }
+        cv_.notify_one();
+        thread_.join();
+    }
+
+private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    bool quit_ = false;
+    std::thread thread_;
+};
+
 asio::awaitable<int> remote(asio::io_context& ctx, std::string endpoint, std::size_t mib, bool threads) {
     auto memory = touched_memory(mib);
     auto sum = checksum(memory);
     // A second thread, parked: the process is multi-threaded for the fork.
-    std::mutex m;
-    std::condition_variable cv;
-    bool quit = false;
-    std::thread parked;
-    if (threads) parked = std::thread([&] {
-        std::unique_lock lock(m);
-        cv.wait(lock, [&] { return quit; });
-    });
+    std::optional<parked_thread> parked;
+    if (threads) parked.emplace();
 
     heartbeat beat(ctx);
     beat.start();
@@ -128,14 +147,6 @@ asio::awaitable<int> remote(asio::io_context& ctx, std::string endpoint, std::si
     std::printf("parent id=%s call_ns=%lld return_ns=%lld frozen_ms=%.3f sum=%016" PRIx64 " child_pid=%d status=%d\n",
                 r.child().id.c_str(), call, back, beat.longest_gap_ms(), sum, r.child().pid, status);
     std::fflush(stdout);
-    if (threads) {
-        {
-            std::lock_guard lock(m);
-            quit = true;
-        }
-        cv.notify_one();
-        parked.join();
-    }
     co_return 0;
 }
 

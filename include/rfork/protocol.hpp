@@ -227,6 +227,8 @@ struct fork_request {
     // flag: dump a snapshot of the caller, a child of it, named by a pidfd
     // after the stdio fds; its socket's inode is socket_inode.
     static constexpr std::uint32_t snapshot = 2;
+    // The most fds it carries: stdout, stderr, maybe stdin, maybe a snapshot's pidfd.
+    static constexpr std::size_t max_fds = 4;
     std::string endpoint;            // "host:port" of the remote agent
     std::uint64_t socket_inode = 0;  // inode of the program's end of this connection
     std::uint32_t flags = 0;

@@ -242,6 +242,8 @@ std::vector<int> test_hosts::processes_besides_agent(const std::string& host) co
     auto ns = read_file(state_ + "/" + host + ".ns");
     ns = ns.substr(0, ns.find('\n'));
     auto pids = running_program({"/usr/sbin/ip", "netns", "pids", ns}).finish(10s);
+    // An empty answer must mean no process, never a failed look.
+    if (pids.status != 0) fail_setup("ip netns pids " + ns + " failed: " + pids.err);
     std::vector<int> result;
     std::istringstream in(pids.out);
     for (int pid; in >> pid;)

@@ -125,7 +125,7 @@ TEST_SUITE("integration.lazy") {
         INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
         CHECK(lines_with(r.out, "child id=").empty());
         bool refused = hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("larger than this agent accepts") != std::string::npos;
+            return log.find("its memory is larger than this agent accepts") != std::string::npos;
         });
         CHECK(refused);
         CHECK(hosted_child_ended(hosts, "b"));

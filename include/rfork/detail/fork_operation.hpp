@@ -61,7 +61,11 @@ inline fork_outcome fork_failure(std::error_code ec, std::string message) {
 // Sends the first bytes of `data` with `fds` attached (SCM_RIGHTS); returns
 // how many bytes went, or -1 with errno set.
 inline ssize_t send_with_fds(int socket, std::span<const unsigned char> data, const std::vector<int>& fds) {
-    char control[CMSG_SPACE(sizeof(int) * 4)] = {};
+    if (fds.size() > protocol::fork_request::max_fds) {
+        errno = EINVAL;
+        return -1;
+    }
+    char control[CMSG_SPACE(sizeof(int) * protocol::fork_request::max_fds)] = {};
     iovec iov{const_cast<unsigned char*>(data.data()), data.size()};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -111,6 +115,9 @@ inline asio::awaitable<fork_outcome> ask_agent(asio::local::stream_protocol::soc
     // If the agent refuses us before reading it all, its answer still explains why.
     std::string send_failure;
     auto sent = send_with_fds(socket.native_handle(), request, fds);
+    if (sent < 0 && errno != EPIPE && errno != ECONNRESET)  // nothing went: no answer will come
+        co_return fork_failure(errc::agent_lost,
+                               "could not send the request to the agent at " + path + " (" + std::strerror(errno) + ")");
     if (sent < 0) {
         send_failure = std::strerror(errno);
     } else {
@@ -233,14 +240,19 @@ inline asio::awaitable<fork_outcome> fork_snapshot(asio::any_io_executor ex, con
     }
     // Names the snapshot to the agent, with no pid to reuse; gone before the next snapshot.
     int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, snapshot, 0));
+    if (pidfd < 0) {
+        auto failed = fork_failure(errc::internal_error, std::string("pidfd_open failed: ") + std::strerror(errno));
+        ::close(pair[0]);
+        ::kill(snapshot, SIGKILL);
+        ::waitpid(snapshot, nullptr, 0);
+        co_return failed;
+    }
 
     fork_outcome outcome;
     asio::local::stream_protocol::socket socket(ex);
     asio::local::stream_protocol::endpoint agent_endpoint(path);
     auto [connect_ec] = co_await socket.async_connect(agent_endpoint, as_tuple_awaitable);
-    if (pidfd < 0) {
-        outcome = fork_failure(errc::internal_error, std::string("pidfd_open failed: ") + std::strerror(errno));
-    } else if (connect_ec) {
+    if (connect_ec) {
         outcome = fork_failure(errc::agent_not_found,
                                "no rfork agent at " + path + " (" + connect_ec.message() +
                                    "); start rfork-agent on this machine, or set RFORK_AGENT_SOCKET");
@@ -249,7 +261,7 @@ inline asio::awaitable<fork_outcome> fork_snapshot(asio::any_io_executor ex, con
         auto request = fork_request_bytes(endpoint_text, snapshot_inode, flags | protocol::fork_request::snapshot);
         outcome = co_await ask_agent(socket, path, request, fds);
     }
-    if (pidfd >= 0) ::close(pidfd);
+    ::close(pidfd);
     ::close(pair[0]);
     // Once its child runs, the snapshot is CRIU's to end; otherwise it is ours.
     if (outcome.ec) {
