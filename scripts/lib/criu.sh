@@ -1,0 +1,249 @@
+# CRIU for rfork (sourced by scripts/setup): find the newest CRIU source at
+# least as new as the one known to work, build it, and accept it only once it
+# passes `criu check` and a checkpoint and restore of a process holding a
+# socket. Needs say/die and CRIU_MINIMUM, CRIU_KNOWN_SHA256, CRIU_CACHE,
+# DEPS from the caller, and lib/debian.sh.
+
+# Debian suites searched for CRIU's source, newest version first; experimental
+# only when asked (RFORK_CRIU_SUITES="experimental").
+read -r -a CRIU_SUITES <<<"${RFORK_CRIU_SUITES:-sid forky trixie-backports}"
+
+criu_version_of() { "$1" --version 2>/dev/null | awk '/^Version:/ { print $2; exit }'; }
+
+# version_at_least A B: A >= B (upstream versions, e.g. 4.2.1, 4.3).
+version_at_least() { dpkg --compare-versions "$1" ge "$2"; }
+
+criu_check() {
+    local out
+    out=$("$1" check 2>&1) && [[ $out == *'Looks good'* ]]
+}
+
+# criu_self_test BIN: checkpoint a process that holds a UDP socket (4.1.1
+# fails exactly there on kernels 6.16 and later) and restore it in a pid
+# namespace of its own, which ends it again. Prints CRIU's reason on failure.
+criu_self_test() {
+    local bin=$1 dir pid rc=0 i
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/rfork-criu-test.XXXXXX")
+    # Nothing of this script's own fds (the setup lock, a caller's pipes) may
+    # reach the process: CRIU would have to checkpoint them too.
+    (
+        for fd in /proc/self/fd/*; do
+            fd=${fd##*/}
+            ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+        done
+        exec setsid bash -c 'exec 3<>/dev/udp/127.0.0.1/9 && exec sleep 60'
+    ) </dev/null >/dev/null 2>&1 &
+    pid=$!
+    # Bounded wait until it is `sleep` with its socket.
+    for ((i = 0; i < 100; i++)); do
+        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == sleep ]] && break
+        sleep 0.05
+    done
+    if ! "$bin" dump -t "$pid" -D "$dir" --shell-job -o dump.log 2>/dev/null; then
+        rc=1
+        printf 'dump failed: %s\n' "$(grep -m1 'Error' "$dir/dump.log")"
+    fi
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    if ((rc == 0)) &&
+        ! unshare --pid --fork --mount-proc "$bin" restore -D "$dir" --shell-job --restore-detached \
+            -o restore.log 2>/dev/null; then
+        rc=1
+        printf 'restore failed: %s\n' "$(grep 'Error' "$dir/restore.log" | tail -n 1)"
+    fi
+    rm -rf -- "$dir"
+    return "$rc"
+}
+
+# A private apt configuration for one Debian suite's sources (the machine's
+# own sources and lists stay untouched). Sets APT_OPTS.
+apt_for_suite() {
+    local suite=$1 dir=$2 uri
+    uri=$(debian_mirror_uri) || die "cannot find the Debian mirror in this machine's apt sources"
+    rm -rf "$dir"
+    mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial" "$dir/dl"
+    printf 'deb-src %s %s main\n' "$uri" "$suite" >"$dir/sources.list"
+    APT_OPTS=(
+        -o "Dir::Etc::SourceList=$dir/sources.list"
+        -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$dir/lists"
+        -o "Dir::Cache=$dir/cache"
+    )
+    apt-get -q "${APT_OPTS[@]}" update >"$dir/update.log" 2>&1
+}
+
+# Prints "UPSTREAM DEBIAN_VERSION SUITE TARBALL SHA256" for every CRIU source
+# at least CRIU_MINIMUM in the suites, newest first: the orig tarball's name
+# and checksum as the suite's signed index gives them.
+criu_candidates() {
+    local suite
+    for suite in "${CRIU_SUITES[@]}"; do
+        apt_for_suite "$suite" "$DEPS/apt.$suite" || { say "no deb-src index for Debian $suite" >&2; continue; }
+        apt-cache "${APT_OPTS[@]}" showsrc criu 2>/dev/null | awk -v suite="$suite" '
+            function flush() {
+                if (version != "" && file != "") print upstream, version, suite, file, sum
+                version = file = sum = ""; in_sums = 0
+            }
+            /^$/ { flush(); next }
+            /^Version:/ { version = $2; upstream = version; sub(/^[0-9]+:/, "", upstream); sub(/-[^-]*$/, "", upstream) }
+            /^[^ ]/ { in_sums = ($1 == "Checksums-Sha256:"); next }
+            in_sums && $3 ~ /^criu_[^\/]*\.orig\.tar\.(xz|gz|bz2)$/ { sum = $1; file = $3 }
+            END { flush() }' |
+            while read -r upstream version suite file sum; do
+                [[ $file == "criu_$upstream.orig.tar."* ]] && version_at_least "$upstream" "$CRIU_MINIMUM" &&
+                    printf '%s %s %s %s %s\n' "$upstream" "$version" "$suite" "$file" "$sum"
+            done
+    done | sort -u | sort -r -V -k1,1
+}
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# keep_in_cache FILE SUM: FILE, verified to have SUM, joins the cache with
+# the sum beside it (both written whole, then renamed).
+keep_in_cache() {
+    local name=${1##*/}
+    mkdir -p "$CRIU_CACHE"
+    cp "$1" "$CRIU_CACHE/.$name.tmp" && mv -f "$CRIU_CACHE/.$name.tmp" "$CRIU_CACHE/$name" &&
+        printf '%s\n' "$2" >"$CRIU_CACHE/.$name.sha256.tmp" &&
+        mv -f "$CRIU_CACHE/.$name.sha256.tmp" "$CRIU_CACHE/$name.sha256" || true
+}
+
+# fetch_candidate DEBIAN_VERSION SUITE TARBALL SHA256: prints the path of that
+# tarball, from the cache or downloaded, once its checksum is the index's.
+fetch_candidate() {
+    local debian=$1 suite=$2 name=$3 sum=$4 dir=$DEPS/apt.$2
+    if [[ -f $CRIU_CACHE/$name && $(sha256_of "$CRIU_CACHE/$name") == "$sum" ]]; then
+        printf '%s\n' "$CRIU_CACHE/$name"
+        return
+    fi
+    apt_for_suite "$suite" "$dir" || return 1
+    # The .dsc fetch may answer 404 so apt-get exits non-zero, but the orig
+    # tarball may still arrive: judge by that exact file and its checksum
+    # (apt leaves a file that failed its own check as NAME.FAILED).
+    (cd "$dir/dl" && apt-get -q "${APT_OPTS[@]}" source --download-only "criu=$debian" </dev/null \
+        >"$dir/source.log" 2>&1) || true
+    [[ -f $dir/dl/$name ]] || return 1
+    if [[ $(sha256_of "$dir/dl/$name") != "$sum" ]]; then
+        say "$name does not have the checksum of Debian's signed index; not using it" >&2
+        return 1
+    fi
+    keep_in_cache "$dir/dl/$name" "$sum"
+    printf '%s\n' "$CRIU_CACHE/$name"
+}
+
+# The version a CRIU source tree will report (its Makefile.versions).
+source_version() {
+    awk -F':=' '{ gsub(/[ \t]/, "", $1); gsub(/[ \t]/, "", $2) }
+                $1 == "CRIU_VERSION_MAJOR" { major = $2 } $1 == "CRIU_VERSION_MINOR" { minor = $2 }
+                $1 == "CRIU_VERSION_SUBLEVEL" { sub_ = $2 }
+                END { if (major != "") print major (minor != "" ? "." minor : "") (sub_ != "" ? "." sub_ : "") }' \
+        "$1/Makefile.versions" 2>/dev/null
+}
+
+# build_candidate TARBALL: builds it; on success installs $CRIU_LOCAL and
+# logs version and checksum; on failure says why and returns 1.
+build_candidate() {
+    local tarball=$1 build=$DEPS/criu-build sum src bin version known problem=
+    sum=$(sha256sum "$tarball" | cut -d' ' -f1)
+    rm -rf "$build"
+    mkdir -p "$build"
+    tar -xf "$tarball" -C "$build" 2>/dev/null || { say "refusing ${tarball##*/}: cannot unpack it"; return 1; }
+    src=$(find "$build" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+    version=$(source_version "${src:-/nonexistent}")
+    known=${CRIU_KNOWN_SHA256[${version:-none}]:-}
+    if [[ -z $version || ! -f $src/Makefile ]]; then
+        problem="it holds no CRIU source tree"
+    elif ! version_at_least "$version" "$CRIU_MINIMUM"; then
+        problem="it is CRIU $version, older than $CRIU_MINIMUM"
+    elif [[ -n $known && $sum != "$known" ]]; then
+        problem="its sha256 is $sum, not the $known known for CRIU $version"
+    fi
+    if [[ -n $problem ]]; then
+        rm -rf "$build"
+        say "refusing ${tarball##*/}: $problem"
+        return 1
+    fi
+    say "building CRIU $version from ${tarball##*/} (sha256 $sum; about 30 s; log: $build/build.log)"
+    # The ceiling keeps CRIU's Makefile from running git against the rfork repo.
+    if ! GIT_CEILING_DIRECTORIES=$DEPS make -C "$src" -j2 criu </dev/null >"$build/build.log" 2>&1; then
+        tail -n 20 "$build/build.log" >&2
+        say "building CRIU from ${tarball##*/} failed (last lines above; full log: $build/build.log)"
+        return 1
+    fi
+    bin=$src/criu/criu
+    if [[ $(criu_version_of "$bin") != "$version" ]]; then
+        problem="the binary built reports version '$(criu_version_of "$bin")', not $version"
+    elif ! criu_check "$bin"; then
+        problem="'criu check' fails: $("$bin" check 2>&1 | grep -m1 -i error)"
+    elif ! problem=$(criu_self_test "$bin"); then
+        problem="it cannot checkpoint and restore a process with a socket here: $problem"
+    fi
+    if [[ -n $problem ]]; then
+        rm -rf "$build"
+        say "refusing CRIU $version from ${tarball##*/}: $problem"
+        return 1
+    fi
+    mkdir -p "$(dirname "$CRIU_LOCAL")"
+    # Copy next to the final path, then rename: an interrupted run never
+    # leaves a partial $CRIU_LOCAL behind.
+    install -m 0755 "$bin" "$CRIU_LOCAL.tmp"
+    mv -f "$CRIU_LOCAL.tmp" "$CRIU_LOCAL"
+    printf 'CRIU %s from %s, sha256 %s\n' "$version" "${tarball##*/}" "$sum" >"$(dirname "$CRIU_LOCAL")/../SOURCE"
+    rm -rf "$build"
+    say "installed CRIU $version at $CRIU_LOCAL (from ${tarball##*/}, sha256 $sum)"
+}
+
+# Builds the newest CRIU that passes, from $RFORK_CRIU_TARBALL if given.
+provision_criu() {
+    local rc=0
+    find_and_build_criu || rc=$?
+    rm -rf "$DEPS"/apt.*  # the private apt lists of this run
+    ((rc == 0)) || [[ -z ${RFORK_CRIU_TARBALL:-} ]] ||
+        die "the CRIU in $RFORK_CRIU_TARBALL cannot be used (above); unset RFORK_CRIU_TARBALL to let setup find one in Debian"
+    ((rc == 0)) || die "found no CRIU $CRIU_MINIMUM or newer that works here (above: what was tried).
+  Either let setup search other Debian suites, e.g. RFORK_CRIU_SUITES=experimental scripts/setup,
+  or download a CRIU source tarball yourself (criu-X.Y.tar.gz from the CRIU project's
+  releases, or Debian's criu_X.Y.orig.tar.xz) and run RFORK_CRIU_TARBALL=PATH scripts/setup"
+}
+
+# Returns 1 when nothing could be built.
+find_and_build_criu() {
+    if [[ -n ${RFORK_CRIU_TARBALL:-} ]]; then
+        [[ -f $RFORK_CRIU_TARBALL ]] || die "RFORK_CRIU_TARBALL=$RFORK_CRIU_TARBALL: no such file"
+        local sum
+        sum=$(sha256sum "$RFORK_CRIU_TARBALL" | cut -d' ' -f1)
+        if [[ -x $CRIU_LOCAL && $(cat "$(dirname "$CRIU_LOCAL")/../SOURCE" 2>/dev/null) == *"sha256 $sum" ]]; then
+            say "CRIU from $RFORK_CRIU_TARBALL already built at $CRIU_LOCAL"
+            return
+        fi
+        build_candidate "$(realpath "$RFORK_CRIU_TARBALL")"
+        return
+    fi
+    local candidates=() line upstream debian suite name sum tarball tried=()
+    mapfile -t candidates < <(criu_candidates)
+    for line in "${candidates[@]}"; do
+        read -r upstream debian suite name sum <<<"$line"
+        tried+=("$upstream ($suite)")
+        say "trying CRIU $upstream from Debian $suite"
+        tarball=$(fetch_candidate "$debian" "$suite" "$name" "$sum") || { say "could not download it"; continue; }
+        build_candidate "$tarball" && return
+    done
+    # The suites may be out of reach: a tarball kept from an earlier download
+    # still serves, if it still has the checksum it was verified with.
+    local kept=()
+    shopt -s nullglob
+    kept=("$CRIU_CACHE"/criu_*.orig.tar.{xz,gz,bz2})
+    shopt -u nullglob
+    ((${#kept[@]})) && mapfile -t kept < <(printf '%s\n' "${kept[@]}" | sort -r -V)
+    for tarball in "${kept[@]}"; do
+        upstream=${tarball##*/criu_}
+        upstream=${upstream%.orig.tar.*}
+        version_at_least "$upstream" "$CRIU_MINIMUM" || continue
+        sum=$(sha256_of "$tarball")
+        [[ $sum == "${CRIU_KNOWN_SHA256[$upstream]:-}" || $sum == "$(cat "$tarball.sha256" 2>/dev/null)" ]] || continue
+        say "trying CRIU $upstream kept in $CRIU_CACHE"
+        build_candidate "$tarball" && return
+    done
+    say "tried: ${tried[*]:-nothing: no CRIU $CRIU_MINIMUM or newer in Debian ${CRIU_SUITES[*]}}"
+    return 1
+}
