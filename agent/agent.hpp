@@ -20,7 +20,7 @@ struct agent_state {
     asio::io_context& io;
     options opts;
     std::string criu{};    // the CRIU binary in use
-    std::string self_exe{};// this binary, re-executed as a namespace init
+    std::string self_exe{};// this binary's path at start: its CRIU is found beside it
     std::string nsenter{}; // util-linux nsenter, to dump a child restored here
     std::string host{};    // this host's name, as told to peers
     std::uint64_t next_job = 1;

@@ -330,7 +330,9 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     fds.push_back({status.write.get(), status_fd_in_init});
     auto log_file = job / "restore.log";
     auto pid_file = job / "restored.pid";
-    std::vector<std::string> argv{agent.self_exe, "ns-init", std::to_string(status_fd_in_init), pid_file, "--"};
+    // /proc/self/exe: this very agent's binary, even once a package upgrade
+    // has put another at agent.self_exe (the child execs before it changes).
+    std::vector<std::string> argv{"/proc/self/exe", "ns-init", std::to_string(status_fd_in_init), pid_file, "--"};
     for (auto& arg : restore_command(agent.criu, images, log_file, pid_file, inherit, lazy)) argv.push_back(arg);
 
     // Past here lazy pages may be flowing: a failure must stop them too.

@@ -64,10 +64,7 @@ bool has_mount(int pid, long mount) {
 std::string find_criu(const std::string& configured, const std::string& self_exe) {
     if (!configured.empty()) return is_executable(configured) ? configured : std::string{};
     if (const char* env = std::getenv("RFORK_CRIU"); env && *env) return is_executable(env) ? env : std::string{};
-#ifdef RFORK_BUILT_CRIU
-    if (is_executable(RFORK_BUILT_CRIU)) return RFORK_BUILT_CRIU;
-#endif
-    if (auto beside = fs::path(self_exe).parent_path() / "../libexec/rfork/criu"; is_executable(beside))
+    if (auto beside = fs::path(self_exe).parent_path() / RFORK_CRIU_FROM_AGENT; is_executable(beside))
         return fs::weakly_canonical(beside).string();
     return search_path("criu");
 }

@@ -12,8 +12,9 @@
 
 namespace rfork::agent {
 
-// --criu, else $RFORK_CRIU, else the CRIU that scripts/setup built for this
-// source tree, else <agent dir>/../libexec/rfork/criu, else criu on PATH.
+// --criu, else $RFORK_CRIU, else the CRIU shipped beside the agent
+// (<agent dir>/../libexec/rfork/criu, in an install and in the build tree
+// alike), else criu on PATH.
 // Returns an empty string when none exists.
 std::string find_criu(const std::string& configured, const std::string& self_exe);
 

@@ -3,12 +3,15 @@
 #include "agent.hpp"
 #include "cli.hpp"
 #include "criu.hpp"
+#include "doctor.hpp"
+#include "host_facts.hpp"
 #include "log.hpp"
 #include "ns_init.hpp"
 #include "options.hpp"
 #include "peer_connection.hpp"
 #include "receiver.hpp"
 #include "local.hpp"
+#include "service_notify.hpp"
 
 #include <rfork/detail/frame_io.hpp>
 
@@ -18,9 +21,7 @@
 #include <asio/local/stream_protocol.hpp>
 #include <asio/signal_set.hpp>
 
-#include <linux/magic.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -150,16 +151,17 @@ int run_agent(const options& opts) {
     if (opts.lazy_pages && !agent.no_lazy_pages.empty())
         log("note: no lazy pages on this host: {}; children start once all of their memory is here",
             agent.no_lazy_pages);
-    // CRIU caches its probe of the kernel's features in /run only on a tmpfs;
-    // without it each dump and each restore probes again.
-    struct statfs run {};
-    if (::statfs("/run", &run) != 0 || run.f_type != TMPFS_MAGIC)
+    if (!run_is_tmpfs())
         log("note: /run is not a tmpfs, so CRIU cannot cache its kernel checks there: every fork "
             "pays for them on both hosts (~15 ms each)");
     if (opts.ready_fd >= 0) {
         [[maybe_unused]] auto n = ::write(opts.ready_fd, "ready\n", 6);
         ::close(opts.ready_fd);
     }
+    // Under systemd (Type=notify): started means listening. CRIU and the
+    // children's inits never need the manager's socket.
+    if (auto problem = notify_service_manager("READY=1"); !problem.empty()) log("note: {}", problem);
+    ::unsetenv("NOTIFY_SOCKET");
     io.run();
     std::error_code ignored;
     fs::remove(opts.socket_path, ignored);
@@ -173,6 +175,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
     if (!args.empty() && args[0] == "list") return run_list({args.begin() + 1, args.end()});
     if (!args.empty() && args[0] == "kill") return run_kill({args.begin() + 1, args.end()});
+    if (!args.empty() && args[0] == "doctor") return run_doctor({args.begin() + 1, args.end()});
     if (!args.empty() && args[0] == "keygen") {
         std::string error;
         if (args.size() == 2 && args[1] != "--ca") {
@@ -192,10 +195,12 @@ int main(int argc, char** argv) {
         std::fputs(usage_text, stdout);
         return 0;
     }
-    std::string error;
+    options_error error;
     auto opts = parse_options(args, error);
     if (!opts) {
-        std::fprintf(stderr, "rfork-agent: %s\n\n%s", error.c_str(), usage_text);
+        std::fprintf(stderr, "rfork-agent: %s\n", error.what.c_str());
+        if (!error.fix.empty()) std::fprintf(stderr, "  fix: %s\n", error.fix.c_str());
+        std::fprintf(stderr, "\n%s", usage_text);
         return 2;
     }
     try {

@@ -1,13 +1,20 @@
 #include "options.hpp"
 
+#include "config.hpp"
+
 #include <rfork/options.hpp>
 
+#include <algorithm>
 #include <charconv>
+#include <variant>
 
 namespace rfork::agent {
 
 const char* const usage_text =
     "usage: rfork-agent --listen [ADDR:]PORT [options]\n"
+    "       rfork-agent --config FILE [options]\n"
+    "       rfork-agent doctor [options | --config FILE] [--peer HOST:PORT ...]\n"
+    "                                                 checks this host and its peers\n"
     "       rfork-agent list [--socket PATH]          children running on this host\n"
     "       rfork-agent kill ID [--signal N|NAME] [--socket PATH]\n"
     "       rfork-agent keygen PATH                   a new secret for --secret-file\n"
@@ -17,6 +24,11 @@ const char* const usage_text =
     "Receives processes forked here by other agents, and forks local programs\n"
     "that ask for it (rfork::fork_remote) to other agents.\n"
     "\n"
+    "  --config FILE         options from FILE, one per line without the dashes\n"
+    "                        (\"listen 0.0.0.0:7000\", \"allow-root\"; lines starting\n"
+    "                        with # are comments), read where it stands: later\n"
+    "                        options override its values (a flag, once set, stays\n"
+    "                        set). FILE must be root's and writable by root only\n"
     "  --listen [ADDR:]PORT  where other agents connect (ADDR default 127.0.0.1)\n"
     "  --secret-file PATH    a secret shared by the agents that may fork to each\n"
     "                        other (rfork-agent keygen PATH): TLS 1.3 between them\n"
@@ -34,7 +46,8 @@ const char* const usage_text =
     "  --socket PATH         local programs' socket (default $RFORK_AGENT_SOCKET\n"
     "                        or /run/rfork/agent.sock)\n"
     "  --criu PATH           the CRIU binary (default: $RFORK_CRIU, the one\n"
-    "                        scripts/setup built, or criu on PATH)\n"
+    "                        shipped in ../libexec/rfork beside rfork-agent, or\n"
+    "                        criu on PATH)\n"
     "  --work-dir DIR        checkpoint images in transit (default /run/rfork/work)\n"
     "  --no-lazy-pages       send and take whole images only: a child then runs once\n"
     "                        all of its memory is here (default: a single-threaded\n"
@@ -51,116 +64,181 @@ bool is_loopback(const std::string& host) {
     return host.starts_with("127.") || host == "::1" || host == "localhost";
 }
 
-std::optional<options> parse_options(const std::vector<std::string>& args, std::string& error) {
+namespace {
+
+struct option_spec {
+    std::string_view name;
+    option_kind kind;
+};
+
+constexpr option_spec known_options[] = {
+    {"listen", option_kind::takes_value},        {"config", option_kind::takes_value},
+    {"secret-file", option_kind::takes_value},   {"cert", option_kind::takes_value},
+    {"key", option_kind::takes_value},           {"ca", option_kind::takes_value},
+    {"allow-root", option_kind::flag},           {"allow-uid", option_kind::takes_value},
+    {"local-users", option_kind::takes_value},   {"insecure", option_kind::flag},
+    {"socket", option_kind::takes_value},        {"criu", option_kind::takes_value},
+    {"work-dir", option_kind::takes_value},      {"no-lazy-pages", option_kind::flag},
+    {"name", option_kind::takes_value},          {"ready-fd", option_kind::takes_value},
+    {"handshake-timeout", option_kind::takes_value}, {"idle-timeout", option_kind::takes_value},
+    {"max-image-size", option_kind::takes_value},    {"max-restores", option_kind::takes_value},
+};
+
+struct parser {
     options o;
-    o.socket_path = agent_socket_from_environment();
     bool have_listen = false;
+
+    // One option (with its dashes); `value` is null for a flag. Returns an error, or empty.
+    std::string apply(const std::string& arg, const std::string* value);
+    // Options as on a command line; `where` prefixes errors ("FILE:LINE: ").
+    bool parse(const std::vector<std::string>& args, const std::string& where, bool in_config, options_error& error);
+    bool read_config(const std::string& path, options_error& error);
+};
+
+std::string parser::apply(const std::string& arg, const std::string* value) {
+    auto bad = [&](std::string_view takes) { return arg + " takes " + std::string(takes) + ", not '" + *value + "'"; };
+    if (arg == "--listen") {
+        if (auto port = endpoint::parse_port(*value)) {
+            o.listen = endpoint{"127.0.0.1", *port};
+        } else if (auto ep = endpoint::parse(*value)) {
+            o.listen = *ep;
+        } else {
+            return bad("PORT or ADDR:PORT");
+        }
+        have_listen = true;
+    } else if (arg == "--socket" || arg == "--criu" || arg == "--work-dir" || arg == "--name" ||
+               arg == "--secret-file" || arg == "--cert" || arg == "--key" || arg == "--ca") {
+        if (value->empty()) return arg + " needs a non-empty value";
+        (arg == "--socket"     ? o.socket_path
+         : arg == "--criu"     ? o.criu
+         : arg == "--work-dir" ? o.work_dir
+         : arg == "--name"     ? o.name
+         : arg == "--cert"     ? o.cert
+         : arg == "--key"      ? o.key
+         : arg == "--ca"       ? o.ca
+                               : o.secret_file) = *value;
+    } else if (arg == "--insecure") {
+        o.insecure = true;
+    } else if (arg == "--allow-root") {
+        o.allow_root = true;
+    } else if (arg == "--no-lazy-pages") {
+        o.lazy_pages = false;
+    } else if (arg == "--allow-uid" || arg == "--local-users") {
+        auto& uids = arg == "--allow-uid" ? o.allow_uids : o.local_users;
+        uids.clear();  // the last list given is the list, as for every other option
+        std::string_view list = *value;
+        while (!list.empty()) {
+            auto comma = list.find(',');
+            auto item = list.substr(0, comma);
+            std::uint32_t uid = 0;
+            auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), uid);
+            if (ec != std::errc{} || end != item.data() + item.size() || uid == 0)
+                return bad("uids other than 0, comma-separated");
+            uids.push_back(uid);
+            list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+        }
+    } else if (arg == "--handshake-timeout" || arg == "--idle-timeout" || arg == "--max-image-size" ||
+               arg == "--max-restores") {
+        std::uint64_t n = 0;
+        auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
+        bool seconds = arg.ends_with("timeout");
+        if (ec != std::errc{} || end != value->data() + value->size() || (seconds && (n == 0 || n > 86400)) ||
+            (arg == "--max-restores" && n > 100000))
+            return bad(seconds ? "a whole number of seconds from 1 to 86400" : "a whole number");
+        if (arg == "--handshake-timeout") o.limits.handshake_timeout = std::chrono::seconds(n);
+        else if (arg == "--idle-timeout") o.limits.idle_timeout = std::chrono::seconds(n);
+        else if (arg == "--max-image-size") o.limits.max_image_size = n;
+        else o.limits.max_restores = static_cast<unsigned>(n);
+    } else if (arg == "--ready-fd") {
+        auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), o.ready_fd);
+        if (ec != std::errc{} || end != value->data() + value->size() || o.ready_fd < 0)
+            return bad("a file descriptor number");
+    }
+    return {};
+}
+
+bool parser::parse(const std::vector<std::string>& args, const std::string& where, bool in_config,
+                   options_error& error) {
     for (std::size_t i = 0; i < args.size(); ++i) {
         const std::string& arg = args[i];
-        auto value = [&]() -> const std::string* {
+        auto kind = arg.starts_with("--") ? kind_of_option(std::string_view(arg).substr(2)) : option_kind::unknown;
+        if (kind == option_kind::unknown) {
+            error = {where + "unknown argument '" + arg + "'", {}};
+            return false;
+        }
+        const std::string* value = nullptr;
+        if (kind == option_kind::takes_value) {
             if (i + 1 >= args.size()) {
-                error = arg + " needs a value";
-                return nullptr;
+                error = {where + arg + " needs a value", {}};
+                return false;
             }
-            return &args[++i];
-        };
-        if (arg == "--listen") {
-            auto v = value();
-            if (!v) return std::nullopt;
-            if (auto port = endpoint::parse_port(*v)) {
-                o.listen = endpoint{"127.0.0.1", *port};
-            } else if (auto ep = endpoint::parse(*v)) {
-                o.listen = *ep;
-            } else {
-                error = "--listen takes PORT or ADDR:PORT, not '" + *v + "'";
-                return std::nullopt;
+            value = &args[++i];
+        }
+        if (arg == "--config") {
+            if (in_config) {  // parse_config refuses it first; no nesting, no loops
+                error = {where + "a config file cannot name another (--config)", {}};
+                return false;
             }
-            have_listen = true;
-        } else if (arg == "--socket" || arg == "--criu" || arg == "--work-dir" || arg == "--name" ||
-                   arg == "--secret-file" || arg == "--cert" || arg == "--key" || arg == "--ca") {
-            auto v = value();
-            if (!v) return std::nullopt;
-            if (v->empty()) {
-                error = arg + " needs a non-empty value";
-                return std::nullopt;
-            }
-            (arg == "--socket"        ? o.socket_path
-             : arg == "--criu"        ? o.criu
-             : arg == "--work-dir"    ? o.work_dir
-             : arg == "--name"        ? o.name
-             : arg == "--cert"        ? o.cert
-             : arg == "--key"         ? o.key
-             : arg == "--ca"          ? o.ca
-                                      : o.secret_file) = *v;
-        } else if (arg == "--insecure") {
-            o.insecure = true;
-        } else if (arg == "--allow-root") {
-            o.allow_root = true;
-        } else if (arg == "--no-lazy-pages") {
-            o.lazy_pages = false;
-        } else if (arg == "--allow-uid" || arg == "--local-users") {
-            auto v = value();
-            if (!v) return std::nullopt;
-            auto& uids = arg == "--allow-uid" ? o.allow_uids : o.local_users;
-            std::string_view list = *v;
-            while (!list.empty()) {
-                auto comma = list.find(',');
-                auto item = list.substr(0, comma);
-                std::uint32_t uid = 0;
-                auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), uid);
-                if (ec != std::errc{} || end != item.data() + item.size() || uid == 0) {
-                    error = arg + " takes uids other than 0, comma-separated, not '" + *v + "'";
-                    return std::nullopt;
-                }
-                uids.push_back(uid);
-                list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
-            }
-        } else if (arg == "--handshake-timeout" || arg == "--idle-timeout" || arg == "--max-image-size" ||
-                   arg == "--max-restores") {
-            auto v = value();
-            if (!v) return std::nullopt;
-            std::uint64_t n = 0;
-            auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-            bool seconds = arg.ends_with("timeout");
-            if (ec != std::errc{} || end != v->data() + v->size() || (seconds && (n == 0 || n > 86400)) ||
-                (arg == "--max-restores" && n > 100000)) {
-                error = arg + " takes a whole number" + (seconds ? " of seconds from 1 to 86400" : "") + ", not '" + *v + "'";
-                return std::nullopt;
-            }
-            if (arg == "--handshake-timeout") o.limits.handshake_timeout = std::chrono::seconds(n);
-            else if (arg == "--idle-timeout") o.limits.idle_timeout = std::chrono::seconds(n);
-            else if (arg == "--max-image-size") o.limits.max_image_size = n;
-            else o.limits.max_restores = static_cast<unsigned>(n);
-        } else if (arg == "--ready-fd") {
-            auto v = value();
-            if (!v) return std::nullopt;
-            auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), o.ready_fd);
-            if (ec != std::errc{} || end != v->data() + v->size() || o.ready_fd < 0) {
-                error = "--ready-fd takes a file descriptor number, not '" + *v + "'";
-                return std::nullopt;
-            }
-        } else {
-            error = "unknown argument '" + arg + "'";
-            return std::nullopt;
+            if (!read_config(*value, error)) return false;
+            continue;
+        }
+        if (auto problem = apply(arg, value); !problem.empty()) {
+            error = {where + problem, {}};
+            return false;
         }
     }
-    if (!have_listen) {
-        error = "--listen is required";
+    return true;
+}
+
+bool parser::read_config(const std::string& path, options_error& error) {
+    auto text = read_config_file(path);
+    if (auto* e = std::get_if<config_error>(&text)) {
+        error = {path + ": " + e->what, e->fix};
+        return false;
+    }
+    auto lines = parse_config(std::get<std::string>(text));
+    if (auto* e = std::get_if<config_error>(&lines)) {
+        error = {path + ":" + std::to_string(e->line) + ": " + e->what, e->fix};
+        return false;
+    }
+    for (auto& line : std::get<std::vector<config_line>>(lines))
+        if (!parse(line.args, path + ":" + std::to_string(line.number) + ": ", true, error)) return false;
+    return true;
+}
+
+}  // namespace
+
+option_kind kind_of_option(std::string_view name) {
+    auto found = std::find_if(std::begin(known_options), std::end(known_options),
+                              [&](const option_spec& spec) { return spec.name == name; });
+    return found == std::end(known_options) ? option_kind::unknown : found->kind;
+}
+
+std::optional<options> parse_options(const std::vector<std::string>& args, options_error& error,
+                                     bool listen_required) {
+    parser p;
+    p.o.socket_path = agent_socket_from_environment();
+    if (!p.parse(args, "", false, error)) return std::nullopt;
+    options& o = p.o;
+    if (!p.have_listen && listen_required) {
+        error = {"--listen is required", {}};
         return std::nullopt;
     }
     bool certificates = !o.cert.empty() || !o.key.empty() || !o.ca.empty();
     if (certificates && (o.cert.empty() || o.key.empty() || o.ca.empty() || !o.secret_file.empty())) {
-        error = "--cert, --key and --ca go together, instead of --secret-file";
+        error = {"--cert, --key and --ca go together, instead of --secret-file", {}};
         return std::nullopt;
     }
     if (!is_loopback(o.listen.host) && !o.insecure && o.secret_file.empty() && !certificates) {
-        error = "refusing to listen on " + o.listen.to_string() +
-                " without credentials: anyone who reaches it could run processes here as root. "
-                "Listen on loopback, or pass --insecure on a network you trust";
+        error = {"refusing to listen on " + o.listen.to_string() +
+                     " without credentials: anyone who reaches it could run processes here as root. "
+                     "Listen on loopback, or pass --insecure on a network you trust",
+                 "rfork-agent keygen /etc/rfork/secret, copy it to every machine, and add --secret-file "
+                 "/etc/rfork/secret"};
         return std::nullopt;
     }
     if (o.socket_path.empty() || o.socket_path[0] != '/' || o.work_dir[0] != '/') {
-        error = "--socket and --work-dir take absolute paths";
+        error = {"--socket and --work-dir take absolute paths", {}};
         return std::nullopt;
     }
     return o;

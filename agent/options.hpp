@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace rfork::agent {
@@ -38,8 +39,21 @@ struct options {
 // Whether `host` (a numeric address) only reaches this machine.
 bool is_loopback(const std::string& host);
 
-// Parses `rfork-agent [OPTIONS]`; on bad input returns nullopt and sets `error`.
-std::optional<options> parse_options(const std::vector<std::string>& args, std::string& error);
+// The agent's long options by name, without their dashes.
+enum class option_kind { unknown, flag, takes_value };
+option_kind kind_of_option(std::string_view name);
+
+// Why options were refused, and the command that fixes it when there is one.
+struct options_error {
+    std::string what;
+    std::string fix;
+};
+
+// Parses `rfork-agent [OPTIONS]`, reading each --config FILE where it stands
+// (so options after it override its values); on bad input returns nullopt
+// and sets `error`. `rfork-agent doctor` may leave --listen out.
+std::optional<options> parse_options(const std::vector<std::string>& args, options_error& error,
+                                     bool listen_required = true);
 
 extern const char* const usage_text;
 

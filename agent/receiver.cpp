@@ -97,8 +97,11 @@ std::optional<failure> check_ids(const options& opts, const std::string& images)
     return std::nullopt;
 }
 
+// What a sending agent is told: its child runs, who answers its probe, or why not.
+using peer_answer = std::variant<protocol::restored, protocol::probe_reply, failure>;
+
 // Everything after the connection is accepted; the value is the answer to send.
-asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(
+asio::awaitable<peer_answer> handle_peer(
     agent_state& agent, const std::shared_ptr<peer_connection>& connection, const std::string& from, bool& greeted,
     std::shared_ptr<restored_child>& child) {
     auto& peer = *connection;
@@ -123,6 +126,12 @@ asio::awaitable<std::variant<protocol::restored, failure>> handle_peer(
     handshake.stop();
     if (handshake.fired()) co_return too_slow();
     if (ec) co_return failure{ec, "no image: " + ec.message()};
+    // A probe (rfork-agent doctor --peer) is answered at once: no job, no restore.
+    if (frame.type == protocol::message_type::probe_request) {
+        protocol::probe_request probe;
+        if (protocol::decode(frame.payload, probe)) co_return failure{errc::malformed_message, "malformed probe"};
+        co_return protocol::probe_reply{agent.host, protocol::protocol_version, agent.no_lazy_pages};
+    }
     if (frame.type != protocol::message_type::image_begin || protocol::decode(frame.payload, image))
         co_return failure{errc::malformed_message, "expected the start of an image"};
     if (image.total_size > limits.max_image_size)
@@ -183,7 +192,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
 
     bool greeted = false;  // whether our handshake went out already
     std::shared_ptr<restored_child> child;
-    std::variant<protocol::restored, failure> outcome;
+    peer_answer outcome;
     try {
         outcome = co_await handle_peer(agent, peer, from, greeted, child);
     } catch (const std::exception& e) {
@@ -194,6 +203,9 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     detail::bytes answer;
     if (auto* restored = std::get_if<protocol::restored>(&outcome)) {
         answer = reply(*restored);
+    } else if (auto* probe = std::get_if<protocol::probe_reply>(&outcome)) {
+        log("answered a probe from {}", from);
+        answer = reply(*probe);
     } else {
         auto& f = std::get<failure>(outcome);
         if (f.code == asio::error::eof && !greeted) co_return;  // connected and left: nothing to say

@@ -7,6 +7,7 @@
 #include "conversation.hpp"
 #include "page_relay.hpp"
 #include "parent_stdio.hpp"
+#include "peer_connect.hpp"
 #include "peer_connection.hpp"
 #include "watchdog.hpp"
 #include "criu.hpp"
@@ -18,7 +19,6 @@
 #include <rfork/detail/process_info.hpp>
 #include <rfork/endpoint.hpp>
 
-#include <asio/connect.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -38,7 +38,6 @@
 namespace rfork::agent {
 
 namespace fs = std::filesystem;
-using asio::ip::tcp;
 using detail::as_tuple_awaitable;
 
 namespace {
@@ -47,19 +46,6 @@ constexpr std::uint32_t request_limit = 64 * 1024;
 constexpr std::size_t chunk_size = 1 << 20;
 constexpr auto connect_timeout = std::chrono::seconds(10);
 constexpr long lazy_pages_threshold = 16l << 20;  // bytes of anonymous memory
-
-asio::awaitable<std::error_code> connect_with_timeout(tcp::socket& socket, const endpoint& ep) {
-    auto ex = co_await asio::this_coro::executor;
-    tcp::resolver resolver(ex);
-    auto port = std::to_string(ep.port);
-    auto [resolve_ec, results] = co_await resolver.async_resolve(ep.host, port, as_tuple_awaitable);
-    if (resolve_ec) co_return resolve_ec;
-    watchdog guard(socket, connect_timeout);
-    auto [cec, connected] = co_await asio::async_connect(socket, results, as_tuple_awaitable);
-    guard.stop();
-    if (guard.fired()) co_return std::error_code(asio::error::timed_out);
-    co_return cec;
-}
 
 std::string pid_namespace_of(int pid) {
     std::error_code ec;
@@ -165,32 +151,26 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     // A child restored here whose memory is still arriving (lazy pages) is
     // dumped once it is all here: CRIU would read the holes.
     if (where->within && where->within->memory_here) co_await where->within->memory_here->wait();
-    if (auto ec = co_await connect_with_timeout(peer.tcp(), *ep))
-        co_return failure{errc::agent_unreachable,
-                          fmt::format("cannot reach an rfork agent at {} ({})", request.endpoint, ec.message())};
-    std::error_code ignored;
-    peer.tcp().set_option(tcp::no_delay(true), ignored);
-    peer.detect_dead_peer(agent.opts.limits.idle_timeout);
-    if (agent.tls) {
-        peer.use_tls(*agent.tls);
-        watchdog guard(peer, agent.opts.limits.handshake_timeout);
-        auto [ec] = co_await peer.async_handshake(asio::ssl::stream_base::client, as_tuple_awaitable);
-        if (ec)
+    auto& limits = agent.opts.limits;
+    if (auto failed = co_await connect_to_agent(peer, *ep, agent.tls ? &*agent.tls : nullptr,
+                                                {connect_timeout, limits.handshake_timeout, limits.idle_timeout})) {
+        using step = connect_failure::step;
+        auto& why = failed->why;
+        switch (failed->at) {
+        case step::reach:
+            co_return failure{errc::agent_unreachable,
+                              fmt::format("cannot reach an rfork agent at {} ({})", request.endpoint, why)};
+        case step::tls:
             co_return failure{errc::agent_unreachable,
                               fmt::format("no TLS with the agent at {} ({}): do both agents have the same "
-                                          "--secret-file?", request.endpoint, guard.fired() ? "timed out" : ec.message())};
-    }
-    auto hello = protocol::encode_handshake(protocol::role::sender);
-    if (auto ec = co_await detail::write_bytes(peer, hello))
-        co_return failure{errc::agent_unreachable, fmt::format("lost the rfork agent at {} ({})", request.endpoint, ec.message())};
-    protocol::handshake answer;
-    if (auto ec = co_await detail::read_handshake(peer, answer); ec || answer.who != protocol::role::agent) {
-        std::string why = ec == errc::unsupported_version
-                              ? fmt::format("it speaks protocol version {}, this agent {}", answer.version,
-                                            protocol::protocol_version)
-                              : ec ? ec.message() : "it answered as something other than an agent";
-        co_return failure{errc::agent_unreachable,
-                          fmt::format("the peer at {} refused the handshake: {}", request.endpoint, why)};
+                                          "--secret-file?", request.endpoint, why)};
+        case step::lost:
+            co_return failure{errc::agent_unreachable,
+                              fmt::format("lost the rfork agent at {} ({})", request.endpoint, why)};
+        case step::handshake:
+            co_return failure{errc::agent_unreachable,
+                              fmt::format("the peer at {} refused the handshake: {}", request.endpoint, why)};
+        }
     }
 
     auto stdio = inspect_stdio(pid);

@@ -67,6 +67,10 @@ enum class message_type : std::uint16_t {
     // `criu dump --lazy-pages` and the receiver's `criu lazy-pages`.
     page_data = 21,    // either way: raw bytes of that conversation
     page_end = 22,     // either way: this side's CRIU closed its end
+    // Instead of an image (rfork-agent doctor --peer), at the end of the
+    // agents' range so the image's messages can grow: who answers here?
+    probe_request = 30,  // sender -> receiver
+    probe_reply = 31,    // receiver -> sender, which then closes
 
     // On the same connection, for the child's life:
     child_output = 32,  // receiver -> sender: bytes the child wrote (child_output)
@@ -96,6 +100,8 @@ inline bool is_known(message_type t) {
     case message_type::restored:
     case message_type::page_data:
     case message_type::page_end:
+    case message_type::probe_request:
+    case message_type::probe_reply:
     case message_type::child_output:
     case message_type::child_input:
     case message_type::child_input_end:
@@ -328,6 +334,31 @@ struct restored {
         host = r.str(max_text);
         pid = r.u32();
         return !child_id.empty() && pid != 0;
+    }
+};
+
+// A sending agent's question instead of an image: the connection, the
+// credentials and both handshakes work; who is there? Nothing is restored.
+struct probe_request {
+    static constexpr message_type type = message_type::probe_request;
+    void encode(detail::wire_writer&) const {}
+    bool decode(detail::wire_reader&) { return true; }
+};
+
+struct probe_reply {
+    static constexpr message_type type = message_type::probe_reply;
+    std::string host;                          // the receiving agent's host name
+    std::uint16_t version = protocol_version;  // the protocol it speaks
+    std::string no_lazy_pages;                 // why it takes no lazy pages; empty: it does
+
+    void encode(detail::wire_writer& w) const {
+        w.str(host.substr(0, max_text)), w.u16(version), w.str(no_lazy_pages.substr(0, max_text));
+    }
+    bool decode(detail::wire_reader& r) {
+        host = r.str(max_text);
+        version = r.u16();
+        no_lazy_pages = r.str(max_text);
+        return version != 0;
     }
 };
 

@@ -36,6 +36,8 @@ seeds = {
     "requests": bytes([0x00]) + frame(48, s("0a1b2c3d")) + frame(49, struct.pack(">I", 143))
     + frame(50, s("0a1b2c3d") + struct.pack(">I", 9)) + frame(51, b"") + frame(52, b"")
     + frame(53, struct.pack(">I", 1) + s("0a1b2c3d") + s("a") + struct.pack(">I", 7) + s("running") + struct.pack(">Q", 1500)),
+    "probe": bytes([0x01]) + handshake(SENDER) + frame(30, b"")
+    + frame(31, s("b") + struct.pack(">H", 2) + s("--no-lazy-pages")),
     "error": bytes([0x07]) + handshake(AGENT) + frame(1, struct.pack(">H", 13) + s("rfork: over a limit")),
     "other_version": bytes([0x01]) + handshake(SENDER, 99),
     "garbage": bytes([0x01]) + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",

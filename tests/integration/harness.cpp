@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,7 +33,10 @@ const std::string hosts_script = source_dir + "/scripts/hosts";
 
 [[noreturn]] void fail_setup(const std::string& what) { throw std::runtime_error(what); }
 
-bool executable(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
+bool executable(const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
 
 }  // namespace
 
@@ -41,7 +45,7 @@ void require_fork_environment() {
     if (::geteuid() != 0) missing = "not root (CRIU and network namespaces need root)";
     else if (!executable("/usr/sbin/ip") && !executable("/sbin/ip") && !executable("/usr/bin/ip"))
         missing = "no ip(8) (install iproute2, or run scripts/setup)";
-    else if (!executable(RFORK_BUILT_CRIU) && std::system("command -v criu >/dev/null 2>&1") != 0)
+    else if (!executable(RFORK_AGENT_CRIU) && std::system("command -v criu >/dev/null 2>&1") != 0)
         missing = "no CRIU (run scripts/setup)";
     if (missing.empty()) return;
     const char* ci = std::getenv("CI");

@@ -33,6 +33,8 @@ void decode_payload(const proto::stream_decoder::frame& f) {
     case proto::message_type::image_begin: decode_as<proto::image_begin>(p); break;
     case proto::message_type::image_file: decode_as<proto::image_file>(p); break;
     case proto::message_type::restored: decode_as<proto::restored>(p); break;
+    case proto::message_type::probe_request: decode_as<proto::probe_request>(p); break;
+    case proto::message_type::probe_reply: decode_as<proto::probe_reply>(p); break;
     case proto::message_type::child_output: decode_as<proto::child_output>(p); break;
     case proto::message_type::child_exit: decode_as<proto::child_exit>(p); break;
     case proto::message_type::signal_child: decode_as<proto::signal_child>(p); break;

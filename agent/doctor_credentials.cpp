@@ -1,0 +1,84 @@
+// Doctor's checks of the agent's credentials: configured, safe, loadable.
+#include "doctor_checks.hpp"
+
+#include "peer_connection.hpp"
+
+#include <fmt/core.h>
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace rfork::agent {
+
+namespace {
+
+constexpr const char* keygen_secret = "rfork-agent keygen /etc/rfork/secret";
+
+// A file of the credentials: there, root's, and private when it is a secret or a key.
+check_result check_file(const std::string& what, const std::string& path, bool is_private,
+                        const std::string& make_one) {
+    auto title = fmt::format("{} {}", what, path);
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0)
+        return failed(title, std::strerror(errno), make_one);
+    if (!S_ISREG(st.st_mode)) return failed(title, "not a regular file", make_one);
+    if (st.st_uid != 0)
+        return failed(title, fmt::format("belongs to uid {}, not root", st.st_uid), "chown root " + path);
+    auto mode = fmt::format("{:04o}", st.st_mode & 07777);
+    // The agent refuses a secret with any permission for group or others.
+    if (is_private && (st.st_mode & (S_IRWXG | S_IRWXO)))
+        return failed(title, fmt::format("group or others may read it (mode {})", mode), "chmod 600 " + path);
+    return passed(title, fmt::format("root's, mode {}", mode));
+}
+
+}  // namespace
+
+std::vector<check_result> check_credentials(const options& opts, std::optional<asio::ssl::context>& tls) {
+    std::vector<check_result> results;
+    if (opts.secret_file.empty() && opts.cert.empty()) {
+        if (opts.insecure)
+            results.push_back(warned("credentials", fmt::format("none (insecure): anyone who reaches {} can run "
+                                                                "processes here as root",
+                                                                opts.listen.to_string()),
+                                     fmt::format("{}, copy it to every machine, then secret-file /etc/rfork/secret",
+                                                 keygen_secret)));
+        else
+            results.push_back(failed("credentials",
+                                     "none configured: this agent can neither fork to nor take forks from agents "
+                                     "that have credentials",
+                                     fmt::format("{}, copy it to every machine, then secret-file /etc/rfork/secret",
+                                                 keygen_secret)));
+        return results;
+    }
+    bool secret = !opts.secret_file.empty();
+    if (secret) {
+        results.push_back(check_file("secret file", opts.secret_file, true,
+                                     fmt::format("copy the secret of the other machines to {} (mode 0600), or make "
+                                                 "a new one: rfork-agent keygen {}",
+                                                 opts.secret_file, opts.secret_file)));
+    } else {
+        auto make_cert = "rfork-agent keygen --host NAME --ca DIR OUT makes a host's certificate and key";
+        results.push_back(check_file("certificate", opts.cert, false, make_cert));
+        results.push_back(check_file("key", opts.key, true, make_cert));
+        results.push_back(check_file("authority", opts.ca, false,
+                                     "copy the authority's ca.crt there (rfork-agent keygen --ca DIR made it)"));
+    }
+    for (auto& r : results)
+        if (r.status != check_status::ok) return results;  // loading would only repeat why
+    try {
+        tls.emplace(secret ? make_tls_context(opts.secret_file) : make_tls_context(opts.cert, opts.key, opts.ca));
+        results.push_back(passed("credentials load", secret ? "TLS 1.3 with the shared secret"
+                                                            : "TLS 1.3 with certificates of one authority"));
+    } catch (const std::exception& e) {
+        results.push_back(failed("credentials load", e.what(),
+                                 secret ? fmt::format("rm {0} && rfork-agent keygen {0}, then copy it to every machine",
+                                                      opts.secret_file)
+                                        : "rfork-agent keygen --host NAME --ca DIR OUT makes a matching certificate "
+                                          "and key"));
+    }
+    return results;
+}
+
+}  // namespace rfork::agent
