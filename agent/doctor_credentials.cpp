@@ -73,7 +73,8 @@ std::vector<check_result> check_credentials(const options& opts, std::optional<a
                                                             : "TLS 1.3 with certificates of one authority"));
     } catch (const std::exception& e) {
         results.push_back(failed("credentials load", e.what(),
-                                 secret ? fmt::format("rm {0} && rfork-agent keygen {0}, then copy it to every machine",
+                                 secret ? fmt::format("copy the cluster's secret to {} again (only if the whole "
+                                                      "cluster takes a new one: rfork-agent keygen)",
                                                       opts.secret_file)
                                         : "rfork-agent keygen --host NAME --ca DIR OUT makes a matching certificate "
                                           "and key"));

@@ -122,7 +122,10 @@ fetch_candidate() {
     # (apt leaves a file that failed its own check as NAME.FAILED).
     (cd "$dir/dl" && apt-get -q "${APT_OPTS[@]}" source --download-only "criu=$debian" </dev/null \
         >"$dir/source.log" 2>&1) || true
-    [[ -f $dir/dl/$name ]] || return 1
+    if [[ ! -f $dir/dl/$name ]]; then
+        say "apt could not download $name: $(grep -m1 "^E: .*orig" "$dir/source.log" || tail -n 1 "$dir/source.log")" >&2
+        return 1
+    fi
     if [[ $(sha256_of "$dir/dl/$name") != "$sum" ]]; then
         say "$name does not have the checksum of Debian's signed index; not using it" >&2
         return 1
