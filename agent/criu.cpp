@@ -134,9 +134,13 @@ std::vector<std::string> restore_command(const std::string& criu, const std::str
                                          const std::string& log_file, const std::string& pid_file,
                                          const std::vector<std::pair<int, std::string>>& inherit, bool lazy) {
     // --tcp-close: the parent's connections are the parent's; the child sees them closed.
+    // --manage-cgroups=ignore: the child joins this agent's cgroup (its
+    // service's, on a systemd machine), never the cgroups its image names:
+    // those are another machine's.
     std::vector<std::string> argv{criu,       "restore", "--images-dir",      images_dir,
                                   "--log-file", log_file, "-v4",               "--shell-job",
-                                  "--restore-detached", "--tcp-close", "--pidfile", pid_file};
+                                  "--restore-detached", "--tcp-close", "--manage-cgroups=ignore",
+                                  "--pidfile", pid_file};
     if (lazy) argv.push_back("--lazy-pages");
     for (auto& [fd, key] : inherit) argv.insert(argv.end(), {"--inherit-fd", fmt::format("fd[{}]:{}", fd, key)});
     return argv;

@@ -4,11 +4,52 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/mount.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 
 using namespace rfork::test;
+namespace fs = std::filesystem;
 
 namespace {
+
+// The cgroup v2 path of a process ("0::PATH" in /proc/PID/cgroup), or "".
+std::string cgroup_of(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
+    for (std::string line; std::getline(in, line);)
+        if (line.starts_with("0::")) return line.substr(3);
+    return {};
+}
+
+// A cgroup of its own in a cgroup2 hierarchy mounted for the test; the test
+// process joins it while it starts a program (which stays there), then leaves.
+struct own_cgroup {
+    fs::path mount = fs::temp_directory_path() / ("rfork-cgroup-" + std::to_string(::getpid()));
+    std::string name = "/rfork-test-" + std::to_string(::getpid());
+    std::string before = cgroup_of(::getpid());
+    bool mounted = false;
+
+    own_cgroup() {
+        fs::create_directories(mount);
+        mounted = ::mount("cgroup2", mount.c_str(), "cgroup2", 0, nullptr) == 0;
+        if (mounted) fs::create_directory(mount.string() + name);
+    }
+    void move_self(const std::string& to) const {
+        std::ofstream(mount.string() + to + "/cgroup.procs") << ::getpid() << std::flush;
+    }
+    ~own_cgroup() {
+        if (mounted) {
+            std::error_code ignored;
+            fs::remove(mount.string() + name, ignored);  // rmdir: empty once its processes ended
+            ::umount2(mount.c_str(), MNT_DETACH);
+        }
+        std::error_code ignored;
+        fs::remove(mount, ignored);
+    }
+};
 
 struct probe_report {
     std::string parent_line, child_line;
@@ -61,6 +102,44 @@ TEST_SUITE("integration.fork") {
             CHECK(field(report.child_line, "host") == "b");
         }
         check_nothing_left(hosts, {"a", "b"}, {{"b", 2}});
+    }
+
+    TEST_CASE("the child joins the receiving agent's cgroup, never the cgroup its image names") {
+        require_fork_environment();
+        own_cgroup parent_group;
+        REQUIRE(parent_group.mounted);
+        REQUIRE_FALSE(parent_group.before.empty());
+        test_hosts hosts({"a", "b"});
+        // The parent runs in a cgroup of its own (which also exists on b: one
+        // machine), so a restore that followed the image would put the child there.
+        parent_group.move_self(parent_group.name);
+        auto program = hosts.start("a", {program_path("child_program"), "block", "b:7000"});
+        parent_group.move_self(parent_group.before);
+        REQUIRE(cgroup_of(::getpid()) == parent_group.before);
+
+        bool restored = hosts.wait_for_log("b", [](const std::string& log) {
+            return !lines_with(log, "restored: pid").empty();
+        });
+        auto on_b = hosts.processes_besides_agent("b");
+        auto agent_group = cgroup_of(hosts.agent_pid("b"));
+        std::vector<std::string> groups;
+        for (int pid : on_b) groups.push_back(cgroup_of(pid));
+        auto list = hosts.run("b", {program_path("rfork-agent"), "list"});
+        auto listed = lines_with(list.out, " a ");
+        if (listed.size() == 1)
+            hosts.run("b", {program_path("rfork-agent"), "kill", listed[0].substr(0, listed[0].find(' '))});
+        auto parent = program.finish(60s);
+        INFO("parent: " << parent.out << parent.err << "\nlist on b: " << list.out << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(restored);
+        REQUIRE(listed.size() == 1);
+        // The child and its namespace's init: both in b's agent's cgroup.
+        CHECK(on_b.size() == 2);
+        for (auto& group : groups) {
+            CHECK(group == agent_group);
+            CHECK(group.find("rfork-test-") == std::string::npos);
+        }
+        CHECK(parent.status == 0);
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
 
     TEST_CASE("the silly example: parent and child each count to ten in the parent's stdout") {

@@ -225,6 +225,9 @@ inline asio::awaitable<fork_outcome> fork_snapshot(asio::any_io_executor ex, con
         context.notify_fork(asio::execution_context::fork_child);
         ::setsid();
         ::close(pair[0]);
+        // The session exists before the agent looks at it: the parent waits for this.
+        const char made = 's';
+        [[maybe_unused]] auto sent = ::write(pair[1], &made, 1);
         auto outcome = wait_as_snapshot(pair[1], path);
         ::close(pair[1]);
         // Only the restored child gets past here; the snapshot never runs on.
@@ -237,6 +240,18 @@ inline asio::awaitable<fork_outcome> fork_snapshot(asio::any_io_executor ex, con
     if (snapshot < 0) {
         ::close(pair[0]);
         co_return fork_failure(errc::internal_error, std::string("fork failed: ") + std::strerror(fork_errno));
+    }
+    // Until the snapshot has its own session (setsid, its first step), the
+    // agent would find it in ours, which CRIU may be unable to checkpoint.
+    char made = 0;
+    ssize_t got = 0;
+    while ((got = ::read(pair[0], &made, 1)) < 0 && errno == EINTR) {
+    }
+    if (got != 1) {
+        ::close(pair[0]);
+        ::kill(snapshot, SIGKILL);
+        ::waitpid(snapshot, nullptr, 0);
+        co_return fork_failure(errc::internal_error, "the snapshot ended before it could be checkpointed");
     }
     // Names the snapshot to the agent, with no pid to reuse; gone before the next snapshot.
     int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, snapshot, 0));
