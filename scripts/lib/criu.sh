@@ -62,7 +62,9 @@ apt_for_suite() {
     uri=$(debian_mirror_uri) || die "cannot find the Debian mirror in this machine's apt sources"
     rm -rf "$dir"
     mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial" "$dir/dl"
-    printf 'deb-src %s %s main\n' "$uri" "$suite" >"$dir/sources.list"
+    # Debian's own archive key only, whatever else the machine trusts.
+    printf 'deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' "$uri" "$suite" \
+        >"$dir/sources.list"
     APT_OPTS=(
         -o "Dir::Etc::SourceList=$dir/sources.list"
         -o Dir::Etc::SourceParts=/dev/null
@@ -98,22 +100,39 @@ criu_candidates() {
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 
-# keep_in_cache FILE SUM: FILE, verified to have SUM, joins the cache with
-# the sum beside it (both written whole, then renamed).
-keep_in_cache() {
-    local name=${1##*/}
-    mkdir -p "$CRIU_CACHE"
-    cp "$1" "$CRIU_CACHE/.$name.tmp" && mv -f "$CRIU_CACHE/.$name.tmp" "$CRIU_CACHE/$name" &&
-        printf '%s\n' "$2" >"$CRIU_CACHE/.$name.sha256.tmp" &&
-        mv -f "$CRIU_CACHE/.$name.sha256.tmp" "$CRIU_CACHE/$name.sha256" || true
+# A machine-wide cache that root alone can change, or nothing is kept there.
+cache_is_safe() {
+    install -d -m 0755 -o root -g root "$CRIU_CACHE" 2>/dev/null || return 1
+    # Owned by root, no write bit for group or others.
+    [[ $(stat -c '%u %a' "$CRIU_CACHE") =~ ^0\ [0-7]?[0-7][0145][0145]$ ]]
 }
 
-# fetch_candidate DEBIAN_VERSION SUITE TARBALL SHA256: prints the path of that
-# tarball, from the cache or downloaded, once its checksum is the index's.
+# keep_in_cache FILE SUM: FILE, verified to have SUM, joins the cache with
+# the sum beside it (each written whole under a name of its own, then renamed).
+keep_in_cache() {
+    local name=${1##*/} tmp
+    cache_is_safe || return 0
+    tmp=$(mktemp "$CRIU_CACHE/.$name.XXXXXX") && cp "$1" "$tmp" && mv -f "$tmp" "$CRIU_CACHE/$name" &&
+        tmp=$(mktemp "$CRIU_CACHE/.$name.sha256.XXXXXX") && printf '%s\n' "$2" >"$tmp" &&
+        mv -f "$tmp" "$CRIU_CACHE/$name.sha256" || rm -f "$tmp"
+}
+
+# verified_copy FILE SUM: a private copy of FILE in $DEPS, printed once its
+# checksum is SUM: what is built is exactly what was checked.
+verified_copy() {
+    local copy=$DEPS/criu-src/${1##*/}
+    mkdir -p "$DEPS/criu-src"
+    cp "$1" "$copy" 2>/dev/null && [[ $(sha256_of "$copy") == "$2" ]] && { printf '%s\n' "$copy"; return; }
+    rm -f "$copy"
+    return 1
+}
+
+# fetch_candidate DEBIAN_VERSION SUITE TARBALL SHA256: prints the path of a
+# private copy of that tarball, from the cache or downloaded, whose checksum
+# is the signed index's.
 fetch_candidate() {
     local debian=$1 suite=$2 name=$3 sum=$4 dir=$DEPS/apt.$2
-    if [[ -f $CRIU_CACHE/$name && $(sha256_of "$CRIU_CACHE/$name") == "$sum" ]]; then
-        printf '%s\n' "$CRIU_CACHE/$name"
+    if [[ -f $CRIU_CACHE/$name ]] && cache_is_safe && verified_copy "$CRIU_CACHE/$name" "$sum"; then
         return
     fi
     apt_for_suite "$suite" "$dir" || return 1
@@ -126,12 +145,11 @@ fetch_candidate() {
         say "apt could not download $name: $(grep -m1 "^E: .*orig" "$dir/source.log" || tail -n 1 "$dir/source.log")" >&2
         return 1
     fi
-    if [[ $(sha256_of "$dir/dl/$name") != "$sum" ]]; then
+    if ! verified_copy "$dir/dl/$name" "$sum"; then
         say "$name does not have the checksum of Debian's signed index; not using it" >&2
         return 1
     fi
     keep_in_cache "$dir/dl/$name" "$sum"
-    printf '%s\n' "$CRIU_CACHE/$name"
 }
 
 # The version a CRIU source tree will report (its Makefile.versions).
@@ -186,12 +204,16 @@ build_candidate() {
         say "refusing CRIU $version from ${tarball##*/}: $problem"
         return 1
     fi
-    mkdir -p "$(dirname "$CRIU_LOCAL")"
     # Copy next to the final path, then rename: an interrupted run never
-    # leaves a partial $CRIU_LOCAL behind.
-    install -m 0755 "$bin" "$CRIU_LOCAL.tmp"
-    mv -f "$CRIU_LOCAL.tmp" "$CRIU_LOCAL"
-    printf 'CRIU %s from %s, sha256 %s\n' "$version" "${tarball##*/}" "$sum" >"$(dirname "$CRIU_LOCAL")/../SOURCE"
+    # leaves a partial $CRIU_LOCAL behind. (Callers test this function's
+    # status, which turns set -e off in it: every step is checked here.)
+    if ! { mkdir -p "$(dirname "$CRIU_LOCAL")" && install -m 0755 "$bin" "$CRIU_LOCAL.tmp" &&
+        mv -f "$CRIU_LOCAL.tmp" "$CRIU_LOCAL" &&
+        printf 'CRIU %s from %s, sha256 %s\n' "$version" "${tarball##*/}" "$sum" >"$(dirname "$CRIU_LOCAL")/../SOURCE"; }; then
+        rm -rf "$build"
+        say "could not install CRIU at $CRIU_LOCAL"
+        return 1
+    fi
     rm -rf "$build"
     say "installed CRIU $version at $CRIU_LOCAL (from ${tarball##*/}, sha256 $sum)"
 }
@@ -200,7 +222,7 @@ build_candidate() {
 provision_criu() {
     local rc=0
     find_and_build_criu || rc=$?
-    rm -rf "$DEPS"/apt.*  # the private apt lists of this run
+    rm -rf "$DEPS"/apt.* "$DEPS/criu-src"  # this run's private apt lists and tarball copies
     ((rc == 0)) || [[ -z ${RFORK_CRIU_TARBALL:-} ]] ||
         die "the CRIU in $RFORK_CRIU_TARBALL cannot be used (above); unset RFORK_CRIU_TARBALL to let setup find one in Debian"
     ((rc == 0)) || die "found no CRIU $CRIU_MINIMUM or newer that works here (above: what was tried).
@@ -242,8 +264,9 @@ find_and_build_criu() {
         upstream=${tarball##*/criu_}
         upstream=${upstream%.orig.tar.*}
         version_at_least "$upstream" "$CRIU_MINIMUM" || continue
-        sum=$(sha256_of "$tarball")
-        [[ $sum == "${CRIU_KNOWN_SHA256[$upstream]:-}" || $sum == "$(cat "$tarball.sha256" 2>/dev/null)" ]] || continue
+        cache_is_safe || break
+        sum=${CRIU_KNOWN_SHA256[$upstream]:-$(cat "$tarball.sha256" 2>/dev/null)}
+        [[ -n $sum ]] && tarball=$(verified_copy "$tarball" "$sum") || continue
         say "trying CRIU $upstream kept in $CRIU_CACHE"
         build_candidate "$tarball" && return
     done

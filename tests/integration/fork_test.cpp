@@ -35,13 +35,17 @@ struct own_cgroup {
     own_cgroup() {
         fs::create_directories(mount);
         mounted = ::mount("cgroup2", mount.c_str(), "cgroup2", 0, nullptr) == 0;
-        if (mounted) fs::create_directory(mount.string() + name);
+        std::error_code ec;
+        if (mounted) fs::create_directory(mount.string() + name, ec);
     }
-    void move_self(const std::string& to) const {
+    // Whether this process is in `to` now.
+    bool move_self(const std::string& to) const {
         std::ofstream(mount.string() + to + "/cgroup.procs") << ::getpid() << std::flush;
+        return cgroup_of(::getpid()) == to;
     }
     ~own_cgroup() {
         if (mounted) {
+            move_self(before);  // if a failure left it there
             std::error_code ignored;
             fs::remove(mount.string() + name, ignored);  // rmdir: empty once its processes ended
             ::umount2(mount.c_str(), MNT_DETACH);
@@ -112,16 +116,16 @@ TEST_SUITE("integration.fork") {
         test_hosts hosts({"a", "b"});
         // The parent runs in a cgroup of its own (which also exists on b: one
         // machine), so a restore that followed the image would put the child there.
-        parent_group.move_self(parent_group.name);
+        REQUIRE(parent_group.move_self(parent_group.name));
         auto program = hosts.start("a", {program_path("child_program"), "block", "b:7000"});
-        parent_group.move_self(parent_group.before);
-        REQUIRE(cgroup_of(::getpid()) == parent_group.before);
+        REQUIRE(parent_group.move_self(parent_group.before));
 
         bool restored = hosts.wait_for_log("b", [](const std::string& log) {
             return !lines_with(log, "restored: pid").empty();
         });
         auto on_b = hosts.processes_besides_agent("b");
         auto agent_group = cgroup_of(hosts.agent_pid("b"));
+        REQUIRE_FALSE(agent_group.empty());
         std::vector<std::string> groups;
         for (int pid : on_b) groups.push_back(cgroup_of(pid));
         auto list = hosts.run("b", {program_path("rfork-agent"), "list"});

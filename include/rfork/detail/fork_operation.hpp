@@ -222,12 +222,18 @@ inline asio::awaitable<fork_outcome> fork_snapshot(asio::any_io_executor ex, con
         // An event loop of its own (the parent's epoll is not this process's
         // to dump), and a session of its own (CRIU needs the leader of the
         // session inside the dump or in the same pid namespace).
-        context.notify_fork(asio::execution_context::fork_child);
+        // A snapshot that cannot become one ends at once: the parent, waiting
+        // for its byte below, then reads the end of the socket instead.
+        try {
+            context.notify_fork(asio::execution_context::fork_child);
+        } catch (...) {
+            ::_exit(127);
+        }
         ::setsid();
         ::close(pair[0]);
         // The session exists before the agent looks at it: the parent waits for this.
         const char made = 's';
-        [[maybe_unused]] auto sent = ::write(pair[1], &made, 1);
+        if (::write(pair[1], &made, 1) != 1) ::_exit(127);
         auto outcome = wait_as_snapshot(pair[1], path);
         ::close(pair[1]);
         // Only the restored child gets past here; the snapshot never runs on.
