@@ -4,7 +4,6 @@
 #include "doctor_checks.hpp"
 
 #include "peer_connect.hpp"
-#include "process.hpp"
 #include "watchdog.hpp"
 
 #include <rfork/detail/frame_io.hpp>
