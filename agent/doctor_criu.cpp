@@ -178,6 +178,11 @@ check_result check_criu_check(const std::string& criu) {
     }
     if (out.status == 0 && out.text.find("Looks good") != std::string::npos) return passed(what, "Looks good.");
     auto why = out.status < 0 ? fmt::format("it did not finish within {} s", criu_bound.count()) : last_error(out.text);
+    // Seen under systemd-nspawn, which mounts /proc/sys read-only.
+    if (why.find("/proc/sys") != std::string::npos || why.find("Read-only file system") != std::string::npos)
+        return failed(what, why,
+                      "CRIU needs a writable /proc/sys: containers often mount it read-only; run the agent on the "
+                      "host, or give its container a writable /proc/sys");
     return failed(what, why,
                   fmt::format("{} check -v4 shows CRIU's details; it needs root and a kernel built with "
                               "CONFIG_CHECKPOINT_RESTORE (https://criu.org/Installation)",

@@ -173,4 +173,22 @@ TEST_SUITE("integration.doctor") {
         CHECK(agent.status == 2);
         CHECK(agent.err.find("chmod go-w " + config) != std::string::npos);
     }
+
+    TEST_CASE("doctor names a read-only /proc/sys, as containers mount it, as why criu check fails") {
+        require_fork_environment();
+        test_hosts hosts({"a"});
+        // On host a, in a mount namespace of its own whose /proc/sys is read-only.
+        std::vector<std::string> args{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                      "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && "
+                                      "exec \"$@\"",
+                                      "sh", program_path("rfork-agent"), "doctor"};
+        for (auto& arg : agent_options(hosts, "a")) args.push_back(arg);
+        auto r = hosts.run("a", args, agent_environment(hosts, "a"), 120s);
+        INFO("stdout: " << r.out << "\nstderr: " << r.err);
+        CHECK(r.status == 1);
+        auto failure = only_line(r.out, "FAIL criu check: ");
+        CHECK(failure.find("Read-only file system") != std::string::npos);
+        CHECK(line_after(r.out, failure).starts_with("  fix: CRIU needs a writable /proc/sys"));
+        CHECK(lines_starting_with(r.out, "FAIL ").size() == 1);
+    }
 }
