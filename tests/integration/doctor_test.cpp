@@ -174,7 +174,7 @@ TEST_SUITE("integration.doctor") {
         CHECK(agent.err.find("chmod go-w " + config) != std::string::npos);
     }
 
-    TEST_CASE("doctor names a read-only /proc/sys, as containers mount it, as why criu check fails") {
+    TEST_CASE("doctor names a read-only /proc/sys (as containers mount it) as why criu check fails") {
         require_fork_environment();
         test_hosts hosts({"a"});
         // On host a, in a mount namespace of its own whose /proc/sys is read-only.

@@ -108,7 +108,7 @@ TEST_SUITE("integration.fork") {
         check_nothing_left(hosts, {"a", "b"}, {{"b", 2}});
     }
 
-    TEST_CASE("the child joins the receiving agent's cgroup, never the cgroup its image names") {
+    TEST_CASE("the child joins the receiving agent's cgroup and never the cgroup its image names") {
         require_fork_environment();
         own_cgroup parent_group;
         REQUIRE(parent_group.mounted);

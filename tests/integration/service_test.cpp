@@ -75,7 +75,7 @@ struct notify_socket {
 }  // namespace
 
 TEST_SUITE("integration.service") {
-    TEST_CASE("the agent tells the service manager it is ready, from its own pid, once it listens") {
+    TEST_CASE("the agent tells the service manager it is ready from its own pid once it listens") {
         require_fork_environment();
         test_hosts hosts({"a"});
         notify_socket manager;
