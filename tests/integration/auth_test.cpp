@@ -15,20 +15,10 @@
 using namespace rfork::test;
 namespace fs = std::filesystem;
 
-namespace {
-
-struct temp_dir {
-    fs::path path = fs::temp_directory_path() / ("rfork-auth-" + std::to_string(::getpid()));
-    temp_dir() { fs::create_directories(path); }
-    ~temp_dir() { fs::remove_all(path); }
-};
-
-}  // namespace
-
 TEST_SUITE("integration.auth") {
     TEST_CASE("keygen makes a private secret and never overwrites one") {
         require_fork_environment();
-        temp_dir dir;
+        temp_dir dir("auth");
         auto secret = (dir.path / "secret").string();
         auto made = running_program({program_path("rfork-agent"), "keygen", secret}).finish(30s);
         CHECK(made.status == 0);
@@ -66,7 +56,7 @@ TEST_SUITE("integration.auth") {
 
     TEST_CASE("an agent with another secret is refused and nothing is restored") {
         require_fork_environment();
-        temp_dir dir;
+        temp_dir dir("auth");
         auto other = (dir.path / "other-secret").string();
         REQUIRE(running_program({program_path("rfork-agent"), "keygen", other}).finish(30s).status == 0);
         test_hosts hosts({"a", "b"}, {.agent_args = {"b=--secret-file " + other}});
@@ -167,7 +157,7 @@ TEST_SUITE("integration.auth") {
 
     TEST_CASE("an agent whose certificate another authority signed is refused and nothing is restored") {
         require_fork_environment();
-        temp_dir dir;
+        temp_dir dir("auth");
         auto pki = dir.path.string();
         const auto agent = program_path("rfork-agent");
         REQUIRE(running_program({agent, "keygen", "--ca", pki}).finish(30s).status == 0);

@@ -21,12 +21,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct temp_dir {
-    fs::path path = fs::temp_directory_path() / ("rfork-doctor-" + std::to_string(::getpid()));
-    temp_dir() { fs::create_directories(path); }
-    ~temp_dir() { fs::remove_all(path); }
-};
-
 // The options `host`'s agent runs with (its command line), but --ready-fd.
 std::vector<std::string> agent_options(const test_hosts& hosts, const std::string& host) {
     auto cmdline = read_file("/proc/" + std::to_string(hosts.agent_pid(host)) + "/cmdline");
@@ -84,13 +78,23 @@ std::string line_after(const std::string& text, const std::string& line) {
     return text.substr(start, text.find('\n', start) - start);
 }
 
+// Doctor's output when one check failed, the one starting with `prefix`:
+// exit 1, that one FAIL line, and a fix after it. Returns the line.
+std::string the_one_failure(const run_result& r, const std::string& prefix) {
+    CHECK(r.status == 1);
+    auto failure = only_line(r.out, prefix);
+    CHECK(line_after(r.out, failure).starts_with("  fix: "));
+    CHECK(lines_starting_with(r.out, "FAIL ").size() == 1);
+    return failure;
+}
+
 }  // namespace
 
 TEST_SUITE("integration.doctor") {
     TEST_CASE("doctor passes a host's configuration and probes a peer with the same secret") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
-        temp_dir dir;
+        temp_dir dir("doctor");
         auto config = (dir.path / "agent.conf").string();
         std::ofstream(config) << as_config(agent_options(hosts, "a"));
         fs::permissions(config, fs::perms::owner_read | fs::perms::owner_write);
@@ -117,7 +121,7 @@ TEST_SUITE("integration.doctor") {
     TEST_CASE("doctor fails a peer that holds another secret") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
-        temp_dir dir;
+        temp_dir dir("doctor");
         auto other = (dir.path / "other-secret").string();
         REQUIRE(running_program({program_path("rfork-agent"), "keygen", other}).finish(30s).status == 0);
         auto peer = hosts.address("b") + ":7000";
@@ -126,19 +130,16 @@ TEST_SUITE("integration.doctor") {
 
         auto r = doctor(hosts, "a", args);
         INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
-        CHECK(r.status == 1);
-        auto failure = only_line(r.out, "FAIL peer " + peer);
+        auto failure = the_one_failure(r, "FAIL peer " + peer);
         CHECK(failure.find("secret") != std::string::npos);
-        CHECK(line_after(r.out, failure).starts_with("  fix: "));
         CHECK(lines_starting_with(r.out, "ok   credentials load").size() == 1);  // the secret itself is fine
-        CHECK(lines_starting_with(r.out, "FAIL ").size() == 1);
         CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("no TLS") != std::string::npos; }));
     }
 
     TEST_CASE("doctor fails a listen port that another program holds") {
         require_fork_environment();
         test_hosts hosts({"a"});
-        temp_dir dir;
+        temp_dir dir("doctor");
         auto status = (dir.path / "status").string();
         std::ofstream{status};  // watched from the start
         auto holder = hosts.start("a", {program_path("hold_port"), "7300", status});
@@ -147,16 +148,13 @@ TEST_SUITE("integration.doctor") {
 
         auto r = doctor(hosts, "a", with_option(agent_options(hosts, "a"), "--listen", "0.0.0.0:7300"));
         INFO("stdout: " << r.out << "\nstderr: " << r.err);
-        CHECK(r.status == 1);
-        auto failure = only_line(r.out, "FAIL listen address 0.0.0.0:7300");
+        auto failure = the_one_failure(r, "FAIL listen address 0.0.0.0:7300");
         CHECK(failure.find("7300") != std::string::npos);
-        CHECK(line_after(r.out, failure).starts_with("  fix: "));
-        CHECK(lines_starting_with(r.out, "FAIL ").size() == 1);
     }
 
     TEST_CASE("doctor and the agent refuse a config file that group or others may write") {
         require_fork_environment();
-        temp_dir dir;
+        temp_dir dir("doctor");
         auto config = (dir.path / "agent.conf").string();
         std::ofstream(config) << "listen 7999\n";
         fs::permissions(config, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_write);
@@ -185,10 +183,8 @@ TEST_SUITE("integration.doctor") {
         for (auto& arg : agent_options(hosts, "a")) args.push_back(arg);
         auto r = hosts.run("a", args, agent_environment(hosts, "a"), 120s);
         INFO("stdout: " << r.out << "\nstderr: " << r.err);
-        CHECK(r.status == 1);
-        auto failure = only_line(r.out, "FAIL criu check: ");
+        auto failure = the_one_failure(r, "FAIL criu check: ");
         CHECK(failure.find("Read-only file system") != std::string::npos);
         CHECK(line_after(r.out, failure).starts_with("  fix: CRIU needs a writable /proc/sys"));
-        CHECK(lines_starting_with(r.out, "FAIL ").size() == 1);
     }
 }

@@ -257,6 +257,17 @@ std::vector<int> test_hosts::processes_besides_agent(const std::string& host) co
 
 // ---- helpers ---------------------------------------------------------------
 
+temp_dir::temp_dir(const std::string& name) {
+    std::string pattern = "/tmp/rfork-" + name + "-XXXXXX";
+    if (!::mkdtemp(pattern.data())) fail_setup("mkdtemp failed: " + std::string(std::strerror(errno)));
+    path = pattern;
+}
+
+temp_dir::~temp_dir() {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+}
+
 std::string read_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     std::ostringstream text;

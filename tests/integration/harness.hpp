@@ -6,6 +6,7 @@
 #include <rfork/error.hpp>
 
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
@@ -108,6 +109,16 @@ bool wait_for_file(const std::string& path, const std::function<bool(const std::
                    std::chrono::milliseconds bound);
 
 std::string read_file(const std::string& path);
+
+// A new directory under /tmp (which every test host sees), removed with all
+// it holds at the end of the test.
+struct temp_dir {
+    std::filesystem::path path;
+    explicit temp_dir(const std::string& name);
+    ~temp_dir();
+    temp_dir(const temp_dir&) = delete;
+    temp_dir& operator=(const temp_dir&) = delete;
+};
 
 // Open descriptors of a process.
 std::size_t fd_count(int pid);
