@@ -27,7 +27,7 @@ struct agent_state {
     unsigned receiving = 0;            // images being received or restored (--max-restores)
     child_table<forked_child> forked{};// children of this host's programs, elsewhere
     child_table<hosted_child> hosted{};// children running here
-    std::optional<asio::ssl::context> tls{};// with --secret-file: every peer connection
+    std::optional<asio::ssl::context> tls{};// every peer connection: the secret's, certificates', or this host's own
     std::string no_lazy_pages{};           // why lazy pages cannot work here, or empty
 
     // A fresh, empty, private directory under the work dir for one job.

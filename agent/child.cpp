@@ -2,6 +2,7 @@
 
 #include "conversation.hpp"
 #include "criu.hpp"
+#include "criu_workspace.hpp"
 #include "log.hpp"
 #include "page_relay.hpp"
 #include "process.hpp"
@@ -177,7 +178,9 @@ asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::
 // Ends with `criu lazy-pages`: once it has all the child's pages, the image
 // is complete here; if it fails, the child would find holes in its memory,
 // so it must not run on.
-asio::awaitable<void> finish_lazy_pages(std::shared_ptr<restored_child> child, child_process daemon, job_dir job,
+// `job` goes when this ends: the daemon reads its images until then.
+asio::awaitable<void> finish_lazy_pages(std::shared_ptr<restored_child> child, child_process daemon,
+                                        [[maybe_unused]] job_dir job, std::shared_ptr<criu_workspace> workspace,
                                         std::uint64_t file_bytes) {
     int status = co_await wait_for_exit(daemon);
     auto& id = child->record->id;
@@ -187,7 +190,7 @@ asio::awaitable<void> finish_lazy_pages(std::shared_ptr<restored_child> child, c
         co_return;
     }
     log_criu_failure(fmt::format("child {}: fetching its memory failed ({}); killed", id, describe_wait_status(status)),
-                     job / "lazy-pages.log");
+                     workspace->work_fd(), lazy_pages_log);
     kill_child(*child);
 }
 
@@ -250,8 +253,14 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
 
 asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protocol::image_begin& image,
                                                const std::string& id, job_dir& job,
-                                               std::shared_ptr<peer_connection> peer) {
+                                               std::shared_ptr<peer_connection> peer, std::optional<run_as> as) {
     auto ex = agent.io.get_executor();
+    if (as && (image.flags & protocol::image_begin::lazy_pages))
+        co_return restore_outcome{errc::restore_failed,
+                                  fmt::format("uid {}'s process came with lazy pages, which CRIU restores only as "
+                                              "root; its agent must send it whole",
+                                              as->uid),
+                                  0, nullptr};
     // The child's end of its connection to its agent: the fork's answer is waiting in it.
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
@@ -270,6 +279,10 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     std::vector<unique_fd> keep_open;  // ends given to the init, closed here after the spawn
     int next_fd = status_fd_in_init + 1;
     auto give = [&](unique_fd fd, const std::string& key) {
+        // CRIU reopens a pipe or terminal through /proc/self/fd: as the
+        // child's user, it must be that user's, as a login's terminal is.
+        if (as && ::fchown(fd.get(), as->uid, as->gid) != 0)
+            throw std::system_error(errno, std::generic_category(), "chown of the child's stdio");
         fds.push_back({fd.get(), next_fd});
         inherit.emplace_back(next_fd++, key);
         keep_open.push_back(std::move(fd));
@@ -305,21 +318,23 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     }
 
     auto status = make_pipe();
-    auto images = (job.path() / "images").string();
     bool lazy = image.flags & protocol::image_begin::lazy_pages;
+    // A child that is not root's is restored by CRIU running as its user
+    // (run_as.hpp): the kernel holds it to what that user may do.
+    if (as) as->capabilities = criu_restore_capabilities;
+    auto workspace = std::make_shared<criu_workspace>(job, as, criu_workspace::images_access::read);
     child_process lazy_daemon;
     if (lazy) {
         // The daemon first: the restore hands it the child's userfaultfd.
-        auto command = lazy_pages_command(agent.criu, images, job / "lazy-pages.log", criu_page_socket_fd,
-                                          criu_ready_fd);
+        auto command = lazy_pages_command(agent.criu, criu_page_socket_fd, criu_ready_fd);
         auto limit = agent.opts.limits.max_image_size;  // for the memory: what the files left of it
-        child->pages = co_await start_page_criu(ex, command, lazy_daemon,
+        child->pages = co_await start_page_criu(ex, command, workspace->mappings(), std::nullopt, lazy_daemon,
                                                 limit > image.total_size ? limit - image.total_size : 0);
         child->lazy_daemon = lazy_daemon.pid;
         if (!child->pages) {
             co_await wait_for_exit(lazy_daemon);
             auto why = log_criu_failure(fmt::format("the lazy-pages daemon for child {} failed", id),
-                                        job / "lazy-pages.log");
+                                        workspace->work_fd(), lazy_pages_log);
             co_return restore_outcome{errc::restore_failed, "CRIU could not serve lazy pages: " + why, 0, nullptr};
         }
         // Pages flow both ways from now on: CRIU's restore itself touches some.
@@ -328,12 +343,12 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     }
 
     fds.push_back({status.write.get(), status_fd_in_init});
-    auto log_file = job / "restore.log";
-    auto pid_file = job / "restored.pid";
+    for (auto& mapping : workspace->mappings()) fds.push_back(mapping);
     // /proc/self/exe: this very agent's binary, even once a package upgrade
     // has put another at agent.self_exe (the child execs before it changes).
-    std::vector<std::string> argv{"/proc/self/exe", "ns-init", std::to_string(status_fd_in_init), pid_file, "--"};
-    for (auto& arg : restore_command(agent.criu, images, log_file, pid_file, inherit, lazy)) argv.push_back(arg);
+    std::vector<std::string> argv{"/proc/self/exe", "ns-init", std::to_string(status_fd_in_init),
+                                  as ? to_argument(*as) : "root", "--"};
+    for (auto& arg : restore_command(agent.criu, inherit, lazy, as.has_value())) argv.push_back(arg);
 
     // Past here lazy pages may be flowing: a failure must stop them too.
     auto end_lazy_pages = [&]() -> asio::awaitable<void> {
@@ -376,7 +391,8 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
         auto ended = end_lazy_pages();
         co_await std::move(ended);
         if (record->memory_here) record->memory_here->set();  // a chained fork waiting for it gives up
-        auto criu_said = log_criu_failure(fmt::format("restore of child {} failed", id), log_file);
+        auto criu_said = log_criu_failure(fmt::format("restore of child {} failed", id), workspace->work_fd(),
+                                          restore_log);
         std::string why = line.starts_with("criu-failed ") ? criu_said
                           : line.starts_with("failed ")    ? line.substr(7)
                                                            : "its namespace init ended without a word";
@@ -386,7 +402,8 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
                                   lazy ? child : nullptr};
     }
     if (lazy)  // the daemon needs the images (and its log) until the last page is in
-        asio::co_spawn(ex, finish_lazy_pages(child, std::move(lazy_daemon), std::move(job), image.total_size),
+        asio::co_spawn(ex,
+                       finish_lazy_pages(child, std::move(lazy_daemon), std::move(job), workspace, image.total_size),
                        asio::detached);
     else
         job.remove();  // the images are in the child's memory now

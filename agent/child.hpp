@@ -7,6 +7,7 @@
 #include "agent.hpp"
 #include "job_dir.hpp"
 #include "peer_connection.hpp"
+#include "run_as.hpp"
 
 #include <rfork/detail/frame_io.hpp>
 #include <rfork/protocol.hpp>
@@ -15,6 +16,7 @@
 #include <asio/ip/tcp.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 
@@ -32,10 +34,11 @@ struct restore_outcome {
 // Restores the image in `job`/images; `job` is removed either way (with lazy
 // pages, once all of them are here). With lazy pages the child reads the
 // connection from the start, for its pages; the outcome then has the child
-// also on failure.
+// also on failure. `as`: the user a child that is not root's runs as (its
+// capabilities are chosen here); CRIU then runs as that user too.
 asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protocol::image_begin& image,
                                                const std::string& id, job_dir& job,
-                                               std::shared_ptr<peer_connection> peer);
+                                               std::shared_ptr<peer_connection> peer, std::optional<run_as> as);
 
 // Logs that all of a child's image is here, with the wall clock for scripts/bench.
 void log_image_complete(const std::string& id, std::uint64_t bytes);

@@ -49,7 +49,8 @@ struct hosted_child {
 template <typename Child>
 class child_table {
 public:
-    void add(std::shared_ptr<Child> child) { children_[child->id] = std::move(child); }
+    // A record never replaces another: false if its id is taken.
+    bool add(std::shared_ptr<Child> child) { return children_.emplace(child->id, std::move(child)).second; }
     std::shared_ptr<Child> find(const std::string& id) const {
         auto it = children_.find(id);
         return it == children_.end() ? nullptr : it->second;

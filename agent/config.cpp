@@ -50,6 +50,7 @@ std::variant<std::vector<config_line>, config_error> parse_config(std::string_vi
             return config_error{number, "write options without their dashes: '" + bare + "', not '" + name + "'", {}};
         }
         if (name == "config") return config_error{number, "a config file cannot name another (config)", {}};
+        if (auto removed = removed_option(name)) return config_error{number, removed->what, removed->fix};
         switch (kind_of_option(name)) {
         case option_kind::unknown: return config_error{number, "unknown option '" + name + "'", {}};
         case option_kind::flag:

@@ -1,5 +1,7 @@
 #include "criu.hpp"
 
+#include "criu_workspace.hpp"
+
 #include "log.hpp"
 #include "process.hpp"
 
@@ -116,10 +118,22 @@ stdio_files inspect_stdio(int pid) {
 
 std::vector<std::string> dump_command(const std::string& criu, const dump_request& r) {
     // --shell-job: the caller is rarely a session leader.
-    std::vector<std::string> argv{criu,           "dump",       "--tree",     std::to_string(r.pid),
-                                  "--images-dir", r.images_dir, "--log-file", r.log_file,
-                                  "-v4",          "--shell-job", "--external", fmt::format("unix[{}]", r.socket_inode)};
+    std::vector<std::string> argv{criu,
+                                  "dump",
+                                  "--tree",
+                                  std::to_string(r.pid),
+                                  "--images-dir",
+                                  criu_workspace::images_dir(),
+                                  "--work-dir",
+                                  criu_workspace::work_dir(),
+                                  "--log-file",
+                                  dump_log,
+                                  "-v4",
+                                  "--shell-job",
+                                  "--external",
+                                  fmt::format("unix[{}]", r.socket_inode)};
     if (r.leave_running) argv.push_back("--leave-running");
+    if (r.unprivileged) argv.push_back("--unprivileged");
     // Its connections are dumped (and stay the parent's), to be restored
     // closed; nftables holds their packets for the instant of the dump.
     if (r.tcp_connections) argv.insert(argv.end(), {"--tcp-established", "--network-lock", "nftables"});
@@ -130,26 +144,50 @@ std::vector<std::string> dump_command(const std::string& criu, const dump_reques
     return argv;
 }
 
-std::vector<std::string> restore_command(const std::string& criu, const std::string& images_dir,
-                                         const std::string& log_file, const std::string& pid_file,
-                                         const std::vector<std::pair<int, std::string>>& inherit, bool lazy) {
+std::vector<std::string> restore_command(const std::string& criu,
+                                         const std::vector<std::pair<int, std::string>>& inherit, bool lazy,
+                                         bool unprivileged) {
     // --tcp-close: the parent's connections are the parent's; the child sees them closed.
     // --manage-cgroups=ignore: the child joins this agent's cgroup (its
     // service's, on a systemd machine), never the cgroups its image names:
     // those are another machine's.
-    std::vector<std::string> argv{criu,       "restore", "--images-dir",      images_dir,
-                                  "--log-file", log_file, "-v4",               "--shell-job",
-                                  "--restore-detached", "--tcp-close", "--manage-cgroups=ignore",
-                                  "--pidfile", pid_file};
+    std::vector<std::string> argv{criu,
+                                  "restore",
+                                  "--images-dir",
+                                  criu_workspace::images_dir(),
+                                  "--work-dir",
+                                  criu_workspace::work_dir(),
+                                  "--log-file",
+                                  restore_log,
+                                  "-v4",
+                                  "--shell-job",
+                                  "--restore-detached",
+                                  "--tcp-close",
+                                  "--manage-cgroups=ignore",
+                                  "--pidfile",
+                                  restored_pid_file};
     if (lazy) argv.push_back("--lazy-pages");
+    if (unprivileged) argv.push_back("--unprivileged");
     for (auto& [fd, key] : inherit) argv.insert(argv.end(), {"--inherit-fd", fmt::format("fd[{}]:{}", fd, key)});
     return argv;
 }
 
-std::vector<std::string> lazy_pages_command(const std::string& criu, const std::string& images_dir,
-                                            const std::string& log_file, int ps_socket, int status_fd) {
-    return {criu,         "lazy-pages", "--page-server", "--ps-socket", std::to_string(ps_socket),
-            "--status-fd", std::to_string(status_fd), "--images-dir", images_dir, "--log-file", log_file, "-v4"};
+std::vector<std::string> lazy_pages_command(const std::string& criu, int ps_socket, int status_fd) {
+    std::vector<std::string> argv{criu,
+                                  "lazy-pages",
+                                  "--page-server",
+                                  "--ps-socket",
+                                  std::to_string(ps_socket),
+                                  "--status-fd",
+                                  std::to_string(status_fd),
+                                  "--images-dir",
+                                  criu_workspace::images_dir(),
+                                  "--work-dir",
+                                  criu_workspace::work_dir(),
+                                  "--log-file",
+                                  lazy_pages_log,
+                                  "-v4"};
+    return argv;
 }
 
 std::string lazy_pages_problem() {
@@ -167,8 +205,8 @@ std::string lazy_pages_problem() {
     return {};
 }
 
-std::string criu_error_line(const std::string& log_file) {
-    std::ifstream in(log_file);
+std::string criu_error_line(std::string_view log) {
+    std::istringstream in{std::string(log)};
     std::string line, error, last;
     while (std::getline(in, line)) {
         if (line.empty()) continue;
@@ -185,7 +223,7 @@ std::string criu_error_line(const std::string& log_file) {
     } else if (chosen.starts_with('(')) {
         if (auto close = chosen.find(") "); close != std::string::npos) chosen.erase(0, close + 2);
     }
-    if (chosen.empty()) return "CRIU left no log at " + log_file;
+    if (chosen.empty()) return "CRIU left no log";
     return chosen;
 }
 
@@ -193,16 +231,18 @@ std::string criu_error_line(const std::string& log_file) {
 
 namespace rfork::agent {
 
-std::string log_criu_failure(std::string_view heading, const std::string& log_file) {
+std::string log_criu_failure(std::string_view heading, int work_fd, const std::string& name) {
     log("{}; CRIU said:", heading);
-    std::ifstream in(log_file);
+    auto text = read_criu_file(work_fd, name);
+    if (!text) return "CRIU left no log (" + name + ")";
+    std::istringstream in(*text);
     int shown = 0;
     for (std::string line; std::getline(in, line) && shown < 20;) {
         if (line.find("Error (") == std::string::npos && line.find("Warn ") == std::string::npos) continue;
         log("  criu: {}", line);
         ++shown;
     }
-    return criu_error_line(log_file);
+    return criu_error_line(*text);
 }
 
 }  // namespace rfork::agent

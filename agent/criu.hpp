@@ -30,9 +30,16 @@ struct stdio_files {
 // Looks at /proc/PID/fd/{0,1,2}.
 stdio_files inspect_stdio(int pid);
 
+// Every command names its directories and files as criu_workspace.hpp lays
+// them out: images and work through inherited fds, the log in work/.
+inline constexpr const char* dump_log = "dump.log";
+inline constexpr const char* restore_log = "restore.log";
+inline constexpr const char* lazy_pages_log = "lazy-pages.log";
+inline constexpr const char* restored_pid_file = "restored.pid";
+
 struct dump_request {
     int pid = 0;
-    std::string images_dir, log_file;
+    bool unprivileged = false;           // CRIU runs as the process's user
     std::uint64_t socket_inode = 0;      // the process's socket to its agent
     std::vector<std::string> externals;  // from inspect_stdio
     bool tcp_connections = false;
@@ -44,25 +51,27 @@ struct dump_request {
 
 std::vector<std::string> dump_command(const std::string& criu, const dump_request& request);
 
-// `inherit` pairs an fd number (as criu will have it) with the CRIU key it replaces.
-std::vector<std::string> restore_command(const std::string& criu, const std::string& images_dir,
-                                         const std::string& log_file, const std::string& pid_file,
-                                         const std::vector<std::pair<int, std::string>>& inherit, bool lazy);
+// `inherit` pairs an fd number (as criu will have it) with the CRIU key it
+// replaces. `unprivileged`: CRIU runs as the image's user.
+std::vector<std::string> restore_command(const std::string& criu,
+                                         const std::vector<std::pair<int, std::string>>& inherit, bool lazy,
+                                         bool unprivileged);
 
 // The daemon that fetches a lazily restored child's pages through the fd
-// `ps_socket` and says "ready" on `status_fd`.
-std::vector<std::string> lazy_pages_command(const std::string& criu, const std::string& images_dir,
-                                            const std::string& log_file, int ps_socket, int status_fd);
+// `ps_socket` and says "ready" on `status_fd` (for root's children only:
+// CRIU 4.2 has no lazy pages as a user).
+std::vector<std::string> lazy_pages_command(const std::string& criu, int ps_socket, int status_fd);
 
 // Why lazy pages cannot work on this host (no userfaultfd, or pipes smaller
 // than CRIU's page pipes without CAP_SYS_RESOURCE), or empty.
 std::string lazy_pages_problem();
 
 // The line of CRIU's log that says why it failed, without its timestamp.
-std::string criu_error_line(const std::string& log_file);
+std::string criu_error_line(std::string_view log);
 
-// Logs `heading` and CRIU's error and warning lines, for operators (the log
-// file itself goes away with its job); returns the line that says why.
-std::string log_criu_failure(std::string_view heading, const std::string& log_file);
+// Logs `heading` and the error and warning lines of CRIU's log `name` in the
+// work directory `work_fd`, for operators (the log goes away with its job);
+// returns the line that says why.
+std::string log_criu_failure(std::string_view heading, int work_fd, const std::string& name);
 
 }  // namespace rfork::agent

@@ -1,9 +1,11 @@
 #include "criu_image.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
 
 namespace rfork::agent {
 
@@ -12,8 +14,6 @@ namespace {
 // images/magic.h and images/tty.proto of CRIU.
 constexpr std::uint32_t img_common_magic = 0x54564319;
 constexpr std::uint32_t tty_info_magic = 0x59453036;
-constexpr std::uint32_t core_magic = 0x55053847;
-constexpr std::uint64_t core_field_thread_core = 5, thread_core_field_creds = 10;
 constexpr std::uint64_t tty_type_ext_tty = 5;
 constexpr std::uint64_t field_type = 2, field_sid = 6, field_pgrp = 7, field_termios = 9;
 constexpr std::uint64_t termios_field_oflag = 2;
@@ -141,80 +141,22 @@ std::optional<bytes> adapt_external_terminals(const bytes& image) {
     return out;
 }
 
-bool adapt_external_terminals_in(const std::string& images_dir) {
-    auto path = std::filesystem::path(images_dir) / "tty-info.img";
-    if (!std::filesystem::exists(path)) return true;
-    bytes image;
-    {
-        std::ifstream in(path, std::ios::binary);
-        image.assign(std::istreambuf_iterator<char>(in), {});
-    }
+bool adapt_external_terminals_in(int images_dir_fd) {
+    int fd = ::openat(images_dir_fd, "tty-info.img", O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT;
+    struct closer {
+        int fd;
+        ~closer() { ::close(fd); }
+    } closing{fd};
+    struct stat st {};
+    constexpr off_t limit = 16 << 20;  // a few entries per terminal, in truth
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > limit) return false;
+    bytes image(static_cast<std::size_t>(st.st_size));
+    if (::pread(fd, image.data(), image.size(), 0) != static_cast<ssize_t>(image.size())) return false;
     auto edited = adapt_external_terminals(image);
     if (!edited) return false;
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(edited->data()), static_cast<std::streamsize>(edited->size()));
-    return static_cast<bool>(out);
-}
-
-}  // namespace rfork::agent
-
-namespace rfork::agent {
-
-namespace {
-
-// The payload of the first length-delimited field `number` of a message.
-std::optional<std::pair<std::size_t, std::size_t>> submessage(const bytes& b, std::size_t begin, std::size_t end,
-                                                              std::uint64_t number) {
-    std::vector<field> fields;
-    if (!split_fields(b, begin, end, fields)) return std::nullopt;
-    for (auto& f : fields) {
-        if (f.number != number || f.wire_type != 2) continue;
-        std::size_t at = f.begin;
-        std::uint64_t key, length;
-        read_varint(b, at, f.end, key);
-        read_varint(b, at, f.end, length);
-        return std::pair{at, f.end};
-    }
-    return std::nullopt;
-}
-
-}  // namespace
-
-std::optional<process_ids> ids_of_core_image(const bytes& image) {
-    if (image.size() < 12 || get_u32le(image, 0) != img_common_magic || get_u32le(image, 4) != core_magic)
-        return std::nullopt;
-    std::size_t size = get_u32le(image, 8);
-    if (size > image.size() - 12) return std::nullopt;
-    auto thread_core = submessage(image, 12, 12 + size, core_field_thread_core);
-    if (!thread_core) return std::nullopt;
-    auto creds = submessage(image, thread_core->first, thread_core->second, thread_core_field_creds);
-    if (!creds) return std::nullopt;
-    std::vector<field> fields;
-    if (!split_fields(image, creds->first, creds->second, fields)) return std::nullopt;
-    std::uint64_t value[9] = {};
-    bool seen[9] = {};
-    for (auto& f : fields)
-        if (f.wire_type == 0 && f.number >= 1 && f.number <= 8) value[f.number] = f.value, seen[f.number] = true;
-    for (int i = 1; i <= 8; ++i)
-        if (!seen[i] || value[i] > 0xffffffffu) return std::nullopt;
-    auto id = [&](int i) { return static_cast<std::uint32_t>(value[i]); };
-    return process_ids{id(1), id(3), id(5), id(7), id(2), id(4), id(6), id(8)};
-}
-
-std::optional<std::vector<process_ids>> ids_of_images(const std::string& images_dir) {
-    std::vector<process_ids> all;
-    std::error_code ec;
-    for (auto& entry : std::filesystem::directory_iterator(images_dir, ec)) {
-        auto name = entry.path().filename().string();
-        if (!name.starts_with("core-") || !name.ends_with(".img")) continue;
-        std::ifstream in(entry.path(), std::ios::binary);
-        bytes image((std::istreambuf_iterator<char>(in)), {});
-        auto ids = ids_of_core_image(image);
-        if (!ids) return std::nullopt;
-        all.push_back(*ids);
-    }
-    if (ec || all.empty()) return std::nullopt;
-    return all;
+    return ::pwrite(fd, edited->data(), edited->size(), 0) == static_cast<ssize_t>(edited->size()) &&
+           ::ftruncate(fd, static_cast<off_t>(edited->size())) == 0;
 }
 
 }  // namespace rfork::agent

@@ -1,4 +1,5 @@
-// Small, targeted edits of CRIU image files between dump and restore.
+// Small, targeted edits of CRIU image files between dump and restore, on the
+// sending side: the receiver checks images with its gate (image_gate.hpp).
 #pragma once
 
 #include <cstdint>
@@ -20,20 +21,10 @@ namespace rfork::agent {
 // Returns the edited image, or nullopt if `image` is not a valid tty-info image.
 std::optional<std::vector<unsigned char>> adapt_external_terminals(const std::vector<unsigned char>& image);
 
-// The same, in place, for DIR/tty-info.img if it exists. Returns false if it
-// exists and could not be edited.
-bool adapt_external_terminals_in(const std::string& images_dir);
-
-// The user and group ids a process will run with once restored.
-struct process_ids {
-    std::uint32_t uid, euid, suid, fsuid, gid, egid, sgid, fsgid;
-};
-
-// From a core-PID.img (core_entry.thread_core.creds); nullopt if it has none
-// or is not a core image.
-std::optional<process_ids> ids_of_core_image(const std::vector<unsigned char>& image);
-
-// Of every process in the image directory; nullopt if any cannot be read.
-std::optional<std::vector<process_ids>> ids_of_images(const std::string& images_dir);
+// The same, in place, for tty-info.img in the directory `images_dir_fd` if it
+// exists. CRIU may have written it as the process's user: only a regular
+// file is edited, never through a link. Returns false if it exists and could
+// not be edited.
+bool adapt_external_terminals_in(int images_dir_fd);
 
 }  // namespace rfork::agent

@@ -33,25 +33,36 @@ check_result check_file(const std::string& what, const std::string& path, bool i
     return passed(title, fmt::format("root's, mode {}", mode));
 }
 
+// Without credentials the agent listens on loopback only (options refuse
+// more), authenticated by its host's own secret, which it makes at start.
+std::vector<check_result> check_local_secret(const options& opts, std::optional<asio::ssl::context>& tls) {
+    auto path = local_secret_path(opts.socket_path);
+    std::vector<check_result> results;
+    results.push_back(warned("credentials",
+                             fmt::format("none configured: the agent listens on {} only, where agents must prove "
+                                         "this host's own secret: it forks only to and from agents of this host",
+                                         opts.listen.to_string()),
+                             fmt::format("to fork between machines: {}, copy it to every machine, then secret-file "
+                                         "/etc/rfork/secret",
+                                         keygen_secret)));
+    auto what = fmt::format("local secret {}", path);
+    try {
+        tls = load_local_tls_context(path);
+        results.push_back(passed(what, tls ? "root's and private: TLS 1.3 with it"
+                                           : "none yet: the agent makes it when it starts (mode 0600)"));
+    } catch (const local_secret_refused& e) {
+        results.push_back(failed(what, e.why, e.fix));
+    } catch (const std::exception& e) {
+        results.push_back(failed(what, e.what(), fmt::format("rm {} (the agent makes a new one when it starts)", path)));
+    }
+    return results;
+}
+
 }  // namespace
 
 std::vector<check_result> check_credentials(const options& opts, std::optional<asio::ssl::context>& tls) {
     std::vector<check_result> results;
-    if (opts.secret_file.empty() && opts.cert.empty()) {
-        if (opts.insecure)
-            results.push_back(warned("credentials", fmt::format("none (insecure): anyone who reaches {} can run "
-                                                                "processes here as root",
-                                                                opts.listen.to_string()),
-                                     fmt::format("{}, copy it to every machine, then secret-file /etc/rfork/secret",
-                                                 keygen_secret)));
-        else
-            results.push_back(failed("credentials",
-                                     "none configured: this agent can neither fork to nor take forks from agents "
-                                     "that have credentials",
-                                     fmt::format("{}, copy it to every machine, then secret-file /etc/rfork/secret",
-                                                 keygen_secret)));
-        return results;
-    }
+    if (opts.secret_file.empty() && opts.cert.empty()) return check_local_secret(opts, tls);
     bool secret = !opts.secret_file.empty();
     if (secret) {
         results.push_back(check_file("secret file", opts.secret_file, true,

@@ -94,8 +94,11 @@ int run_agent(const options& opts) {
     agent.self_exe = fs::read_symlink("/proc/self/exe").string();
     agent.host = opts.name;
     try {
+        // Every connection between agents is authenticated, loopback included:
+        // without credentials, by a secret only this host's root can read.
         if (!opts.secret_file.empty()) agent.tls.emplace(make_tls_context(opts.secret_file));
-        if (!opts.cert.empty()) agent.tls.emplace(make_tls_context(opts.cert, opts.key, opts.ca));
+        else if (!opts.cert.empty()) agent.tls.emplace(make_tls_context(opts.cert, opts.key, opts.ca));
+        else agent.tls.emplace(make_local_tls_context(local_secret_path(opts.socket_path)));
     } catch (const std::exception& e) {
         log("{}", e.what());
         return 1;
@@ -140,13 +143,13 @@ int run_agent(const options& opts) {
     });
 
     log("listening on {} and {} (CRIU {})", opts.listen.to_string(), opts.socket_path, agent.criu);
-    if (agent.tls && !opts.secret_file.empty())
+    if (!opts.secret_file.empty())
         log("agents must prove the secret of {} (TLS 1.3)", opts.secret_file);
-    else if (agent.tls)
+    else if (!opts.cert.empty())
         log("agents must show a certificate signed by {} (TLS 1.3)", opts.ca);
-    else if (!is_loopback(opts.listen.host))
-        log("WARNING: INSECURE: no credentials, yet listening on {}: anyone who can reach it can run "
-            "processes on this host as root", opts.listen.to_string());
+    else
+        log("no credentials: on loopback only, agents must prove this host's own secret {} (TLS 1.3); "
+            "to fork between machines, give the agents a --secret-file", local_secret_path(opts.socket_path));
     agent.no_lazy_pages = opts.lazy_pages ? lazy_pages_problem() : "--no-lazy-pages";
     if (opts.lazy_pages && !agent.no_lazy_pages.empty())
         log("note: no lazy pages on this host: {}; children start once all of their memory is here",

@@ -1,5 +1,9 @@
 #include "ns_init.hpp"
 
+#include "criu.hpp"
+#include "criu_workspace.hpp"
+#include "run_as.hpp"
+
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
@@ -10,7 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
+#include <optional>
 #include <string>
 
 namespace rfork::agent {
@@ -25,12 +29,14 @@ void report(int fd, const std::string& line) {
 }  // namespace
 
 int run_ns_init(int argc, char** argv) {
-    if (argc < 6 || std::strcmp(argv[4], "--") != 0 || getpid() != 1) {
+    // ns-init STATUS_FD root|UID:GID:GROUPS:CAPS -- CRIU...
+    std::optional<run_as> as;
+    if (argc >= 6 && std::strcmp(argv[3], "root") != 0) as = from_argument(argv[3]);
+    if (argc < 6 || std::strcmp(argv[4], "--") != 0 || getpid() != 1 || (std::strcmp(argv[3], "root") != 0 && !as)) {
         std::fprintf(stderr, "rfork-agent ns-init is started by the agent only\n");
         return 2;
     }
     int status_fd = std::atoi(argv[2]);
-    const char* pid_file = argv[3];
     char** criu_argv = argv + 5;
 
     ::setsid();  // out of the agent's session: its terminal's signals are not the child's
@@ -41,7 +47,22 @@ int run_ns_init(int argc, char** argv) {
         return 1;
     }
 
+    // From here on the namespace holds only the user's processes: this init
+    // takes the user's identity (with CRIU's few capabilities, for CRIU to
+    // inherit), and drops those once CRIU runs.
+    if (as) {
+        if (int e = become(*as)) {
+            report(status_fd, std::string("failed cannot take the identity of uid ") + std::to_string(as->uid) + ": " +
+                                  std::strerror(e));
+            return 1;
+        }
+    }
     pid_t criu = ::fork();
+    if (criu > 0 && as && drop_capabilities() != 0) {
+        ::kill(criu, SIGKILL);
+        report(status_fd, "failed cannot drop capabilities");
+        return 1;
+    }
     if (criu == 0) {
         ::close(status_fd);
         ::execv(criu_argv[0], criu_argv);
@@ -60,10 +81,10 @@ int run_ns_init(int argc, char** argv) {
         report(status_fd, "criu-failed " + std::to_string(status));
         return 1;
     }
-    long child = 0;
-    std::ifstream(pid_file) >> child;
+    auto pid_text = read_criu_file(criu_work_fd, restored_pid_file, 64);
+    long child = pid_text ? std::atol(pid_text->c_str()) : 0;
     if (child <= 1) {
-        report(status_fd, std::string("failed CRIU wrote no pid file at ") + pid_file);
+        report(status_fd, "failed CRIU wrote no pid file");
         return 1;
     }
     // The restored child holds its own copies of the inherited fds now.

@@ -4,12 +4,14 @@
 // "restored PID", "criu-failed WAIT_STATUS" or "failed REASON", then reaps every process of the
 // namespace (orphans come to pid 1) until the last one ends, and reports
 // "exited WAIT_STATUS" for the child. The namespace lives exactly as long as
-// it does.
+// it does. For a child that is not root's, it takes that user's identity
+// first (run_as.hpp) and CRIU inherits it: nothing in the namespace is root.
+// CRIU's directories are the fds of criu_workspace.hpp.
 #pragma once
 
 namespace rfork::agent {
 
-// argv: rfork-agent ns-init STATUS_FD PID_FILE -- CRIU_ARGV...
+// argv: rfork-agent ns-init STATUS_FD root|UID:GID:GROUPS:CAPS -- CRIU_ARGV...
 int run_ns_init(int argc, char** argv);
 
 }  // namespace rfork::agent

@@ -34,15 +34,16 @@ const char* const usage_text =
     "                        other (rfork-agent keygen PATH): TLS 1.3 between them\n"
     "  --cert FILE --key FILE --ca FILE\n"
     "                        or certificates: this agent's, and the authority whose\n"
-    "                        certificates it accepts (rfork-agent keygen --ca/--host)\n"
+    "                        certificates it accepts (rfork-agent keygen --ca/--host).\n"
+    "                        With neither, the agent listens on loopback only, with\n"
+    "                        TLS 1.3 and a secret of this host's own, made beside\n"
+    "                        the local socket (local.secret): agents of this host only\n"
     "  --allow-root          restore processes that run as root (uid 0); without it\n"
     "                        they are refused\n"
-    "  --allow-uid UID,...   restore only processes of these uids (and root with\n"
-    "                        --allow-root)\n"
+    "  --allow-uid UID,...   restore the processes of these users (none by default),\n"
+    "                        each as its user, who needs an account here\n"
     "  --local-users UID,... users besides root who may fork, wait and kill through\n"
     "                        the local socket (default: root only)\n"
-    "  --insecure            allow an ADDR beyond loopback without credentials:\n"
-    "                        anyone who reaches it can run processes here as root\n"
     "  --socket PATH         local programs' socket (default $RFORK_AGENT_SOCKET\n"
     "                        or /run/rfork/agent.sock)\n"
     "  --criu PATH           the CRIU binary (default: $RFORK_CRIU, the one\n"
@@ -76,8 +77,8 @@ constexpr option_spec known_options[] = {
     {"secret-file", option_kind::takes_value},   {"cert", option_kind::takes_value},
     {"key", option_kind::takes_value},           {"ca", option_kind::takes_value},
     {"allow-root", option_kind::flag},           {"allow-uid", option_kind::takes_value},
-    {"local-users", option_kind::takes_value},   {"insecure", option_kind::flag},
-    {"socket", option_kind::takes_value},        {"criu", option_kind::takes_value},
+    {"local-users", option_kind::takes_value},   {"socket", option_kind::takes_value},
+    {"criu", option_kind::takes_value},
     {"work-dir", option_kind::takes_value},      {"no-lazy-pages", option_kind::flag},
     {"name", option_kind::takes_value},          {"ready-fd", option_kind::takes_value},
     {"handshake-timeout", option_kind::takes_value}, {"idle-timeout", option_kind::takes_value},
@@ -117,8 +118,6 @@ std::string parser::apply(const std::string& arg, const std::string* value) {
          : arg == "--key"      ? o.key
          : arg == "--ca"       ? o.ca
                                : o.secret_file) = *value;
-    } else if (arg == "--insecure") {
-        o.insecure = true;
     } else if (arg == "--allow-root") {
         o.allow_root = true;
     } else if (arg == "--no-lazy-pages") {
@@ -161,6 +160,12 @@ bool parser::parse(const std::vector<std::string>& args, const std::string& wher
                    options_error& error) {
     for (std::size_t i = 0; i < args.size(); ++i) {
         const std::string& arg = args[i];
+        if (arg.starts_with("--")) {
+            if (auto removed = removed_option(std::string_view(arg).substr(2))) {
+                error = {where + removed->what, removed->fix};
+                return false;
+            }
+        }
         auto kind = arg.starts_with("--") ? kind_of_option(std::string_view(arg).substr(2)) : option_kind::unknown;
         if (kind == option_kind::unknown) {
             error = {where + "unknown argument '" + arg + "'", {}};
@@ -208,6 +213,18 @@ bool parser::read_config(const std::string& path, options_error& error) {
 
 }  // namespace
 
+std::optional<options_error> removed_option(std::string_view name) {
+    // Plain TCP let anyone who reached the port (every local user, on
+    // loopback) run processes here as root.
+    if (name == "insecure")
+        return options_error{"--insecure was removed: agents always authenticate (TLS 1.3). Give them a shared "
+                             "secret (--secret-file), or listen on loopback, where an agent without credentials "
+                             "uses a secret of this host's own",
+                             "rfork-agent keygen /etc/rfork/secret, copy it to every machine, and add --secret-file "
+                             "/etc/rfork/secret"};
+    return std::nullopt;
+}
+
 option_kind kind_of_option(std::string_view name) {
     auto found = std::find_if(std::begin(known_options), std::end(known_options),
                               [&](const option_spec& spec) { return spec.name == name; });
@@ -229,10 +246,10 @@ std::optional<options> parse_options(const std::vector<std::string>& args, optio
         error = {"--cert, --key and --ca go together, instead of --secret-file", {}};
         return std::nullopt;
     }
-    if (!is_loopback(o.listen.host) && !o.insecure && o.secret_file.empty() && !certificates) {
+    if (!is_loopback(o.listen.host) && o.secret_file.empty() && !certificates) {
         error = {"refusing to listen on " + o.listen.to_string() +
-                     " without credentials: anyone who reaches it could run processes here as root. "
-                     "Listen on loopback, or pass --insecure on a network you trust",
+                     " without credentials: only agents of this host could prove its own secret. Give the "
+                     "agents a shared secret or certificates, or listen on loopback",
                  "rfork-agent keygen /etc/rfork/secret, copy it to every machine, and add --secret-file "
                  "/etc/rfork/secret"};
         return std::nullopt;

@@ -21,9 +21,9 @@ struct limits {
 
 struct options {
     rfork::endpoint listen{"127.0.0.1", 7000};  // where other agents reach this one
-    bool insecure = false;                      // listen beyond loopback without credentials
     std::string secret_file;                    // shared secret: TLS between agents
-    std::string cert, key, ca;                  // or certificates: TLS between agents
+    std::string cert, key, ca;                  // or certificates; with neither, loopback only
+                                                // and the host's own secret (local_secret_path)
     bool allow_root = false;                    // restore processes that run as uid 0
     std::vector<std::uint32_t> allow_uids;      // if not empty: the only other uids restored
     std::vector<std::uint32_t> local_users;     // uids besides root that may use the local socket
@@ -48,6 +48,10 @@ struct options_error {
     std::string what;
     std::string fix;
 };
+
+// An option that once was and is no more (`name` without its dashes, as in a
+// config file): why, and what to do instead; nullopt for any other name.
+std::optional<options_error> removed_option(std::string_view name);
 
 // Parses `rfork-agent [OPTIONS]`, reading each --config FILE where it stands
 // (so options after it override its values); on bad input returns nullopt

@@ -55,15 +55,17 @@ void page_relay::close() {
     socket_.close(ignored);
 }
 
-asio::awaitable<std::shared_ptr<page_relay>> start_page_criu(const asio::any_io_executor& ex,
-                                                             const std::vector<std::string>& command,
+asio::awaitable<std::shared_ptr<page_relay>> start_page_criu(asio::any_io_executor ex, std::vector<std::string> command,
+                                                             std::vector<fd_mapping> fds, std::optional<run_as> as,
                                                              child_process& criu, std::uint64_t max_in) {
-    int fds[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
         throw std::system_error(errno, std::generic_category(), "socketpair");
-    unique_fd criu_end(fds[0]), agent_end(fds[1]);
+    unique_fd criu_end(pair[0]), agent_end(pair[1]);
     auto ready = make_pipe();
-    criu = spawn(command, {{criu_end.get(), criu_page_socket_fd}, {ready.write.get(), criu_ready_fd}});
+    fds.push_back({criu_end.get(), criu_page_socket_fd});
+    fds.push_back({ready.write.get(), criu_ready_fd});
+    criu = spawn(command, fds, 0, as ? &*as : nullptr);
     criu_end.reset(), ready.write.reset();  // CRIU's now: its end, or its exit, ends the read below
     asio::posix::stream_descriptor ready_stream(ex, ready.read.release());
     char byte = 1;

@@ -8,6 +8,7 @@
 
 #include "peer_connection.hpp"
 #include "process.hpp"
+#include "run_as.hpp"
 
 #include <rfork/detail/frame_io.hpp>
 
@@ -17,6 +18,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,11 +57,11 @@ private:
 };
 
 // Starts `command`, a CRIU command line that talks on criu_page_socket_fd
-// and says ready on criu_ready_fd, and waits until it is ready or has ended.
-// `criu` is the process either way; the result is the relay to it, or null
-// if it ended first.
+// and says ready on criu_ready_fd, with `fds` besides (its workspace's) and
+// as `as` when given, and waits until it is ready or has ended. `criu` is the
+// process either way; the result is the relay to it, or null if it ended first.
 asio::awaitable<std::shared_ptr<page_relay>> start_page_criu(
-    const asio::any_io_executor& ex, const std::vector<std::string>& command, child_process& criu,
-    std::uint64_t max_in = std::numeric_limits<std::uint64_t>::max());
+    asio::any_io_executor ex, std::vector<std::string> command, std::vector<fd_mapping> fds,
+    std::optional<run_as> as, child_process& criu, std::uint64_t max_in = std::numeric_limits<std::uint64_t>::max());
 
 }  // namespace rfork::agent

@@ -50,8 +50,13 @@ asio::awaitable<std::optional<connect_failure>> connect_to_agent(peer_connection
     };
     if (tls) {
         peer.use_tls(*tls);
+        prepare_client_handshake(peer.ssl());
         auto [ec] = co_await peer.async_handshake(asio::ssl::stream_base::client, as_tuple_awaitable);
         if (ec) co_return timed_out_or(step::tls, ec);
+        // Nothing of ours goes to a peer that did not prove the secret.
+        if (!authenticated_as_required(peer.ssl()))
+            co_return connect_failure{step::tls, errc::not_permitted,
+                                      "it did not prove the shared secret (it answered without the PSK)"};
     }
     auto hello = protocol::encode_handshake(protocol::role::sender);
     if (auto ec = co_await detail::write_bytes(peer, hello)) co_return timed_out_or(step::lost, ec);

@@ -20,7 +20,7 @@ namespace rfork::agent {
 struct connect_failure {
     enum class step {
         reach,      // no TCP connection (resolving, refused, timed out)
-        tls,        // the TLS handshake failed: other credentials, or none
+        tls,        // the TLS handshake failed, or the peer did not prove the secret: other credentials
         lost,       // the connection dropped before our rfork handshake went out
         handshake,  // the peer's rfork handshake was missing or refused ours
     };

@@ -1,6 +1,7 @@
-// A connection between two agents: TLS 1.3 authenticated by the agents'
-// shared secret (--secret-file), or plain TCP where the operator allowed it
-// (--insecure, or loopback). Both sides speak the same frames over it.
+// A connection between two agents: TLS 1.3, authenticated by the agents'
+// shared secret (--secret-file), their certificates, or, for an agent without
+// credentials, the secret of its own host (loopback only). Both sides speak
+// the same frames over it.
 #pragma once
 
 #include "async_mutex.hpp"
@@ -14,6 +15,7 @@
 
 #include <chrono>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 
@@ -28,6 +30,7 @@ public:
     asio::ip::tcp::socket& tcp() { return tls_ ? tls_->next_layer() : tcp_; }
     executor_type get_executor() { return tcp().get_executor(); }
     bool secure() const { return tls_.has_value(); }
+    SSL* ssl() { return tls_ ? tls_->native_handle() : nullptr; }
 
     // Moves the connected socket under TLS; handshake() then authenticates.
     void use_tls(asio::ssl::context& context) { tls_.emplace(std::move(tcp_), context); }
@@ -84,8 +87,35 @@ private:
 
 // TLS 1.3 with an external pre-shared key: both agents prove they hold the
 // secret, and the connection is encrypted with forward secrecy (psk_dhe_ke).
-// No certificates. Throws std::runtime_error with a clear message.
+// No certificates: none is offered, and a peer that shows one is refused.
+// Throws std::runtime_error with a clear message.
 asio::ssl::context make_tls_context(const std::string& secret_file);
+
+// An agent without credentials listens on loopback only, with a secret of its
+// host's own: `local.secret` beside its local socket, root's and private, so
+// that only root (its agents) can speak to it. Agents sharing a socket
+// directory share it.
+std::string local_secret_path(const std::string& socket_path);
+// The local secret's context; makes the secret when there is none (mode 0600,
+// never over anything). Throws local_secret_refused when the file is a
+// symlink, not root's, or open to group or others (std::runtime_error when it
+// cannot be made).
+struct local_secret_refused : std::runtime_error {
+    local_secret_refused(const std::string& what, std::string why_, std::string fix_)
+        : std::runtime_error(what), why(std::move(why_)), fix(std::move(fix_)) {}
+    std::string why;  // what is wrong with the file
+    std::string fix;  // the command that fixes it
+};
+asio::ssl::context make_local_tls_context(const std::string& path);
+// The same, for a look only (doctor): nullopt when there is no secret yet.
+std::optional<asio::ssl::context> load_local_tls_context(const std::string& path);
+
+// A client's handshake in PSK mode must not end in a certificate: TLS 1.3
+// lets a server that lacks the PSK ignore it and show one instead. Before the
+// handshake, this makes any certificate fail it; after, the check makes sure
+// the PSK was used (and certificates were verified, in certificate mode).
+void prepare_client_handshake(SSL* ssl);
+bool authenticated_as_required(SSL* ssl);
 
 // Writes a new random secret (32 bytes, hex) to `path`, mode 0600, never
 // over an existing file. Returns an error message, or empty on success.

@@ -1,5 +1,7 @@
 #include "process.hpp"
 
+#include "run_as.hpp"
+
 #include <rfork/detail/frame_io.hpp>
 
 #include <asio/posix/stream_descriptor.hpp>
@@ -34,7 +36,7 @@ namespace {
 [[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
 
 // Only async-signal-safe calls between fork and exec.
-[[noreturn]] void exec_child(char* const* argv, const std::vector<fd_mapping>& fds, int devnull) {
+[[noreturn]] void exec_child(char* const* argv, const std::vector<fd_mapping>& fds, int devnull, const run_as* as) {
     // Move sources above every target first, so no dup2 clobbers a later source.
     constexpr int high = 1000;
     int moved[16];
@@ -55,6 +57,7 @@ namespace {
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::signal(SIGPIPE, SIG_DFL);
+    if (as && become(*as) != 0) ::_exit(126);
     ::execv(argv[0], argv);
     ::_exit(127);
 }
@@ -63,16 +66,18 @@ struct exec_request {
     char* const* argv;
     const std::vector<fd_mapping>* fds;
     int devnull;
+    const run_as* as;
 };
 
 int exec_from_clone(void* arg) {
     auto* request = static_cast<exec_request*>(arg);
-    exec_child(request->argv, *request->fds, request->devnull);
+    exec_child(request->argv, *request->fds, request->devnull, request->as);
 }
 
 }  // namespace
 
-child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_mapping>& fds, int namespaces) {
+child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_mapping>& fds, int namespaces,
+                    const run_as* as) {
     if (fds.size() > 16) throw std::invalid_argument("spawn: too many fds");
     std::vector<char*> cargv;
     for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
@@ -83,10 +88,10 @@ child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_m
     pid_t pid;
     if (namespaces == 0) {
         pid = ::fork();
-        if (pid == 0) exec_child(cargv.data(), fds, devnull.get());
+        if (pid == 0) exec_child(cargv.data(), fds, devnull.get(), as);
     } else {
         // clone(2) without CLONE_VM copies the address space, stack included.
-        exec_request request{cargv.data(), &fds, devnull.get()};
+        exec_request request{cargv.data(), &fds, devnull.get(), as};
         std::vector<char> stack(64 * 1024);
         pid = ::clone(exec_from_clone, stack.data() + stack.size(), namespaces | SIGCHLD, &request);
     }

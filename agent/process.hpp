@@ -13,6 +13,8 @@
 
 namespace rfork::agent {
 
+struct run_as;
+
 // Owns a file descriptor.
 class unique_fd {
 public:
@@ -54,9 +56,11 @@ struct child_process {
 // Starts argv[0] (a path) with the given fds, every other fd closed and
 // stdin/stdout/stderr on /dev/null unless mapped. `namespaces` are clone(2)
 // flags such as CLONE_NEWPID: the child is then the first process of them.
+// With `as`, the program runs with that identity (see run_as.hpp); a child
+// that cannot take it exits with status 126 before exec.
 // Throws std::system_error.
 child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_mapping>& fds,
-                    int namespaces = 0);
+                    int namespaces = 0, const run_as* as = nullptr);
 
 // Waits for the child to end and reaps it; returns its wait status.
 asio::awaitable<int> wait_for_exit(child_process& child);

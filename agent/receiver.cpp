@@ -3,6 +3,7 @@
 #include "child.hpp"
 #include "conversation.hpp"
 #include "criu_image.hpp"
+#include "image_gate.hpp"
 #include "peer_connection.hpp"
 #include "watchdog.hpp"
 #include "log.hpp"
@@ -24,9 +25,13 @@ namespace {
 
 constexpr std::uint32_t control_limit = 64 * 1024;
 
-std::string new_child_id() {
+// Unique among the children here: a record never replaces another's.
+std::string new_child_id(const agent_state& agent) {
     std::random_device random;
-    return fmt::format("{:08x}", random());
+    for (;;) {
+        auto id = fmt::format("{:08x}", random());
+        if (!agent.hosted.find(id)) return id;
+    }
 }
 
 // Writes the image's files into `dir`, exactly as announced, until image_end.
@@ -80,20 +85,13 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
     }
 }
 
-// Whom the processes of the image will run as, against --allow-root and --allow-uid.
-std::optional<failure> check_ids(const options& opts, const std::string& images) {
-    auto all = ids_of_images(images);
-    if (!all) return failure{errc::malformed_message, "the image holds no process credentials rfork can read"};
-    for (auto& ids : *all) {
-        for (auto uid : {ids.uid, ids.euid, ids.suid, ids.fsuid}) {
-            if (uid == 0 && !opts.allow_root)
-                return failure{errc::not_permitted,
-                               "this agent restores processes of uid 0 only when started with --allow-root"};
-            if (uid != 0 && !opts.allow_uids.empty() &&
-                std::find(opts.allow_uids.begin(), opts.allow_uids.end(), uid) == opts.allow_uids.end())
-                return failure{errc::not_permitted, fmt::format("uid {} is not among this agent's --allow-uid", uid)};
-        }
-    }
+// The image gate against --allow-root and --allow-uid: whether this host
+// restores the image, and whom its processes will run as (`who`).
+std::optional<failure> check_ids(const options& opts, const std::string& images, image_identity& who) {
+    auto verdict = check_image_dir(images, image_policy{opts.allow_root, opts.allow_uids});
+    if (auto* refused = std::get_if<image_refusal>(&verdict))
+        return failure{errc::not_permitted, refused->message};
+    who = std::get<image_identity>(verdict);
     return std::nullopt;
 }
 
@@ -152,15 +150,19 @@ asio::awaitable<peer_answer> handle_peer(
         ~release() { --count; }
     } receiving{agent.receiving};
 
-    auto id = new_child_id();
+    auto id = new_child_id(agent);
     auto job = agent.make_job_dir(id);
     auto images = job / "images";
     std::filesystem::create_directory(images);
     if (auto failure = co_await receive_files(peer, images, limits)) co_return *failure;
     if (!lazy) log_image_complete(id, image.total_size);
-    if (auto not_allowed = check_ids(agent.opts, images)) co_return *not_allowed;
+    image_identity who;
+    if (auto not_allowed = check_ids(agent.opts, images, who)) co_return *not_allowed;
 
-    auto outcome = co_await restore_child(agent, image, id, job, connection);
+    // Root's child is restored by root's CRIU; any other by CRIU as that user.
+    std::optional<run_as> as;
+    if (who.uid != 0) as = run_as{who.uid, who.gid, who.groups, 0};
+    auto outcome = co_await restore_child(agent, image, id, job, connection, as);
     child = outcome.child;  // with lazy pages, also after a failure: it reads the connection
     if (outcome.ec) co_return failure{outcome.ec, outcome.message};
     log("child {} restored: pid {} from {} (origin pid {}, from {})", id, outcome.pid, image.origin_host, image.pid,

@@ -11,9 +11,11 @@
 #include "peer_connection.hpp"
 #include "watchdog.hpp"
 #include "criu.hpp"
+#include "criu_workspace.hpp"
 #include "criu_image.hpp"
 #include "log.hpp"
 #include "process.hpp"
+#include "run_as.hpp"
 
 #include <rfork/detail/frame_io.hpp>
 #include <rfork/detail/process_info.hpp>
@@ -25,13 +27,17 @@
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/read.hpp>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <optional>
 #include <variant>
 
@@ -76,30 +82,71 @@ std::optional<dump_target> locate(const agent_state& agent, int pid) {
     return std::nullopt;
 }
 
-// Streams every file of the image directory as image_file + image_data frames.
-asio::awaitable<std::error_code> send_image_files(peer_connection& peer, const fs::path& images) {
-    std::vector<fs::path> files;
-    for (auto& entry : fs::directory_iterator(images)) files.push_back(entry.path());
-    std::sort(files.begin(), files.end());
-    detail::bytes chunk(chunk_size);
-    for (auto& path : files) {
-        unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+// The image's files, opened before anything is sent: their sizes are the
+// total announced. CRIU may have run as the process's user, so the directory
+// is that user's: only regular files count, opened without following a link.
+struct image_file {
+    std::string name;
+    unique_fd fd;
+    std::uint64_t size;
+};
+
+std::variant<std::vector<image_file>, std::error_code> open_image_files(int dir_fd) {
+    std::vector<image_file> files;
+    unique_fd listing(::dup(dir_fd));
+    DIR* dir = listing ? ::fdopendir(listing.get()) : nullptr;
+    if (!dir) return std::error_code(errno, std::generic_category());
+    listing.release();
+    ::rewinddir(dir);
+    std::error_code failed;
+    while (auto* entry = ::readdir(dir)) {
+        std::string name = entry->d_name;
+        if (name == "." || name == "..") continue;
+        unique_fd fd(::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
         struct stat st {};
-        if (!fd || ::fstat(fd.get(), &st) != 0) co_return std::error_code(errno, std::generic_category());
-        protocol::image_file header{path.filename().string(), static_cast<std::uint64_t>(st.st_size)};
+        if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+            failed = fd ? std::error_code(errc::dump_failed) : std::error_code(errno, std::generic_category());
+            break;
+        }
+        files.push_back({name, std::move(fd), static_cast<std::uint64_t>(st.st_size)});
+    }
+    ::closedir(dir);
+    if (failed) return failed;
+    std::sort(files.begin(), files.end(), [](auto& a, auto& b) { return a.name < b.name; });
+    return files;
+}
+
+// Streams the image's files as image_file + image_data frames, then image_end.
+asio::awaitable<std::error_code> send_image_files(peer_connection& peer, std::vector<image_file> files) {
+    detail::bytes chunk(chunk_size);
+    for (auto& file : files) {
+        protocol::image_file header{file.name, file.size};
         if (auto ec = co_await detail::write_message(peer, header)) co_return ec;
         for (std::uint64_t left = header.size; left > 0;) {
             auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, chunk_size));
-            auto got = ::read(fd.get(), chunk.data(), want);
+            auto got = ::read(file.fd.get(), chunk.data(), want);
             if (got <= 0) co_return got < 0 ? std::error_code(errno, std::generic_category()) : errc::truncated;
             auto frame = protocol::encode_frame(protocol::message_type::image_data,
                                                 std::span(chunk.data(), static_cast<std::size_t>(got)));
             if (auto ec = co_await detail::write_bytes(peer, frame)) co_return ec;
             left -= static_cast<std::uint64_t>(got);
         }
+        file.fd.reset();
     }
     protocol::image_end end;
     co_return co_await detail::write_message(peer, end);
+}
+
+// The supplementary groups of a process, from /proc/PID/status.
+std::vector<std::uint32_t> groups_of(int pid) {
+    std::ifstream in(fmt::format("/proc/{}/status", pid));
+    std::vector<std::uint32_t> groups;
+    for (std::string line; std::getline(in, line);) {
+        if (!line.starts_with("Groups:")) continue;
+        std::istringstream words(line.substr(7));
+        for (std::uint32_t g; words >> g;) groups.push_back(g);
+    }
+    return groups;
 }
 
 // The connection to the child's host, kept for the child's life: its output
@@ -115,21 +162,21 @@ struct child_relay {
 
 // A lazy dump ends once the child's host has all the pages, or the
 // connection is gone; its log tells which. Its job directory goes then.
-asio::awaitable<void> finish_lazy_dump(child_process dump, job_dir job, int pid,
-                                       std::shared_ptr<one_shot_event> ended) {
+asio::awaitable<void> finish_lazy_dump(child_process dump, job_dir job, std::shared_ptr<criu_workspace> workspace,
+                                       int pid, std::shared_ptr<one_shot_event> ended) {
     int status = co_await wait_for_exit(dump);
     ended->set();
     if (status != 0) {
         log_criu_failure(fmt::format("serving the pages of pid {} failed ({})", pid, describe_wait_status(status)),
-                         job / "dump.log");
+                         workspace->work_fd(), dump_log);
     }
     job.remove();
 }
 
 // Everything between a valid request and the reply; returns the child or why not.
-// `pid` is the caller, or its snapshot.
+// `pid` is the caller, or its snapshot; `caller` who asked.
 asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_state& agent, child_relay& relay,
-                                                                          int pid,
+                                                                          int pid, ucred caller,
                                                                           const protocol::fork_request& request) {
     auto& peer = *relay.peer;
     auto ep = endpoint::parse(request.endpoint);
@@ -162,8 +209,9 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
                               fmt::format("cannot reach an rfork agent at {} ({})", request.endpoint, why)};
         case step::tls:
             co_return failure{errc::agent_unreachable,
-                              fmt::format("no TLS with the agent at {} ({}): do both agents have the same "
-                                          "--secret-file?", request.endpoint, why)};
+                              fmt::format("no TLS with the agent at {} ({}): it did not prove this agent's "
+                                          "credentials (the same --secret-file, or a certificate of the same "
+                                          "authority)", request.endpoint, why)};
         case step::lost:
             co_return failure{errc::agent_unreachable,
                               fmt::format("lost the rfork agent at {} ({})", request.endpoint, why)};
@@ -173,18 +221,30 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
         }
     }
 
+    // A process that is not root's is dumped by CRIU running as its user
+    // (run_as.hpp): the kernel then refuses any process that user could not
+    // trace, whatever happened to the pid since the request was checked.
+    // (A child restored here that forks again is dumped from inside its
+    // namespace, which holds its user's processes only, by root's CRIU.)
+    std::optional<run_as> as;
+    if (caller.uid != 0 && where->enter.empty())
+        as = run_as{caller.uid, caller.gid, groups_of(pid), criu_capabilities};
+    // A snapshot has no TCP connection: the library makes none of a caller with one.
+    bool tcp = !snapshot && detail::has_tcp_connections(pid);
+    if (tcp && as)
+        co_return failure{errc::dump_failed,
+                          fmt::format("pid {} has TCP connections, which CRIU can checkpoint only for root's "
+                                      "processes (TCP repair needs CAP_NET_ADMIN)", pid)};
     auto stdio = inspect_stdio(pid);
     auto job = agent.make_job_dir(fmt::format("dump-{}-{}", pid, agent.next_job++));
-    auto images = job.path() / "images";
-    fs::create_directory(images);
-    dump_request dump_args{where->pid, images.string(), job / "dump.log", request.socket_inode, stdio.externals,
-                           // A snapshot has no TCP connection: the library makes none of a caller with one.
-                           !snapshot && detail::has_tcp_connections(pid), !snapshot};
+    auto workspace = std::make_shared<criu_workspace>(job, as, criu_workspace::images_access::write);
+    dump_request dump_args{where->pid, as.has_value(), request.socket_inode, stdio.externals, tcp, !snapshot};
     // A snapshot's memory can follow its child (lazy pages): nobody else
     // waits for the snapshot, which stays frozen until all of it has gone.
     // A small one goes whole: starting CRIU's lazy-pages daemon costs more
     // than sending a few MiB (scripts/bench: 1 MiB whole ~33 ms, lazy ~50 ms).
-    bool lazy = snapshot && agent.no_lazy_pages.empty() &&
+    // (Not for a user's process: CRIU 4.2 restores lazy pages only as root.)
+    bool lazy = snapshot && !as && agent.no_lazy_pages.empty() &&
                 detail::status_field(pid, "RssAnon") * 1024 >= lazy_pages_threshold;
     if (lazy) dump_args.lazy_ps_socket = criu_page_socket_fd, dump_args.lazy_status_fd = criu_ready_fd;
     auto command = dump_command(agent.criu, dump_args);
@@ -195,32 +255,36 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
         // CRIU says "ready" once the images are written, then serves the
         // pages until the child has them all; the job and its log stay until then.
         auto ex = agent.io.get_executor();  // named: GCC 12 and temporaries around co_await
-        relay.pages = co_await start_page_criu(ex, command, dump);
+        relay.pages = co_await start_page_criu(ex, command, workspace->mappings(), as, dump);
         dumped = relay.pages != nullptr;
     } else {
-        dump = spawn(command, {});
+        dump = spawn(command, workspace->mappings(), 0, as ? &*as : nullptr);
         dumped = co_await wait_for_exit(dump) == 0;
     }
     if (!dumped) {
         int status = lazy ? co_await wait_for_exit(dump) : 0;
-        auto why = log_criu_failure(fmt::format("checkpoint of pid {} failed", pid), dump_args.log_file);
+        auto why = log_criu_failure(fmt::format("checkpoint of pid {} failed", pid), workspace->work_fd(), dump_log);
         co_return failure{errc::dump_failed, fmt::format("CRIU could not checkpoint pid {} ({}): {}", pid,
                                                          lazy ? describe_wait_status(status) : "it failed", why)};
     }
     if (lazy) {
         relay.pages_sent = std::make_shared<one_shot_event>(agent.io.get_executor());
-        asio::co_spawn(agent.io, finish_lazy_dump(std::move(dump), std::move(job), pid, relay.pages_sent),
+        asio::co_spawn(agent.io, finish_lazy_dump(std::move(dump), std::move(job), workspace, pid, relay.pages_sent),
                        asio::detached);
     }
-    if (!adapt_external_terminals_in(images.string()))
+    if (!adapt_external_terminals_in(workspace->images_fd()))
         co_return failure{errc::dump_failed, "CRIU wrote a tty-info image rfork cannot read"};
 
+    auto opened = open_image_files(workspace->images_fd());
+    if (auto* ec = std::get_if<std::error_code>(&opened))
+        co_return failure{errc::dump_failed, fmt::format("cannot read the image CRIU wrote: {}", ec->message())};
+    auto files = std::move(std::get<std::vector<image_file>>(opened));
     std::uint64_t total = 0;
-    for (auto& entry : fs::directory_iterator(images)) total += entry.file_size();
+    for (auto& file : files) total += file.size;
     protocol::image_begin begin{agent.host, static_cast<std::uint32_t>(pid), request.socket_inode, stdio.keys, total,
                                 lazy ? protocol::image_begin::lazy_pages : 0u};
     std::error_code ec = co_await detail::write_message(peer, begin);
-    if (!ec) ec = co_await send_image_files(peer, images);
+    if (!ec) ec = co_await send_image_files(peer, std::move(files));
     if (!lazy) job.remove();  // the image is sent or lost: either way it is no longer needed here
     if (relay.pages && !ec) asio::co_spawn(agent.io, page_relay::pump_out(relay.pages, relay.peer), asio::detached);
 
@@ -247,6 +311,14 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     protocol::restored child;
     if (reply.type != protocol::message_type::restored || protocol::decode(reply.payload, child))
         co_return failure{errc::unexpected_message, fmt::format("unexpected answer from the agent at {}", request.endpoint)};
+    // Programs wait for and signal children by these ids: one the peer
+    // chose may not be odd, nor replace another child's.
+    bool plain = !child.child_id.empty() && child.child_id.size() <= 64 &&
+                 std::all_of(child.child_id.begin(), child.child_id.end(),
+                             [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; });
+    if (!plain || agent.forked.find(child.child_id))
+        co_return failure{errc::unexpected_message, fmt::format("the agent at {} named its child '{}', which is not "
+                                                                "a fresh child id", request.endpoint, child.child_id)};
     co_return child;
 }
 
@@ -385,7 +457,7 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, cons
     auto relay = std::make_shared<child_relay>(agent.io.get_executor());
     std::variant<protocol::restored, failure> outcome;
     try {
-        outcome = co_await fork_process(agent, *relay, pid, request);
+        outcome = co_await fork_process(agent, *relay, pid, cred, request);
     } catch (const std::exception& e) {
         outcome = failure{errc::internal_error, e.what()};
     }

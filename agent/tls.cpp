@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
@@ -12,9 +13,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <fstream>
+#include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -23,19 +26,68 @@ namespace rfork::agent {
 namespace {
 
 constexpr const char* psk_identity = "rfork-agent";
-std::vector<unsigned char> shared_secret;  // one per agent process
+constexpr std::size_t max_secret_text = 4096;
 
-unsigned client_psk(SSL*, const char*, char* identity, unsigned max_identity, unsigned char* psk, unsigned max_psk) {
-    if (std::strlen(psk_identity) + 1 > max_identity || shared_secret.size() > max_psk) return 0;
-    std::strcpy(identity, psk_identity);
-    std::memcpy(psk, shared_secret.data(), shared_secret.size());
-    return static_cast<unsigned>(shared_secret.size());
+// The PSK lives with its SSL_CTX (ex data), which also marks a context as PSK-only.
+struct psk_key {
+    std::vector<unsigned char> bytes;
+    ~psk_key() { OPENSSL_cleanse(bytes.data(), bytes.size()); }
+};
+
+void free_psk(void*, void* key, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<psk_key*>(key); }
+
+int psk_index() {
+    static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_psk);
+    return index;
 }
 
-unsigned server_psk(SSL*, const char* identity, unsigned char* psk, unsigned max_psk) {
-    if (!identity || std::strcmp(identity, psk_identity) != 0 || shared_secret.size() > max_psk) return 0;
-    std::memcpy(psk, shared_secret.data(), shared_secret.size());
-    return static_cast<unsigned>(shared_secret.size());
+const psk_key* psk_of(SSL_CTX* ctx) { return static_cast<const psk_key*>(SSL_CTX_get_ex_data(ctx, psk_index())); }
+
+unsigned client_psk(SSL* ssl, const char*, char* identity, unsigned max_identity, unsigned char* psk,
+                    unsigned max_psk) {
+    auto* key = psk_of(SSL_get_SSL_CTX(ssl));
+    if (!key || std::strlen(psk_identity) + 1 > max_identity || key->bytes.size() > max_psk) return 0;
+    std::strcpy(identity, psk_identity);
+    std::memcpy(psk, key->bytes.data(), key->bytes.size());
+    return static_cast<unsigned>(key->bytes.size());
+}
+
+unsigned server_psk(SSL* ssl, const char* identity, unsigned char* psk, unsigned max_psk) {
+    auto* key = psk_of(SSL_get_SSL_CTX(ssl));
+    if (!key || !identity || std::strcmp(identity, psk_identity) != 0 || key->bytes.size() > max_psk) return 0;
+    std::memcpy(psk, key->bytes.data(), key->bytes.size());
+    return static_cast<unsigned>(key->bytes.size());
+}
+
+// In PSK mode a certificate proves nothing: a server without the secret may
+// ignore the PSK and answer with one (TLS 1.3 allows it), so any certificate
+// path fails here.
+int refuse_any_certificate(int, X509_STORE_CTX* store) {
+    X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+}
+
+// A secret file's text: 32 to 64 bytes in hex, as `rfork-agent keygen` writes it.
+std::vector<unsigned char> parse_secret(std::string text, const std::string& what) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    if (text.size() % 2 != 0 || text.size() < 64 || text.size() > 128)
+        throw std::runtime_error(fmt::format("{} must hold 32 to 64 bytes in hex (rfork-agent keygen makes one)", what));
+    std::vector<unsigned char> secret;
+    for (std::size_t i = 0; i < text.size(); i += 2) {
+        unsigned value = 0;
+        auto [end, ec] = std::from_chars(text.data() + i, text.data() + i + 2, value, 16);
+        if (ec != std::errc{} || end != text.data() + i + 2) throw std::runtime_error(fmt::format("{} is not hex", what));
+        secret.push_back(static_cast<unsigned char>(value));
+    }
+    OPENSSL_cleanse(text.data(), text.size());
+    return secret;
+}
+
+std::string read_all(int fd) {
+    std::string text(max_secret_text, '\0');
+    auto n = ::read(fd, text.data(), text.size());
+    text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    return text;
 }
 
 std::vector<unsigned char> read_secret(const std::string& path) {
@@ -43,41 +95,135 @@ std::vector<unsigned char> read_secret(const std::string& path) {
     if (fd < 0) throw std::runtime_error(fmt::format("cannot open --secret-file {}: {}", path, std::strerror(errno)));
     struct stat st {};
     ::fstat(fd, &st);
-    std::string text(4096, '\0');
-    auto n = ::read(fd, text.data(), text.size());
+    auto text = read_all(fd);
     ::close(fd);
     if (st.st_mode & (S_IRWXG | S_IRWXO))
         throw std::runtime_error(fmt::format("--secret-file {} is readable by others; chmod 600 it", path));
-    text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-    if (text.size() % 2 != 0 || text.size() < 64 || text.size() > 128)
-        throw std::runtime_error(
-            fmt::format("--secret-file {} must hold 32 to 64 bytes in hex (rfork-agent keygen makes one)", path));
-    std::vector<unsigned char> secret;
-    for (std::size_t i = 0; i < text.size(); i += 2) {
-        unsigned value = 0;
-        auto [end, ec] = std::from_chars(text.data() + i, text.data() + i + 2, value, 16);
-        if (ec != std::errc{} || end != text.data() + i + 2)
-            throw std::runtime_error(fmt::format("--secret-file {} is not hex", path));
-        secret.push_back(static_cast<unsigned char>(value));
-    }
-    return secret;
+    return parse_secret(std::move(text), "--secret-file " + path);
 }
 
-}  // namespace
+// Random bytes in hex with a newline: the text of a secret file.
+std::string new_secret_text() {
+    unsigned char bytes[32];
+    if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("no randomness from OpenSSL");
+    std::string hex;
+    for (auto b : bytes) hex += fmt::format("{:02x}", b);
+    OPENSSL_cleanse(bytes, sizeof bytes);
+    return hex + '\n';
+}
 
-asio::ssl::context make_tls_context(const std::string& secret_file) {
-    shared_secret = read_secret(secret_file);
+// Creates `path` with `text`, mode 0600, never over anything there (O_EXCL,
+// O_NOFOLLOW). Returns errno, or 0.
+int create_secret_file(const std::string& path, const std::string& text) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return errno;
+    ::fchmod(fd, 0600);  // whatever the umask
+    bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+    int error = errno;
+    ::close(fd);
+    if (ok) return 0;
+    ::unlink(path.c_str());
+    return error ? error : EIO;
+}
+
+local_secret_refused refused(const std::string& path, const std::string& why) {
+    auto fix = fmt::format("rm {} (the agent makes a new one when it starts)", path);
+    return local_secret_refused(fmt::format("refusing the local secret {}: {}; it must be a regular file of root's "
+                                            "that only root may read. Fix: {}, or give the agents credentials "
+                                            "(--secret-file)",
+                                            path, why, fix),
+                                why, fix);
+}
+
+// Reads the local secret at `path`; nullopt when there is none.
+std::optional<std::vector<unsigned char>> read_local_secret(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0 && errno == ENOENT) return std::nullopt;
+    if (fd < 0 && errno == ELOOP) throw refused(path, "it is a symbolic link");
+    if (fd < 0) throw refused(path, fmt::format("cannot open it: {}", std::strerror(errno)));
+    struct closer {
+        int fd;
+        ~closer() { ::close(fd); }
+    } close_it{fd};
+    // Checked on the open file: what is read is what was checked.
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw refused(path, fmt::format("cannot stat it: {}", std::strerror(errno)));
+    if (!S_ISREG(st.st_mode)) throw refused(path, "it is not a regular file");
+    if (st.st_uid != 0) throw refused(path, fmt::format("it belongs to uid {}, not root", st.st_uid));
+    if (st.st_mode & (S_IRWXG | S_IRWXO))
+        throw refused(path, fmt::format("group or others may use it (mode {:04o})", st.st_mode & 07777));
+    return parse_secret(read_all(fd), "the local secret " + path);
+}
+
+asio::ssl::context make_psk_context(std::vector<unsigned char> secret) {
     asio::ssl::context context(asio::ssl::context::tls);
     SSL_CTX* ctx = context.native_handle();
     SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
     SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
     // The PSK callbacks work with TLS 1.3 given a SHA-256 suite.
     SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256");
+    SSL_CTX_set_num_tickets(ctx, 0);  // no resumption: every connection proves the secret
+    if (!SSL_CTX_set_ex_data(ctx, psk_index(), new psk_key{std::move(secret)}))
+        throw std::runtime_error("OpenSSL could not keep the secret");
     SSL_CTX_set_psk_client_callback(ctx, client_psk);
     SSL_CTX_set_psk_server_callback(ctx, server_psk);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);  // the PSK is the authentication
+    // The PSK is the only authentication: as a server, this agent has no
+    // certificate to offer (none is loaded) and asks for none; as a client,
+    // see prepare_client_handshake.
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
     return context;
+}
+
+}  // namespace
+
+asio::ssl::context make_tls_context(const std::string& secret_file) {
+    return make_psk_context(read_secret(secret_file));
+}
+
+std::string local_secret_path(const std::string& socket_path) {
+    return (std::filesystem::path(socket_path).parent_path() / "local.secret").string();
+}
+
+asio::ssl::context make_local_tls_context(const std::string& path) {
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        if (auto secret = read_local_secret(path)) return make_psk_context(std::move(*secret));
+        // None yet. Made under a name of its own, then linked into place: the
+        // secret appears whole or not at all, and an agent beside this one
+        // that got there first wins (link fails with EEXIST, we read theirs).
+        auto text = new_secret_text();
+        auto draft = fmt::format("{}.{}-{}", path, ::getpid(), new_secret_text().substr(0, 8));
+        if (int error = create_secret_file(draft, text))
+            throw std::runtime_error(fmt::format("cannot create the local secret {}: {}", draft, std::strerror(error)));
+        int linked = ::link(draft.c_str(), path.c_str());
+        int error = errno;
+        ::unlink(draft.c_str());
+        if (linked == 0) {
+            auto secret = parse_secret(std::move(text), "the local secret " + path);
+            return make_psk_context(std::move(secret));
+        }
+        if (error != EEXIST)
+            throw std::runtime_error(fmt::format("cannot create the local secret {}: {}", path, std::strerror(error)));
+    }
+    throw std::runtime_error(fmt::format("cannot create the local secret {}: it keeps vanishing", path));
+}
+
+std::optional<asio::ssl::context> load_local_tls_context(const std::string& path) {
+    auto secret = read_local_secret(path);
+    if (!secret) return std::nullopt;
+    return make_psk_context(std::move(*secret));
+}
+
+void prepare_client_handshake(SSL* ssl) {
+    // Set on the client's SSL alone: on a server, SSL_VERIFY_PEER would make
+    // OpenSSL demand a session id context for the PSK "resumption".
+    if (psk_of(SSL_get_SSL_CTX(ssl))) SSL_set_verify(ssl, SSL_VERIFY_PEER, refuse_any_certificate);
+}
+
+bool authenticated_as_required(SSL* ssl) {
+    if (!psk_of(SSL_get_SSL_CTX(ssl))) return true;  // certificates: verified during the handshake
+    // The server chose our PSK (TLS 1.3 counts that as a resumption) and showed no certificate.
+    return SSL_session_reused(ssl) == 1 && SSL_get0_peer_certificate(ssl) == nullptr;
 }
 
 void peer_connection::detect_dead_peer(std::chrono::seconds limit) {
@@ -94,18 +240,11 @@ void peer_connection::detect_dead_peer(std::chrono::seconds limit) {
 }
 
 std::string write_new_secret(const std::string& path) {
-    unsigned char bytes[32];
-    if (RAND_bytes(bytes, sizeof bytes) != 1) return "no randomness from OpenSSL";
-    std::string hex;
-    for (auto b : bytes) hex += fmt::format("{:02x}", b);
-    hex += '\n';
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) return fmt::format("cannot create {}: {}", path, std::strerror(errno));
-    bool ok = ::write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size());
-    ::close(fd);
-    if (!ok) {
-        ::unlink(path.c_str());
-        return fmt::format("cannot write {}", path);
+    try {
+        if (int error = create_secret_file(path, new_secret_text()))
+            return fmt::format("cannot create {}: {}", path, std::strerror(error));
+    } catch (const std::exception& e) {
+        return e.what();
     }
     return {};
 }

@@ -214,8 +214,54 @@ build_candidate() {
         say "could not install CRIU at $CRIU_LOCAL"
         return 1
     fi
+    install_criu_protos "$src" "from ${tarball##*/}, sha256 $sum" || say "could not copy CRIU's image formats to $DEPS/criu/proto"
     rm -rf "$build"
     say "installed CRIU $version at $CRIU_LOCAL (from ${tarball##*/}, sha256 $sum)"
+}
+
+# rfork's image gate decodes images with CRIU's own formats (images/*.proto):
+# install_criu_protos SRC copies them from the CRIU source tree SRC, whose
+# tarball was verified, to $DEPS/criu/proto (whole, then renamed).
+install_criu_protos() {
+    local dest=$DEPS/criu/proto
+    compgen -G "$1/images/*.proto" >/dev/null || return 1
+    rm -rf "$dest.tmp" && mkdir -p "$dest.tmp" && cp "$1"/images/*.proto "$dest.tmp"/ &&
+        printf '%s\n' "$2" >"$dest.tmp/SOURCE" && rm -rf "$dest" && mv "$dest.tmp" "$dest"
+}
+
+# ensure_criu_protos: the formats for an install made before they were
+# copied, or for a system CRIU: from a verified CRIU tarball (the one given,
+# one kept in the cache, or Debian's newest), nothing else built.
+ensure_criu_protos() {
+    [[ -f $DEPS/criu/proto/core.proto ]] && return
+    local tarball= sum= upstream kept=() line debian suite name dir=$DEPS/criu-protos
+    if [[ -n ${RFORK_CRIU_TARBALL:-} ]]; then
+        tarball=$RFORK_CRIU_TARBALL
+    else
+        shopt -s nullglob
+        kept=("$CRIU_CACHE"/criu_*.orig.tar.{xz,gz,bz2})
+        shopt -u nullglob
+        for tarball in "${kept[@]}"; do
+            upstream=${tarball##*/criu_}
+            upstream=${upstream%.orig.tar.*}
+            sum=${CRIU_KNOWN_SHA256[$upstream]:-$(cat "$tarball.sha256" 2>/dev/null)}
+            version_at_least "$upstream" "$CRIU_MINIMUM" && cache_is_safe && [[ -n $sum ]] &&
+                tarball=$(verified_copy "$tarball" "$sum") && break
+            tarball=
+        done
+        if [[ -z $tarball ]]; then
+            line=$(criu_candidates | head -n 1)
+            read -r upstream debian suite name sum <<<"$line"
+            [[ -n $line ]] && tarball=$(fetch_candidate "$debian" "$suite" "$name" "$sum") || tarball=
+        fi
+    fi
+    [[ -n $tarball ]] || die "found no verified CRIU source for CRIU's image formats (rfork's image gate needs them)"
+    rm -rf "$dir" && mkdir -p "$dir"
+    tar -xf "$tarball" -C "$dir" --wildcards '*/images/*.proto' 2>/dev/null &&
+        install_criu_protos "$(find "$dir" -mindepth 1 -maxdepth 1 -type d | head -n 1)" "from ${tarball##*/}" ||
+        die "could not take CRIU's image formats from ${tarball##*/}"
+    rm -rf "$dir" "$DEPS"/apt.* "$DEPS/criu-src"
+    say "copied CRIU's image formats from ${tarball##*/} to $DEPS/criu/proto"
 }
 
 # Builds the newest CRIU that passes, from $RFORK_CRIU_TARBALL if given.

@@ -1,19 +1,142 @@
 // Only agents that hold the same secret fork to each other: TLS 1.3 with that
 // secret as a pre-shared key. Anyone else is refused before a byte of rfork's
-// protocol is read, and nothing is restored.
+// protocol is read, and nothing is restored. An agent without credentials is
+// no exception: it listens on loopback only, with a secret of its host's own.
+// And a sending agent sends nothing to a server that did not prove the secret.
 #include "harness.hpp"
 
 #include <doctest/doctest.h>
 
+#include <rfork/detail/frame_io.hpp>
 #include <rfork/error.hpp>
+
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ssl.hpp>
 
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <condition_variable>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <thread>
 
 using namespace rfork::test;
 namespace fs = std::filesystem;
+
+namespace {
+
+// A TLS 1.3 server with a certificate and no PSK, as a man in the middle or a
+// spoofed name would answer, on 127.0.0.1 of a test host. It counts what
+// reaches it: connections, handshakes completed, application bytes.
+class certificate_server {
+public:
+    struct counts {
+        int connections = 0, handshakes = 0, ended = 0;
+        std::size_t bytes = 0;
+        std::string failure;  // an exception of the server itself
+    };
+
+    certificate_server(const test_hosts& hosts, const std::string& host, const std::string& cert,
+                       const std::string& key) {
+        SSL_CTX_set_min_proto_version(tls_.native_handle(), TLS1_3_VERSION);
+        tls_.use_certificate_chain_file(cert);
+        tls_.use_private_key_file(key, asio::ssl::context::pem);
+        hosts.in_network(host, [this] { acceptor_.open(asio::ip::tcp::v4()); });
+        acceptor_.bind({asio::ip::make_address("127.0.0.1"), 0});
+        acceptor_.listen();
+        asio::co_spawn(io_, accept_all(), [this](std::exception_ptr e) { note_failure(e); });
+        thread_ = std::thread([this] { io_.run(); });
+    }
+    ~certificate_server() {
+        io_.stop();
+        thread_.join();
+    }
+    certificate_server(const certificate_server&) = delete;
+    certificate_server& operator=(const certificate_server&) = delete;
+
+    std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+
+    // Waits until `n` connections have ended; false when `bound` ran out.
+    bool wait_ended(int n, std::chrono::milliseconds bound) {
+        std::unique_lock lock(mutex_);
+        return changed_.wait_for(lock, bound, [&] { return counts_.ended >= n; });
+    }
+    counts now() {
+        std::lock_guard lock(mutex_);
+        return counts_;
+    }
+
+private:
+    asio::awaitable<void> accept_all() {
+        for (;;) {
+            auto [ec, socket] = co_await acceptor_.async_accept(rfork::detail::as_tuple_awaitable);
+            if (ec) co_return;
+            asio::co_spawn(io_, serve(std::move(socket)), [this](std::exception_ptr e) { note_failure(e); });
+        }
+    }
+
+    asio::awaitable<void> serve(asio::ip::tcp::socket socket) {
+        update([](counts& c) { ++c.connections; });
+        asio::ssl::stream<asio::ip::tcp::socket> stream(std::move(socket), tls_);
+        auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, rfork::detail::as_tuple_awaitable);
+        if (!ec) {
+            update([](counts& c) { ++c.handshakes; });
+            for (;;) {
+                unsigned char buffer[4096];
+                auto [rec, n] = co_await stream.async_read_some(asio::buffer(buffer), rfork::detail::as_tuple_awaitable);
+                update([n = n](counts& c) { c.bytes += n; });
+                if (rec) break;
+            }
+        }
+        update([](counts& c) { ++c.ended; });
+    }
+
+    template <typename Change>
+    void update(Change change) {
+        {
+            std::lock_guard lock(mutex_);
+            change(counts_);
+        }
+        changed_.notify_all();
+    }
+
+    void note_failure(std::exception_ptr e) {
+        if (!e) return;
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& what) {
+            update([&](counts& c) { c.failure = what.what(); });
+        }
+    }
+
+    asio::io_context io_;
+    asio::ssl::context tls_{asio::ssl::context::tls_server};
+    asio::ip::tcp::acceptor acceptor_{io_};
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    counts counts_;
+    std::thread thread_;
+};
+
+std::vector<std::string> as_user(const char* uid, std::vector<std::string> argv) {
+    std::vector<std::string> all{"/usr/bin/setpriv", std::string("--reuid=") + uid, std::string("--regid=") + uid,
+                                 "--clear-groups", "--"};
+    all.insert(all.end(), argv.begin(), argv.end());
+    return all;
+}
+
+// Where `host`'s agent keeps its host's own secret, as the test sees it.
+std::string local_secret_of(const test_hosts& hosts, const std::string& host) {
+    return "/proc/" + std::to_string(hosts.agent_pid(host)) + "/root/run/rfork/local.secret";
+}
+
+}  // namespace
 
 TEST_SUITE("integration.auth") {
     TEST_CASE("keygen makes a private secret and never overwrites one") {
@@ -114,12 +237,6 @@ TEST_SUITE("integration.auth") {
 
     TEST_CASE("only root and the --local-users may use the local socket") {
         require_fork_environment();
-        auto as_user = [](const char* uid, std::vector<std::string> argv) {
-            std::vector<std::string> all{"/usr/bin/setpriv", std::string("--reuid=") + uid, std::string("--regid=") + uid,
-                                         "--clear-groups", "--"};
-            all.insert(all.end(), argv.begin(), argv.end());
-            return all;
-        };
         SUBCASE("by default the socket is root's alone") {
             test_hosts hosts({"a", "b"});
             auto r = hosts.run("a", as_user("4242", {program_path("fork_or_report"), "b:7000"}));
@@ -172,5 +289,158 @@ TEST_SUITE("integration.auth") {
         CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("no TLS") != std::string::npos; }));
         CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
         check_nothing_left(hosts, {"a", "b"}, {});
+    }
+
+    TEST_CASE("an agent without credentials makes a private secret of its host and forks to itself through loopback") {
+        require_fork_environment();
+        test_hosts hosts({"a"}, {.no_credentials = true});
+        auto secret = local_secret_of(hosts, "a");
+        struct stat st {};
+        REQUIRE(::lstat(secret.c_str(), &st) == 0);
+        CHECK(S_ISREG(st.st_mode));
+        CHECK((st.st_mode & 07777) == 0600);
+        CHECK(st.st_uid == 0);
+        CHECK(read_file(secret).size() == 65);  // as rfork-agent keygen writes one
+
+        // Loopback only: the host's own address is closed.
+        auto far = hosts.raw_tls_peer("a", hosts.address("a"), 7000, "version", secret);
+        CHECK(lines_starting_with(far.out, "connect failed: ").size() == 1);
+        // On loopback, inside TLS with that secret, rfork's protocol answers.
+        auto near = hosts.raw_tls_peer("a", "127.0.0.1", 7000, "version", secret);
+        INFO("raw peer: " << near.out);
+        CHECK(lines_with(near.out, "error code=" + error_value(rfork::errc::unsupported_version)).size() == 1);
+
+        auto r = hosts.run("a", {program_path("fork_or_report"), "127.0.0.1:7000"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a"}));
+        CHECK(lines_with(r.out, "child goes on").size() == 1);
+        check_nothing_left(hosts, {"a"}, {{"a", 1}});
+    }
+
+    TEST_CASE("two agents without credentials on one host share its secret and fork to each other") {
+        require_fork_environment();
+        test_hosts hosts({"a"}, {.no_credentials = true});
+        temp_dir dir("auth");
+        auto log = (dir.path / "second.log").string();
+        std::ofstream{log};  // watched from the start
+        // A second agent beside the host's, its socket in the same directory.
+        auto second = hosts.start("a", {"/bin/sh", "-c", "exec \"$@\" 2>" + log, "sh", program_path("rfork-agent"),
+                                        "--listen", "127.0.0.1:7001", "--socket", "/run/rfork/second.sock",
+                                        "--work-dir", "/run/rfork/second-work", "--name", "second", "--allow-root"});
+        REQUIRE(wait_for_file(log, [](const std::string& text) { return text.find("listening on") != std::string::npos; },
+                              30s));
+        INFO("second agent's log: " << read_file(log) << agent_logs(hosts, {"a"}));
+        auto there = hosts.run("a", {program_path("fork_or_report"), "127.0.0.1:7001"});
+        CHECK(lines_with(there.out, "child goes on").size() == 1);
+        auto back = hosts.run("a", {program_path("fork_or_report"), "127.0.0.1:7000"},
+                              {{"RFORK_AGENT_SOCKET", "/run/rfork/second.sock"}});
+        CHECK(lines_with(back.out, "child goes on").size() == 1);
+        CHECK(wait_for_file(log, [](const std::string& text) { return text.find(" ended after ") != std::string::npos; },
+                            30s));
+        second.finish(0ms);  // stopped: its child has ended
+        check_nothing_left(hosts, {"a"}, {{"a", 1}});
+    }
+
+    TEST_CASE("a local user without the host's secret gets nothing from an agent without credentials") {
+        require_fork_environment();
+        // --allow-root as well: the worst case, where an image would run as root.
+        test_hosts hosts({"a"}, {.no_credentials = true});
+        // Plain TCP, as nobody: rfork's handshake and a whole image header. An
+        // agent that read them would answer with its handshake, then wait for
+        // the image longer than this bound (--idle-timeout, 60 s).
+        auto r = hosts.run("a", as_user("65534", {program_path("raw_peer"), "127.0.0.1", "7000", "stall"}), {}, 30s);
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a"}));
+        CHECK(r.status == 0);  // connected, and the agent closed at once
+        CHECK(lines_with(r.out, "closed").size() == 1);
+        CHECK(lines_with(r.out, "handshake ").empty());
+        CHECK(lines_with(r.out, "error code=").empty());
+        CHECK(lines_with(r.out, "frame type=").empty());
+
+        // TLS with a secret of another host: refused the same way.
+        temp_dir dir("auth");
+        auto other = (dir.path / "other-secret").string();
+        REQUIRE(running_program({program_path("rfork-agent"), "keygen", other}).finish(30s).status == 0);
+        auto wrong = hosts.raw_tls_peer("a", "127.0.0.1", 7000, "stall", other);
+        INFO("raw TLS peer: " << wrong.out);
+        CHECK(lines_starting_with(wrong.out, "tls failed: ").size() == 1);
+        CHECK(lines_with(wrong.out, "handshake ").empty());
+
+        // Nothing received, restored or left, and no child known to the agent.
+        check_nothing_left(hosts, {"a"}, {});
+        auto list = hosts.run("a", {program_path("rfork-agent"), "list"});
+        CHECK(list.status == 0);
+        CHECK(lines_starting_with(list.out, "ID ").size() == 1);
+        CHECK(std::count(list.out.begin(), list.out.end(), '\n') == 1);  // the header alone
+    }
+
+    TEST_CASE("an agent refuses a local secret that is a symlink or not root's or open to others") {
+        require_fork_environment();
+        temp_dir dir("auth");
+        auto good = (dir.path / "good-secret").string();
+        REQUIRE(running_program({program_path("rfork-agent"), "keygen", good}).finish(30s).status == 0);
+        const auto good_text = read_file(good);
+        struct bad_secret {
+            const char* name;
+            std::function<void(const std::string&)> make;
+        };
+        auto copy = [&](const std::string& path, fs::perms mode) {
+            fs::copy_file(good, path);
+            fs::permissions(path, mode);
+        };
+        using p = fs::perms;
+        for (auto& bad : {bad_secret{"symlink", [&](const std::string& path) { fs::create_symlink(good, path); }},
+                          bad_secret{"group-readable", [&](const std::string& path) { copy(path, p::owner_read | p::owner_write | p::group_read); }},
+                          bad_secret{"others-readable", [&](const std::string& path) { copy(path, p::owner_read | p::owner_write | p::others_read); }},
+                          bad_secret{"not root's", [&](const std::string& path) {
+                                         copy(path, p::owner_read | p::owner_write);
+                                         REQUIRE(::chown(path.c_str(), 65534, 65534) == 0);
+                                     }}}) {
+            CAPTURE(bad.name);
+            auto run_dir = dir.path / (std::string("run-") + bad.name);
+            fs::create_directory(run_dir);
+            auto secret = (run_dir / "local.secret").string();
+            bad.make(secret);
+            struct stat before {};
+            REQUIRE(::lstat(secret.c_str(), &before) == 0);
+            auto agent = running_program({program_path("rfork-agent"), "--listen", "127.0.0.1:7999", "--socket",
+                                          (run_dir / "agent.sock").string(), "--work-dir",
+                                          (run_dir / "work").string()})
+                             .finish(30s);
+            INFO("stderr: " << agent.err);
+            CHECK(agent.status == 1);
+            CHECK(agent.err.find(secret) != std::string::npos);  // the file is named
+            // It started nothing and changed nothing.
+            CHECK_FALSE(fs::exists(run_dir / "agent.sock"));
+            CHECK_FALSE(fs::exists(run_dir / "work"));
+            struct stat after {};
+            REQUIRE(::lstat(secret.c_str(), &after) == 0);
+            CHECK(after.st_ino == before.st_ino);
+            CHECK(after.st_mode == before.st_mode);
+            CHECK(after.st_uid == before.st_uid);
+            CHECK(read_file(good) == good_text);
+        }
+    }
+
+    TEST_CASE("a sending agent with a shared secret sends nothing to a server that shows a certificate instead") {
+        require_fork_environment();
+        temp_dir dir("auth");
+        auto pki = dir.path.string();
+        const auto agent = program_path("rfork-agent");
+        REQUIRE(running_program({agent, "keygen", "--ca", pki}).finish(30s).status == 0);
+        REQUIRE(running_program({agent, "keygen", "--host", "mitm", "--ca", pki, pki}).finish(30s).status == 0);
+        test_hosts hosts({"a"});
+        certificate_server server(hosts, "a", pki + "/mitm.crt", pki + "/mitm.key");
+        auto where = "127.0.0.1:" + std::to_string(server.port());
+
+        auto r = hosts.run("a", {program_path("fork_or_report"), where});
+        INFO(agent_logs(hosts, {"a"}));
+        auto error = expect_failed_fork(r, rfork::errc::agent_unreachable);
+        CHECK(error.find(where) != std::string::npos);
+        REQUIRE(server.wait_ended(1, 30s));
+        auto seen = server.now();
+        CHECK(seen.failure.empty());
+        CHECK(seen.connections == 1);  // the fork did go there
+        CHECK(seen.handshakes == 0);   // the agent refused the certificate
+        CHECK(seen.bytes == 0);        // and sent nothing
+        check_nothing_left(hosts, {"a"}, {});
     }
 }

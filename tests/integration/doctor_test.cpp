@@ -1,6 +1,7 @@
 // rfork-agent doctor on a test host: the configuration its agent runs with,
-// a probe of the other host's agent with the right and a wrong secret, a port
-// held by another program, and a config file others could change.
+// a probe of the other host's agent with the right and a wrong secret, a host
+// without credentials (its own secret, loopback only), a port held by
+// another program, and a config file others could change.
 #include "harness.hpp"
 
 #include <doctest/doctest.h>
@@ -36,7 +37,7 @@ std::vector<std::string> agent_options(const test_hosts& hosts, const std::strin
 
 // The same options as a config file's lines: "--listen X" becomes "listen X".
 std::string as_config(const std::vector<std::string>& args) {
-    static const std::set<std::string> flags{"--allow-root", "--insecure", "--no-lazy-pages"};
+    static const std::set<std::string> flags{"--allow-root", "--no-lazy-pages"};
     std::string text = "# made by doctor_test\n";
     for (std::size_t i = 0; i < args.size(); ++i) {
         text += args[i].substr(2);
@@ -134,6 +135,28 @@ TEST_SUITE("integration.doctor") {
         CHECK(failure.find("secret") != std::string::npos);
         CHECK(lines_starting_with(r.out, "ok   credentials load").size() == 1);  // the secret itself is fine
         CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("no TLS") != std::string::npos; }));
+    }
+
+    TEST_CASE("doctor on a host without credentials names its own secret and probes its agent on loopback") {
+        require_fork_environment();
+        test_hosts hosts({"a"}, {.no_credentials = true});
+        auto r = doctor(hosts, "a", {"--listen", "127.0.0.1:7000", "--peer", "127.0.0.1:7000"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a"}));
+        CHECK(r.status == 0);  // a warning: forks between machines need credentials
+        CHECK(lines_starting_with(r.out, "FAIL ").empty());
+        CHECK(only_line(r.out, "warn credentials: ").find("127.0.0.1:7000 only") != std::string::npos);
+        CHECK(lines_starting_with(r.out, "ok   local secret /run/rfork/local.secret").size() == 1);
+        CHECK(only_line(r.out, "ok   peer 127.0.0.1:7000").find("agent 'a'") != std::string::npos);
+
+        // A local secret others may read fails, with the fix.
+        temp_dir dir("doctor");
+        auto secret = (dir.path / "local.secret").string();
+        REQUIRE(running_program({program_path("rfork-agent"), "keygen", secret}).finish(30s).status == 0);
+        fs::permissions(secret, fs::perms::group_read, fs::perm_options::add);
+        auto bad = doctor(hosts, "a", {"--listen", "127.0.0.1:7001", "--socket", (dir.path / "agent.sock").string()});
+        INFO("stdout: " << bad.out << "\nstderr: " << bad.err);
+        auto failure = the_one_failure(bad, "FAIL local secret " + secret);
+        CHECK(line_after(bad.out, failure).starts_with("  fix: rm " + secret));
     }
 
     TEST_CASE("doctor fails a listen port that another program holds") {

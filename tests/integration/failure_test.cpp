@@ -63,7 +63,7 @@ TEST_SUITE("integration.failure") {
 
     TEST_CASE("peers speaking garbage or another version or the wrong role are refused and the agent keeps serving") {
         require_fork_environment();
-        test_hosts hosts({"a", "b"}, {.plain_tcp = true});  // plain TCP: what the protocol parser sees under TLS
+        test_hosts hosts({"a", "b"});
         struct expectation {
             const char* mode;
             rfork::errc code;
@@ -73,7 +73,8 @@ TEST_SUITE("integration.failure") {
                                   expectation{"role", rfork::errc::unexpected_role},
                                   expectation{"truncated", rfork::errc::truncated}}) {
             CAPTURE(mode);
-            auto r = hosts.run("a", {program_path("raw_peer"), hosts.address("b"), "7000", mode});
+            // Inside TLS with the hosts' secret: what the protocol parser sees.
+            auto r = hosts.raw_tls_peer("a", hosts.address("b"), 7000, mode);
             INFO("stdout: " << r.out << "\nstderr: " << r.err);
             CHECK(r.status == 0);
             auto errors = lines_with(r.out, "error code=");

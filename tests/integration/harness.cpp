@@ -4,7 +4,16 @@
 
 #include <doctest/doctest.h>
 
+#include <rfork/protocol.hpp>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/socket.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/inotify.h>
@@ -14,10 +23,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <utility>
@@ -36,6 +47,148 @@ const std::string hosts_script = source_dir + "/scripts/hosts";
 bool executable(const std::string& path) {
     struct stat st {};
     return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
+// ---- a raw peer inside TLS (see raw_peer.cpp for the same in plain TCP) ----
+
+// What raw_peer MODE sends, and whether it then ends its side of the stream.
+struct raw_request {
+    rfork::detail::bytes bytes;
+    bool end_sending = true;
+};
+
+raw_request raw_request_of(const std::string& mode) {
+    namespace protocol = rfork::protocol;
+    raw_request r;
+    auto append = [&r](const auto& more) { r.bytes.insert(r.bytes.end(), more.begin(), more.end()); };
+    if (mode == "garbage") {
+        append(std::string("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    } else if (mode == "version") {
+        append(protocol::encode_handshake(protocol::role::sender, 99));
+    } else if (mode == "role") {
+        append(protocol::encode_handshake(protocol::role::program));
+    } else if (mode == "truncated") {
+        append(protocol::encode_handshake(protocol::role::sender));
+        auto frame = protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}});
+        frame.resize(frame.size() - 3);  // the stream ends inside a frame
+        append(frame);
+    } else if (mode == "stall") {
+        append(protocol::encode_handshake(protocol::role::sender));
+        append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 4096}));
+        append(protocol::encode(protocol::image_file{"pages-1.img", 4096}));
+        r.end_sending = false;
+    } else if (mode == "silent") {
+        r.end_sending = false;
+    } else {
+        fail_setup("raw_tls_peer: unknown mode " + mode);
+    }
+    return r;
+}
+
+// The agent's answer as raw_peer prints it.
+std::string describe_answer(const rfork::detail::bytes& answer) {
+    namespace protocol = rfork::protocol;
+    std::string out;
+    protocol::stream_decoder decoder(true);
+    decoder.feed(answer);
+    for (;;) {
+        auto result = decoder.next();
+        if (result == protocol::stream_decoder::result::handshake) {
+            out += "handshake version=" + std::to_string(decoder.peer().version) +
+                   " role=" + std::to_string(unsigned(decoder.peer().who)) + "\n";
+        } else if (result == protocol::stream_decoder::result::frame) {
+            auto& frame = decoder.last_frame();
+            protocol::error_message e;
+            if (frame.type != protocol::message_type::error) {
+                out += "frame type=" + std::to_string(unsigned(frame.type)) + "\n";
+            } else if (protocol::decode(frame.payload, e)) {
+                out += "malformed error\n";
+            } else {
+                out += "error code=" + std::to_string(e.code.value()) + " message=" + e.text + "\n";
+            }
+        } else {
+            break;
+        }
+    }
+    if (auto bad = decoder.finish()) out += "answer undecodable: " + bad.message() + "\n";
+    return out + "closed\n";
+}
+
+std::vector<unsigned char> read_secret_bytes(const std::string& path) {
+    auto text = read_file(path);
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    if (text.size() < 64 || text.size() % 2) fail_setup("not a secret file: " + path);
+    std::vector<unsigned char> secret;
+    for (std::size_t i = 0; i < text.size(); i += 2)
+        secret.push_back(static_cast<unsigned char>(std::stoi(text.substr(i, 2), nullptr, 16)));
+    return secret;
+}
+
+int secret_index() {
+    static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return index;
+}
+
+// The agents' PSK, as agent/tls.cpp offers it.
+unsigned offer_psk(SSL* ssl, const char*, char* identity, unsigned max_identity, unsigned char* psk,
+                   unsigned max_psk) {
+    auto* secret = static_cast<const std::vector<unsigned char>*>(SSL_get_ex_data(ssl, secret_index()));
+    const std::string name = "rfork-agent";
+    if (!secret || name.size() + 1 > max_identity || secret->size() > max_psk) return 0;
+    std::memcpy(identity, name.c_str(), name.size() + 1);
+    std::memcpy(psk, secret->data(), secret->size());
+    return static_cast<unsigned>(secret->size());
+}
+
+std::string openssl_error(SSL* ssl, int ret) {
+    int error = SSL_get_error(ssl, ret);
+    if (error == SSL_ERROR_SYSCALL) return errno ? std::strerror(errno) : "connection closed";
+    char text[256] = "";
+    ERR_error_string_n(ERR_get_error(), text, sizeof text);
+    return "SSL error " + std::to_string(error) + ": " + text;
+}
+
+// Sends `request` inside TLS (blocking, each step bounded by `deadline`) and
+// reads the answer until the agent closes.
+run_result tls_exchange(int fd, const std::vector<unsigned char>& secret, const raw_request& request,
+                        std::chrono::steady_clock::time_point deadline) {
+    run_result result;
+    auto bound_io = [&] {
+        auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return false;
+        timeval tv{static_cast<time_t>(left.count() / 1000000), static_cast<suseconds_t>(left.count() % 1000000)};
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        return true;
+    };
+    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
+    SSL_CTX_set_ciphersuites(ctx.get(), "TLS_AES_128_GCM_SHA256");
+    std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx.get()), SSL_free);
+    SSL_set_ex_data(ssl.get(), secret_index(), const_cast<std::vector<unsigned char>*>(&secret));
+    SSL_set_psk_client_callback(ssl.get(), offer_psk);
+    SSL_set_fd(ssl.get(), fd);
+    int ret = bound_io() ? SSL_connect(ssl.get()) : -1;
+    if (ret != 1) {
+        result.status = 0;
+        result.out = "tls failed: " + openssl_error(ssl.get(), ret) + "\n";
+        return result;
+    }
+    if (!request.bytes.empty() && bound_io())
+        SSL_write(ssl.get(), request.bytes.data(), static_cast<int>(request.bytes.size()));
+    // close_notify: the agent reads an end of stream, as after raw_peer's shutdown.
+    if (request.end_sending && bound_io()) SSL_shutdown(ssl.get());
+    rfork::detail::bytes answer;
+    for (;;) {
+        unsigned char buffer[4096];
+        int n = bound_io() ? SSL_read(ssl.get(), buffer, sizeof buffer) : -1;
+        if (n <= 0) break;
+        answer.insert(answer.end(), buffer, buffer + n);
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return result;  // status -1: the agent never closed
+    result.status = 0;
+    result.out = describe_answer(answer);
+    return result;
 }
 
 }  // namespace
@@ -163,9 +316,9 @@ test_hosts::test_hosts(std::vector<std::string> names, const setup& how) : names
     state_ = templ;
     std::vector<std::string> argv{hosts_script, "up", state_, RFORK_AGENT_BINARY};
     argv.insert(argv.end(), names_.begin(), names_.end());
-    std::map<std::string, std::string> env{{"RFORK_HOSTS_INSECURE", how.plain_tcp ? "1" : "0"},
-                                           {"RFORK_HOSTS_ALLOW_ROOT", how.allow_root ? "1" : "0"},
-                                           {"RFORK_HOSTS_CERTIFICATES", how.certificates ? "1" : "0"}};
+    std::map<std::string, std::string> env{{"RFORK_HOSTS_ALLOW_ROOT", how.allow_root ? "1" : "0"},
+                                           {"RFORK_HOSTS_CERTIFICATES", how.certificates ? "1" : "0"},
+                                           {"RFORK_HOSTS_NO_CREDENTIALS", how.no_credentials ? "1" : "0"}};
     for (auto& args : how.agent_args) {
         auto eq = args.find('=');
         bool per_host = eq != std::string::npos && eq < args.find(' ');
@@ -253,6 +406,57 @@ std::vector<int> test_hosts::processes_besides_agent(const std::string& host) co
     for (int pid; in >> pid;)
         if (pid != agent_pid(host)) result.push_back(pid);
     return result;
+}
+
+void test_hosts::in_network(const std::string& host, const std::function<void()>& open) const {
+    auto ns = read_file(state_ + "/" + host + ".ns");
+    ns = ns.substr(0, ns.find('\n'));
+    int here = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    int there = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (here < 0 || there < 0 || ::setns(there, CLONE_NEWNET) != 0) {
+        for (int fd : {here, there})
+            if (fd >= 0) ::close(fd);
+        fail_setup("cannot enter the network namespace of " + host + ": " + std::strerror(errno));
+    }
+    ::close(there);
+    struct back_home {
+        int here;
+        ~back_home() {
+            if (::setns(here, CLONE_NEWNET) != 0) std::abort();  // the test would go on in the wrong network
+            ::close(here);
+        }
+    } back{here};
+    open();
+}
+
+std::string test_hosts::secret_file() const {
+    auto path = state_ + "/secret";
+    return fs::exists(path) ? path : std::string{};
+}
+
+run_result test_hosts::raw_tls_peer(const std::string& from, const std::string& address, std::uint16_t port,
+                                    const std::string& mode, std::string secret,
+                                    std::chrono::milliseconds bound) const {
+    if (secret.empty()) secret = secret_file();
+    if (secret.empty()) fail_setup("raw_tls_peer: these hosts share no secret");
+    auto request = raw_request_of(mode);
+    auto deadline = std::chrono::steady_clock::now() + bound;
+    int fd = -1;
+    in_network(from, [&] { fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); });
+    if (fd < 0) fail_setup("socket failed");
+    struct closer {
+        int fd;
+        ~closer() { ::close(fd); }
+    } close_it{fd};
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    if (::inet_pton(AF_INET, address.c_str(), &to.sin_addr) != 1) fail_setup("raw_tls_peer: not an address: " + address);
+    timeval tv{static_cast<time_t>(std::max<std::int64_t>(1, bound.count() / 1000)), 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);  // bounds connect() too
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0)
+        return {0, "connect failed: " + std::string(std::strerror(errno)) + "\n", {}};
+    return tls_exchange(fd, read_secret_bytes(secret), request, deadline);
 }
 
 // ---- helpers ---------------------------------------------------------------

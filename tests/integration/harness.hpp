@@ -6,6 +6,7 @@
 #include <rfork/error.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -51,8 +52,10 @@ public:
         // Extra arguments for the agents (RFORK_AGENT_ARGS of scripts/hosts;
         // an entry "b=ARGS" for host b only).
         std::vector<std::string> agent_args{};
-        bool plain_tcp = false;     // no shared secret: plain TCP (--insecure)
         bool certificates = false;  // certificates of one authority instead of the secret
+        // No credentials at all: each agent listens on its own 127.0.0.1 only,
+        // with the secret it makes for its host (/run/rfork/local.secret).
+        bool no_credentials = false;
         bool allow_root = true;   // the agents restore root's processes (--allow-root)
     };
     explicit test_hosts(std::vector<std::string> names) : test_hosts(std::move(names), setup{}) {}
@@ -89,6 +92,23 @@ public:
 
     // Processes in `host`'s network namespace other than its agent.
     std::vector<int> processes_besides_agent(const std::string& host) const;
+
+    // Runs `open` with this thread in `host`'s network namespace: the sockets
+    // it opens stay there (and reach what that host reaches) once it is back.
+    void in_network(const std::string& host, const std::function<void()>& open) const;
+
+    // The secret the agents share (empty with certificates or no_credentials).
+    std::string secret_file() const;
+
+    // Speaks to the agent at `address`:`port` from `from`'s network as the
+    // program raw_peer MODE does, but inside TLS with `secret` (a secret
+    // file, by default the hosts' own), and reports the same lines; only
+    // "connect failed: WHY" or "tls failed: WHY" when it got no further.
+    // Modes: garbage, version, role, truncated, silent, stall. Status -1:
+    // the agent had not closed within `bound`.
+    run_result raw_tls_peer(const std::string& from, const std::string& address, std::uint16_t port,
+                            const std::string& mode, std::string secret = {},
+                            std::chrono::milliseconds bound = 30s) const;
 
 private:
     std::string state_;

@@ -1,4 +1,4 @@
-// The agent's limits and its refusal to listen in the open without
+// The agent's limits and its refusal to listen beyond loopback without
 // credentials: each limit has a default and a flag, and whoever hits it gets a
 // clear error, while the agent keeps nothing and keeps serving.
 #include "harness.hpp"
@@ -30,9 +30,9 @@ std::string refusal_line(const run_result& r, rfork::errc expected) {
 }  // namespace
 
 TEST_SUITE("integration.limits") {
-    TEST_CASE("without credentials the agent refuses to listen beyond loopback unless told --insecure") {
+    TEST_CASE("without credentials the agent refuses to listen beyond loopback and --insecure is gone") {
         require_fork_environment();
-        auto dir = std::filesystem::temp_directory_path() / ("rfork-insecure-" + std::to_string(::getpid()));
+        auto dir = std::filesystem::temp_directory_path() / ("rfork-no-credentials-" + std::to_string(::getpid()));
         std::vector<std::string> argv{program_path("rfork-agent"), "--listen",   "0.0.0.0:7999",
                                       "--socket",                  (dir / "agent.sock").string(),
                                       "--work-dir",                (dir / "work").string()};
@@ -40,18 +40,24 @@ TEST_SUITE("integration.limits") {
         INFO("stderr: " << r.err);
         CHECK(r.status == 2);
         CHECK(r.err.find("refusing to listen on 0.0.0.0:7999 without credentials") != std::string::npos);
-        CHECK(r.err.find("--insecure") != std::string::npos);
+        CHECK(r.err.find("--secret-file") != std::string::npos);
         CHECK_FALSE(std::filesystem::exists(dir));  // it changed nothing
 
-        // Plain TCP on the test hosts' own addresses needs --insecure, and the agent says so.
-        test_hosts hosts({"a"}, {.plain_tcp = true});
-        CHECK(hosts.agent_log("a").find("WARNING: INSECURE") != std::string::npos);
+        // The way out that once was: plain TCP for anyone who reaches the port.
+        argv.push_back("--insecure");
+        auto insecure = running_program(argv).finish(30s);
+        INFO("stderr: " << insecure.err);
+        CHECK(insecure.status == 2);
+        CHECK(insecure.err.find("--insecure was removed") != std::string::npos);
+        CHECK(insecure.err.find("rfork-agent keygen") != std::string::npos);
+        CHECK_FALSE(std::filesystem::exists(dir));
     }
 
     TEST_CASE("a peer that sends nothing is cut off after the handshake timeout") {
         require_fork_environment();
-        test_hosts hosts({"a", "b"}, {.agent_args = {"--handshake-timeout 1"}, .plain_tcp = true});
-        auto r = hosts.run("a", {program_path("raw_peer"), hosts.address("b"), "7000", "silent"}, {}, 30s);
+        test_hosts hosts({"a", "b"}, {.agent_args = {"--handshake-timeout 1"}});
+        // Inside TLS with the hosts' secret: the agent's own timeout, not TLS's.
+        auto r = hosts.raw_tls_peer("a", hosts.address("b"), 7000, "silent");
         auto line = refusal_line(r, rfork::errc::timed_out);
         CHECK(line.find("--handshake-timeout") != std::string::npos);
         // It still serves others.
@@ -63,8 +69,8 @@ TEST_SUITE("integration.limits") {
 
     TEST_CASE("an image that stalls is dropped after the idle timeout and leaves nothing") {
         require_fork_environment();
-        test_hosts hosts({"a", "b"}, {.agent_args = {"--idle-timeout 1"}, .plain_tcp = true});
-        auto r = hosts.run("a", {program_path("raw_peer"), hosts.address("b"), "7000", "stall"}, {}, 30s);
+        test_hosts hosts({"a", "b"}, {.agent_args = {"--idle-timeout 1"}});
+        auto r = hosts.raw_tls_peer("a", hosts.address("b"), 7000, "stall");
         auto line = refusal_line(r, rfork::errc::timed_out);
         CHECK(line.find("--idle-timeout") != std::string::npos);
         check_nothing_left(hosts, {"a", "b"}, {});

@@ -127,11 +127,11 @@ TEST_CASE("config: every option of the agent is known with or without a value") 
         CAPTURE(name);
         CHECK(kind_of_option(name) == option_kind::takes_value);
     }
-    for (auto name : {"allow-root", "insecure", "no-lazy-pages"}) {
+    for (auto name : {"allow-root", "no-lazy-pages"}) {
         CAPTURE(name);
         CHECK(kind_of_option(name) == option_kind::flag);
     }
-    for (auto name : {"", "help", "--listen", "peer", "Listen"}) {
+    for (auto name : {"", "help", "--listen", "peer", "Listen", "insecure"}) {
         CAPTURE(name);
         CHECK(kind_of_option(name) == option_kind::unknown);
     }
@@ -234,6 +234,41 @@ TEST_CASE("config: parse_options reads it where --config stands and names the fi
         CHECK_FALSE(parse_options({"--config", f.path}, error));
         CHECK(error.what.find("without credentials") != std::string::npos);
         CHECK(error.fix.find("rfork-agent keygen") != std::string::npos);
+    }
+}
+
+TEST_CASE("config: --insecure was removed and says what to do instead") {
+    SUBCASE("on the command line") {
+        options_error error;
+        CHECK_FALSE(parse_options({"--listen", "0.0.0.0:7000", "--insecure"}, error));
+        CHECK(error.what.starts_with("--insecure was removed: agents always authenticate"));
+        CHECK(error.what.find("--secret-file") != std::string::npos);
+        CHECK(error.fix.find("rfork-agent keygen /etc/rfork/secret") != std::string::npos);
+    }
+    SUBCASE("on loopback too, where it never was needed") {
+        options_error error;
+        CHECK_FALSE(parse_options({"--listen", "7000", "--insecure"}, error));
+        CHECK(error.what.starts_with("--insecure was removed"));
+    }
+    SUBCASE("in a config file, with its line") {
+        auto e = error_of("listen 0.0.0.0:7000\ninsecure\n");
+        CHECK(e.line == 2);
+        CHECK(e.what.starts_with("--insecure was removed"));
+        CHECK(e.fix.find("rfork-agent keygen") != std::string::npos);
+    }
+    SUBCASE("beyond loopback, no credentials is refused with the way to give some") {
+        options_error error;
+        CHECK_FALSE(parse_options({"--listen", "0.0.0.0:7000"}, error));
+        CHECK(error.what.find("without credentials") != std::string::npos);
+        CHECK(error.what.find("--insecure") == std::string::npos);  // no way out without credentials
+        CHECK(error.fix.find("--secret-file") != std::string::npos);
+    }
+    SUBCASE("on loopback, no credentials is fine: the agent uses its host's own secret") {
+        options_error error;
+        auto o = parse_options({"--listen", "7000"}, error);
+        REQUIRE_MESSAGE(o, error.what);
+        CHECK(o->secret_file.empty());
+        CHECK(o->cert.empty());
     }
 }
 

@@ -1,15 +1,19 @@
 // Forks with the non-throwing form and reports the outcome; either way the
 // process goes on and exits 0, as a program whose fork failed must be able to.
 //
-//   fork_or_report HOST:PORT [--hold-file PATH | --hold-io-uring]
+//   fork_or_report HOST:PORT [--hold-file PATH | --hold-unwritable PATH | --hold-io-uring]
 //
 // --hold-file keeps PATH open across the fork (a file the other host may not
-// have); --hold-io-uring keeps an io_uring instance, which CRIU cannot dump.
+// have); --hold-unwritable keeps PATH open for writing, having taken away
+// its own right to open it so (its mode becomes 0400): an image that opens a
+// file its user may not; --hold-io-uring keeps an io_uring instance, which
+// CRIU cannot dump.
 #include <rfork/rfork.hpp>
 
 #include <asio.hpp>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <linux/io_uring.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -32,12 +36,16 @@ asio::awaitable<void> report(asio::io_context& ctx, std::string endpoint) {
 
 int main(int argc, char** argv) {
     if (argc != 2 && argc != 3 && argc != 4) {
-        std::fprintf(stderr, "usage: fork_or_report HOST:PORT [--hold-file PATH | --hold-io-uring]\n");
+        std::fprintf(stderr, "usage: fork_or_report HOST:PORT "
+                             "[--hold-file PATH | --hold-unwritable PATH | --hold-io-uring]\n");
         return 2;
     }
     int held = -1;
     if (argc == 4 && std::strcmp(argv[2], "--hold-file") == 0) {
         held = ::open(argv[3], O_RDONLY | O_CLOEXEC);
+    } else if (argc == 4 && std::strcmp(argv[2], "--hold-unwritable") == 0) {
+        held = ::open(argv[3], O_RDWR | O_CLOEXEC);
+        if (held >= 0 && ::fchmod(held, 0400) != 0) held = -1;
     } else if (argc == 3 && std::strcmp(argv[2], "--hold-io-uring") == 0) {
         io_uring_params params{};
         held = static_cast<int>(::syscall(SYS_io_uring_setup, 4, &params));

@@ -1,0 +1,111 @@
+// A program of a user other than root forks, and nothing on either host does
+// its work as root: its agent has CRIU checkpoint it as that user, the other
+// agent has CRIU restore it as that user, in a pid namespace whose init is
+// that user's too, and the child holds no capability.
+#include "harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace rfork::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* nobody = "65534";  // in every Debian's passwd, with the group nogroup
+constexpr const char* no_capabilities = "0000000000000000";
+
+// A copy of a test program that the user may run, in a folder it may enter
+// (the build tree may be root's alone, as under /root).
+std::string runnable_copy(const temp_dir& dir, const std::string& name) {
+    auto copy = dir.path / name;
+    fs::copy_file(program_path(name), copy);
+    fs::permissions(dir.path, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                  fs::perms::others_read | fs::perms::others_exec);
+    return copy.string();
+}
+
+// argv run as uid and gid 65534 without other groups, from `dir`.
+std::vector<std::string> as_nobody(const temp_dir& dir, std::vector<std::string> argv) {
+    std::vector<std::string> all{"/usr/bin/env", "-C", dir.path.string(), "/usr/bin/setpriv",
+                                 std::string("--reuid=") + nobody, std::string("--regid=") + nobody,
+                                 "--clear-groups", "--"};
+    all.insert(all.end(), argv.begin(), argv.end());
+    return all;
+}
+
+}  // namespace
+
+TEST_SUITE("integration.unprivileged") {
+    TEST_CASE("a user's program forks and CRIU on both hosts works as that user") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.agent_args = {std::string("a=--local-users ") + nobody,
+                                                     std::string("b=--allow-uid ") + nobody}});
+        temp_dir dir("unprivileged");
+        auto probe = runnable_copy(dir, "identity_probe");
+        // 64 MiB would follow a root's child (lazy pages); a user's goes whole,
+        // as CRIU restores lazy pages only as root.
+        for (std::string mib : {"1", "64"}) {
+            CAPTURE(mib);
+            auto r = hosts.run("a", as_nobody(dir, {probe, "b:7000", mib}));
+            INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+            REQUIRE(r.status == 0);
+            auto parent = only_line(r.out, "parent id=");
+            auto child = only_line(r.out, "child id=");
+            CHECK(field(child, "sum") == field(parent, "sum"));
+            CHECK(field(parent, "uid") == nobody);
+            // The child runs as the user, with the ids it had, and no capability.
+            CHECK(field(child, "uid") == nobody);
+            CHECK(field(child, "gid") == nobody);
+            CHECK(field(child, "groups") == "none");
+            for (auto set : {"prm", "eff", "amb"}) {
+                CAPTURE(set);
+                CHECK(field(child, set) == no_capabilities);
+                // Nothing in its namespace is root's: its init, which ran
+                // CRIU, took the user's identity and dropped every capability.
+                CHECK(field(child, std::string("init_") + set) == no_capabilities);
+            }
+            CHECK(field(child, "init_uid") == nobody);
+        }
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 2}});
+    }
+
+    TEST_CASE("a user's image that opens a file its user may not open so is refused by the kernel") {
+        // The image names a file to open for writing that its user may only
+        // read (as an image could name /etc/shadow): CRIU, restoring as that
+        // user, cannot open it so, where root's CRIU could have.
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.agent_args = {std::string("a=--local-users ") + nobody,
+                                                     std::string("b=--allow-uid ") + nobody}});
+        temp_dir dir("unwritable");
+        auto program = runnable_copy(dir, "fork_or_report");
+        auto precious = dir.path / "precious";
+        std::ofstream(precious) << "untouched\n";
+        REQUIRE(::chown(precious.c_str(), 65534, 65534) == 0);
+        fs::permissions(precious, fs::perms::owner_read | fs::perms::owner_write);
+
+        auto r = hosts.run("a", as_nobody(dir, {program, "b:7000", "--hold-unwritable", precious.string()}));
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        auto error = expect_failed_fork(r, rfork::errc::restore_failed);
+        CHECK(error.find("Permission denied") != std::string::npos);
+        CHECK(error.find("precious") != std::string::npos);
+        CHECK(read_file(precious.string()) == "untouched\n");
+        struct stat st {};
+        REQUIRE(::stat(precious.c_str(), &st) == 0);
+        CHECK((st.st_mode & 07777) == 0400);
+        check_nothing_left(hosts, {"a", "b"}, {});
+
+        // Root's process, trusted by design (--allow-root), is restored by
+        // root's CRIU, which may open it so: the refusal above is the user's.
+        fs::permissions(precious, fs::perms::owner_read | fs::perms::owner_write);
+        auto as_root = hosts.run("a", {program, "b:7000", "--hold-unwritable", precious.string()});
+        INFO("as root: " << as_root.out << as_root.err);
+        CHECK(lines_with(as_root.out, "child goes on").size() == 1);
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+}
