@@ -21,7 +21,6 @@ struct agent_state {
     options opts;
     std::string criu{};    // the CRIU binary in use
     std::string self_exe{};// this binary's path at start: its CRIU is found beside it
-    std::string nsenter{}; // util-linux nsenter, to dump a child restored here
     std::string host{};    // this host's name, as told to peers
     std::uint64_t next_job = 1;
     unsigned receiving = 0;            // images being received or restored (--max-restores)

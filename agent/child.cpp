@@ -281,7 +281,7 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     auto give = [&](unique_fd fd, const std::string& key) {
         // CRIU reopens a pipe or terminal through /proc/self/fd: as the
         // child's user, it must be that user's, as a login's terminal is.
-        if (as && ::fchown(fd.get(), as->uid, as->gid) != 0)
+        if (as && ::fchown(fd.get(), as->uid, static_cast<gid_t>(-1)) != 0)
             throw std::system_error(errno, std::generic_category(), "chown of the child's stdio");
         fds.push_back({fd.get(), next_fd});
         inherit.emplace_back(next_fd++, key);
@@ -328,7 +328,7 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
         // The daemon first: the restore hands it the child's userfaultfd.
         auto command = lazy_pages_command(agent.criu, criu_page_socket_fd, criu_ready_fd);
         auto limit = agent.opts.limits.max_image_size;  // for the memory: what the files left of it
-        child->pages = co_await start_page_criu(ex, command, workspace->mappings(), std::nullopt, lazy_daemon,
+        child->pages = co_await start_page_criu(ex, command, workspace->mappings(), std::nullopt, lazy_daemon, -1,
                                                 limit > image.total_size ? limit - image.total_size : 0);
         child->lazy_daemon = lazy_daemon.pid;
         if (!child->pages) {
@@ -384,7 +384,17 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     child->record = record;
     agent.hosted.add(record);
 
-    std::string line = co_await read_status_line(child->status, child->status_buffer);
+    // CRIU, running as the child's user, can be stopped by that user: the
+    // restore has a bound, and its whole namespace goes when it passes.
+    auto bound = criu_time_bound(agent.opts.limits.idle_timeout, image.total_size);
+    std::string line;
+    {
+        deadline limit(ex, child->init.pidfd.get(), bound);
+        line = co_await read_status_line(child->status, child->status_buffer);
+        if (limit.fired())
+            line = fmt::format("failed CRIU did not finish the restore within {} s; stopped",
+                               std::chrono::duration_cast<std::chrono::seconds>(bound).count());
+    }
     if (!line.starts_with("restored ")) {
         agent.hosted.remove(id);
         co_await wait_for_exit(child->init);

@@ -71,13 +71,6 @@ std::string find_criu(const std::string& configured, const std::string& self_exe
     return search_path("criu");
 }
 
-std::string find_program(const std::string& name) {
-    if (auto found = search_path(name); !found.empty()) return found;
-    for (const char* dir : {"/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/"})
-        if (is_executable(dir + name)) return dir + name;
-    return {};
-}
-
 stdio_files inspect_stdio(int pid) {
     stdio_files result;
     for (int fd = 0; fd < 3; ++fd) {

@@ -18,9 +18,6 @@ namespace rfork::agent {
 // Returns an empty string when none exists.
 std::string find_criu(const std::string& configured, const std::string& self_exe);
 
-// A program on PATH (or the usual system directories), or empty.
-std::string find_program(const std::string& name);
-
 // Files the process has open on stdin, stdout and stderr, as CRIU names them.
 struct stdio_files {
     protocol::stdio_keys keys;          // for --inherit-fd on restore

@@ -37,7 +37,6 @@ inline check_result warned(std::string what, std::string why, std::string fix) {
 check_result check_root();
 check_result check_pidfd();
 check_result check_run_tmpfs();
-check_result check_nsenter();
 // A directory the agent creates; `option` moves it, e.g. "work-dir DIR".
 check_result check_directory(const std::string& what, const std::string& dir, const std::string& option);
 

@@ -42,13 +42,6 @@ check_result check_run_tmpfs() {
                   "mount -t tmpfs -o mode=0755 tmpfs /run (systemd does so at boot)");
 }
 
-check_result check_nsenter() {
-    const char* what = "nsenter found";
-    if (auto path = find_program("nsenter"); !path.empty()) return passed(what, path);
-    return failed(what, "none on PATH: the agent needs it to fork a child that was restored here (a chain)",
-                  "apt-get install util-linux");
-}
-
 check_result check_directory(const std::string& what, const std::string& dir, const std::string& option) {
     std::string fix = fmt::format("mkdir -p {} as root, or choose another place: {}", dir, option);
     // The directory, or the nearest ancestor that exists, where it would be made.

@@ -16,7 +16,10 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <charconv>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -104,6 +107,7 @@ gate_result<thread_creds> creds_of_core(const std::string& file, const bytes& im
                         words(k.n_cap_prm, k.cap_prm),
                         words(k.n_cap_eff, k.cap_eff),
                         words(k.n_cap_amb, k.cap_amb),
+                        words(k.n_cap_bnd, k.cap_bnd),
                         k.secbits};
 }
 
@@ -160,6 +164,30 @@ std::vector<std::uint32_t> sorted(std::vector<std::uint32_t> v) {
 
 bool any_set(const std::vector<std::uint32_t>& v) {
     return std::any_of(v.begin(), v.end(), [](std::uint32_t w) { return w != 0; });
+}
+
+// A capability set as CRIU restores it: its first two words, a missing one
+// all zero (criu/cr-restore.c, copy_caps).
+std::uint64_t cap_bits(const std::vector<std::uint32_t>& v) {
+    return (v.size() > 0 ? v[0] : 0) | (v.size() > 1 ? std::uint64_t(v[1]) << 32 : 0);
+}
+
+// linux/capability.h, by number.
+constexpr const char* cap_names[] = {
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN",
+    "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"};
+
+std::string cap_list(std::uint64_t bits) {
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i < 64; ++i)
+        if (bits >> i & 1)
+            names.push_back(i < std::size(cap_names) ? cap_names[i] : fmt::format("capability {}", i));
+    return fmt::format("{}", fmt::join(names, ", "));
 }
 
 }  // namespace
@@ -269,6 +297,13 @@ gate_result<image_identity> judge_image(const image_facts& facts, const image_po
             return refuse(fmt::format("{} sets securebits {:#x}: rfork restores processes of users other than root "
                                       "only without them",
                                       t.file, t.secbits));
+        // CRIU, with CAP_SETPCAP, drops what the image's bounding set lacks;
+        // a user could not, and a set-uid program run without CAP_SETUID
+        // would keep its saved uid 0 (the sendmail bug).
+        if (auto dropped = policy.bounding & ~cap_bits(t.cap_bnd))
+            return refuse(fmt::format("{} drops {} from the bounding set, which a user's process cannot do: rfork "
+                                      "does not restore it",
+                                      t.file, cap_list(dropped)));
     }
 
     for (auto& g : facts.ghosts) {
@@ -289,6 +324,30 @@ gate_result<image_identity> judge_image(const image_facts& facts, const image_po
     // could not change them to any others.
     auto& ids = facts.threads.front();
     return image_identity{uid, ids.gid, ids.groups};
+}
+
+std::optional<std::uint64_t> bounding_set_in(std::string_view status) {
+    constexpr std::string_view key = "CapBnd:";
+    for (std::size_t at = 0; at < status.size();) {
+        auto end = std::min(status.find('\n', at), status.size());
+        auto line = status.substr(at, end - at);
+        at = end + 1;
+        if (!line.starts_with(key)) continue;
+        line.remove_prefix(key.size());
+        while (!line.empty() && (line.front() == '\t' || line.front() == ' ')) line.remove_prefix(1);
+        if (line.empty() || line.size() > 16 || !all_of_kind(line, true)) return std::nullopt;
+        std::uint64_t bits = 0;
+        std::from_chars(line.data(), line.data() + line.size(), bits, 16);
+        return bits;
+    }
+    return std::nullopt;
+}
+
+std::optional<std::uint64_t> own_bounding_set() {
+    std::ifstream in("/proc/self/status");
+    if (!in) return std::nullopt;
+    std::string status((std::istreambuf_iterator<char>(in)), {});
+    return bounding_set_in(status);
 }
 
 std::optional<host_account> account_of(std::uint32_t uid) {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -26,10 +27,13 @@ struct image_identity {
     std::vector<std::uint32_t> groups;
 };
 
-// Which uids this agent restores (--allow-root, --allow-uid).
+// Which uids this agent restores (--allow-root, --allow-uid), and this
+// host's bounding set (bit 1 << CAP_X), which a user's image must hold
+// whole; 0 requires nothing.
 struct image_policy {
     bool allow_root = false;
     std::vector<std::uint32_t> allow_uids;
+    std::uint64_t bounding = 0;
 };
 
 // The one place that says whether a non-zero uid may be restored.
@@ -41,7 +45,7 @@ struct thread_creds {
     std::uint32_t uid, euid, suid, fsuid, gid, egid, sgid, fsgid;
     std::vector<std::uint32_t> groups;
     // Capability sets as CRIU stores them: 32-bit words, all zero when empty.
-    std::vector<std::uint32_t> cap_inh, cap_prm, cap_eff, cap_amb;
+    std::vector<std::uint32_t> cap_inh, cap_prm, cap_eff, cap_amb, cap_bnd;
     std::uint32_t secbits;
 };
 
@@ -83,10 +87,19 @@ using image_file_reader =
 gate_result<image_facts> read_image_facts(const std::vector<std::string>& files, const image_file_reader& read);
 
 // The decision, pure: one uid U in every thread, allowed by `policy`; for
-// U != 0 also U's groups only, no capabilities or securebits, only the image
-// files rfork's forks need, no namespaces, no device or set-id ghost files.
+// U != 0 also U's groups only, no capabilities or securebits, a bounding set
+// that holds all of `policy.bounding`, only the image files rfork's forks
+// need, no namespaces, no device or set-id ghost files.
 gate_result<image_identity> judge_image(const image_facts& facts, const image_policy& policy,
                                         const account_lookup& accounts);
+
+// The bounding set (CapBnd) in the text of a /proc/PID/status, nullopt if
+// it holds none.
+std::optional<std::uint64_t> bounding_set_in(std::string_view status);
+
+// This agent's own bounding set, from /proc/self/status; nullopt if it
+// cannot be read.
+std::optional<std::uint64_t> own_bounding_set();
 
 // This host's account of `uid` (getpwuid_r, getgrouplist).
 std::optional<host_account> account_of(std::uint32_t uid);

@@ -103,7 +103,6 @@ int run_agent(const options& opts) {
         log("{}", e.what());
         return 1;
     }
-    agent.nsenter = find_program("nsenter");
     if (agent.host.empty()) {
         char name[256] = {};
         ::gethostname(name, sizeof name - 1);

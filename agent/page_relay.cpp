@@ -57,7 +57,7 @@ void page_relay::close() {
 
 asio::awaitable<std::shared_ptr<page_relay>> start_page_criu(asio::any_io_executor ex, std::vector<std::string> command,
                                                              std::vector<fd_mapping> fds, std::optional<run_as> as,
-                                                             child_process& criu, std::uint64_t max_in) {
+                                                             child_process& criu, int join, std::uint64_t max_in) {
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
         throw std::system_error(errno, std::generic_category(), "socketpair");
@@ -65,7 +65,7 @@ asio::awaitable<std::shared_ptr<page_relay>> start_page_criu(asio::any_io_execut
     auto ready = make_pipe();
     fds.push_back({criu_end.get(), criu_page_socket_fd});
     fds.push_back({ready.write.get(), criu_ready_fd});
-    criu = spawn(command, fds, 0, as ? &*as : nullptr);
+    criu = spawn(command, fds, 0, as ? &*as : nullptr, join);
     criu_end.reset(), ready.write.reset();  // CRIU's now: its end, or its exit, ends the read below
     asio::posix::stream_descriptor ready_stream(ex, ready.read.release());
     char byte = 1;

@@ -57,11 +57,13 @@ private:
 };
 
 // Starts `command`, a CRIU command line that talks on criu_page_socket_fd
-// and says ready on criu_ready_fd, with `fds` besides (its workspace's) and
-// as `as` when given, and waits until it is ready or has ended. `criu` is the
+// and says ready on criu_ready_fd, with `fds` besides (its workspace's), as
+// `as` when given and in the namespaces of `join` (see spawn), and waits
+// until it is ready or has ended. `criu` is the
 // process either way; the result is the relay to it, or null if it ended first.
 asio::awaitable<std::shared_ptr<page_relay>> start_page_criu(
     asio::any_io_executor ex, std::vector<std::string> command, std::vector<fd_mapping> fds,
-    std::optional<run_as> as, child_process& criu, std::uint64_t max_in = std::numeric_limits<std::uint64_t>::max());
+    std::optional<run_as> as, child_process& criu, int join = -1,
+    std::uint64_t max_in = std::numeric_limits<std::uint64_t>::max());
 
 }  // namespace rfork::agent

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -74,10 +75,30 @@ int exec_from_clone(void* arg) {
     exec_child(request->argv, *request->fds, request->devnull, request->as);
 }
 
+// The child's part of spawn(..., join): only async-signal-safe calls.
+[[noreturn]] void exec_in_namespaces_of(int pidfd, char* const* argv, const std::vector<fd_mapping>& fds, int devnull,
+                                        const run_as* as) {
+    // A pidfd names that very process: if it ended, nothing else is joined.
+    if (::setns(pidfd, CLONE_NEWPID | CLONE_NEWNS) != 0) ::_exit(125);
+    pid_t inner = ::fork();  // a pid namespace takes only new processes
+    if (inner < 0) ::_exit(125);
+    if (inner == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // whoever kills the child kills the program
+        // Its parent is outside its pid namespace: getppid() is 0 while that
+        // parent lives, and the namespace init's pid once it has died.
+        if (::getppid() != 0) ::_exit(125);
+        exec_child(argv, fds, devnull, as);
+    }
+    int status = 0;
+    while (::waitpid(inner, &status, 0) < 0 && errno == EINTR) {
+    }
+    ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
 }  // namespace
 
 child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_mapping>& fds, int namespaces,
-                    const run_as* as) {
+                    const run_as* as, int join) {
     if (fds.size() > 16) throw std::invalid_argument("spawn: too many fds");
     std::vector<char*> cargv;
     for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
@@ -88,6 +109,7 @@ child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_m
     pid_t pid;
     if (namespaces == 0) {
         pid = ::fork();
+        if (pid == 0 && join >= 0) exec_in_namespaces_of(join, cargv.data(), fds, devnull.get(), as);
         if (pid == 0) exec_child(cargv.data(), fds, devnull.get(), as);
     } else {
         // clone(2) without CLONE_VM copies the address space, stack included.
@@ -125,6 +147,29 @@ asio::awaitable<int> wait_for_exit(child_process& child) {
     }
     child.pidfd.reset();
     co_return status;
+}
+
+deadline::deadline(const asio::any_io_executor& ex, int pidfd, std::chrono::steady_clock::duration bound)
+    : fired_(std::make_shared<bool>(false)), timer_(std::make_shared<asio::steady_timer>(ex, bound)) {
+    auto target = std::make_shared<unique_fd>(::dup(pidfd));
+    timer_->async_wait([fired = fired_, target](std::error_code ec) {
+        if (ec || !*target) return;
+        *fired = true;
+        ::syscall(SYS_pidfd_send_signal, target->get(), SIGKILL, nullptr, 0);
+    });
+}
+
+deadline::~deadline() { timer_->cancel(); }
+
+asio::awaitable<std::optional<int>> wait_for_exit(child_process& child, std::chrono::steady_clock::duration bound) {
+    deadline limit(co_await asio::this_coro::executor, child.pidfd.get(), bound);
+    int status = co_await wait_for_exit(child);
+    if (limit.fired()) co_return std::nullopt;
+    co_return status;
+}
+
+std::chrono::steady_clock::duration criu_time_bound(std::chrono::seconds idle_timeout, std::uint64_t bytes) {
+    return idle_timeout + std::chrono::seconds(bytes >> 26);
 }
 
 std::string describe_wait_status(int status) {

@@ -4,9 +4,14 @@
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,13 +62,37 @@ struct child_process {
 // stdin/stdout/stderr on /dev/null unless mapped. `namespaces` are clone(2)
 // flags such as CLONE_NEWPID: the child is then the first process of them.
 // With `as`, the program runs with that identity (see run_as.hpp); a child
-// that cannot take it exits with status 126 before exec.
+// that cannot take it exits with status 126 before exec. With `join` (a
+// pidfd), the program runs in that process's pid and mount namespaces: the
+// child joins them, forks the program there (killed with it) and exits with
+// its status, or with 125 if that process has ended.
 // Throws std::system_error.
 child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_mapping>& fds,
-                    int namespaces = 0, const run_as* as = nullptr);
+                    int namespaces = 0, const run_as* as = nullptr, int join = -1);
 
 // Waits for the child to end and reaps it; returns its wait status.
 asio::awaitable<int> wait_for_exit(child_process& child);
+
+// The same, but a child still running after `bound` is killed (and reaped):
+// nullopt then. A CRIU that runs as a user can be stopped by that user.
+asio::awaitable<std::optional<int>> wait_for_exit(child_process& child, std::chrono::steady_clock::duration bound);
+
+// Kills `pidfd`'s process when `bound` has passed, unless cancelled first:
+// `fired()` tells which. It holds its own copy of the pidfd.
+class deadline {
+public:
+    deadline(const asio::any_io_executor& ex, int pidfd, std::chrono::steady_clock::duration bound);
+    ~deadline();
+    bool fired() const { return *fired_; }
+
+private:
+    std::shared_ptr<bool> fired_;
+    std::shared_ptr<asio::steady_timer> timer_;
+};
+
+// How long CRIU may take for `bytes` of memory: the idle timeout, and one
+// second more for every 64 MiB.
+std::chrono::steady_clock::duration criu_time_bound(std::chrono::seconds idle_timeout, std::uint64_t bytes);
 
 // Waits until `fd` (a pidfd, say) is really readable. Asio's async_wait can
 // complete for a readiness event that was meant for an fd closed just before

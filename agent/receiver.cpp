@@ -88,10 +88,17 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
 // The image gate against --allow-root and --allow-uid: whether this host
 // restores the image, and whom its processes will run as (`who`).
 std::optional<failure> check_ids(const options& opts, const std::string& images, image_identity& who) {
-    auto verdict = check_image_dir(images, image_policy{opts.allow_root, opts.allow_uids});
+    // A user's child gets this agent's bounding set, no smaller one.
+    auto bounding = own_bounding_set();
+    auto verdict = check_image_dir(images, image_policy{opts.allow_root, opts.allow_uids, bounding.value_or(0)});
     if (auto* refused = std::get_if<image_refusal>(&verdict))
         return failure{errc::not_permitted, refused->message};
-    who = std::get<image_identity>(verdict);
+    auto& checked = std::get<image_identity>(verdict);
+    // Not knowing it, the gate above required nothing: no user's image passes.
+    if (checked.uid != 0 && !bounding)
+        return failure{errc::not_permitted, "this agent cannot read its own bounding set (CapBnd in /proc/self/status), "
+                                            "without which it restores no user's processes"};
+    who = checked;
     return std::nullopt;
 }
 

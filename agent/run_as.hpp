@@ -26,7 +26,9 @@ struct run_as {
 // What CRIU needs besides the user's own rights: CAP_CHECKPOINT_RESTORE
 // always (CRIU refuses to start as a user without it; it covers the restored
 // pids and /proc/PID/map_files); CAP_SETPCAP, on restore, to give the
-// process the bounding set its image names. A restored process keeps
+// process the bounding set its image names (which the image gate requires to
+// hold all of this host's: CRIU then drops only what is absent here
+// already). A restored process keeps
 // neither: the image gate admits only images whose capability sets are
 // empty, and CRIU sets exactly those. (CRIU 4.2 has no lazy pages as a user:
 // a user's process is sent whole.)

@@ -58,26 +58,28 @@ std::string pid_namespace_of(int pid) {
     return fs::read_symlink(fmt::format("/proc/{}/ns/pid", pid), ec).string();
 }
 
-// How CRIU reaches a process: a command prefix and the pid CRIU must name.
+// How CRIU reaches a process: from here, or from inside a child's namespaces.
 struct dump_target {
-    std::vector<std::string> enter;  // empty, or nsenter into the process's namespaces
-    int pid;
+    int pid;                               // as CRIU sees it
     std::shared_ptr<hosted_child> within;  // the child restored here it runs in, if any
+    unique_fd init;                        // and a pidfd of that child's namespace init
 };
 
 // A process in our own pid namespace is dumped from here. A child restored
 // here (forking again: a chain) lives in the pid namespace of its init, and
 // CRIU must run inside it, seeing the process by its pid there; a pid
 // namespace only shows its processes to CRIU when its init is dumped too.
+// The init is pinned by a pidfd now, while its record says it is not yet
+// reaped: its pid may be reused before CRIU starts, the pidfd never.
 std::optional<dump_target> locate(const agent_state& agent, int pid) {
     auto ns = pid_namespace_of(pid);
-    if (ns == pid_namespace_of(::getpid())) return dump_target{{}, pid, nullptr};
+    if (ns == pid_namespace_of(::getpid())) return dump_target{pid, nullptr, {}};
     for (auto& [id, child] : agent.hosted.all()) {
         if (pid_namespace_of(child->init_pid) != ns) continue;
         auto inner = static_cast<int>(detail::status_field(pid, "NSpid"));
-        if (inner <= 0) return std::nullopt;
-        return dump_target{{agent.nsenter, "--target", std::to_string(child->init_pid), "--pid", "--mount", "--"}, inner,
-                           child};
+        unique_fd init(static_cast<int>(::syscall(SYS_pidfd_open, child->init_pid, 0)));
+        if (inner <= 0 || !init) return std::nullopt;
+        return dump_target{inner, child, std::move(init)};
     }
     return std::nullopt;
 }
@@ -222,13 +224,11 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     }
 
     // A process that is not root's is dumped by CRIU running as its user
-    // (run_as.hpp): the kernel then refuses any process that user could not
-    // trace, whatever happened to the pid since the request was checked.
-    // (A child restored here that forks again is dumped from inside its
-    // namespace, which holds its user's processes only, by root's CRIU.)
+    // (run_as.hpp), here or inside its namespaces: the kernel then refuses
+    // any process that user could not trace (another user's, a set-uid
+    // program's), whatever happened to the pid since the request was checked.
     std::optional<run_as> as;
-    if (caller.uid != 0 && where->enter.empty())
-        as = run_as{caller.uid, caller.gid, groups_of(pid), criu_capabilities};
+    if (caller.uid != 0) as = run_as{caller.uid, caller.gid, groups_of(pid), criu_capabilities};
     // A snapshot has no TCP connection: the library makes none of a caller with one.
     bool tcp = !snapshot && detail::has_tcp_connections(pid);
     if (tcp && as)
@@ -244,22 +244,28 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     // A small one goes whole: starting CRIU's lazy-pages daemon costs more
     // than sending a few MiB (scripts/bench: 1 MiB whole ~33 ms, lazy ~50 ms).
     // (Not for a user's process: CRIU 4.2 restores lazy pages only as root.)
-    bool lazy = snapshot && !as && agent.no_lazy_pages.empty() &&
+    bool lazy = snapshot && caller.uid == 0 && agent.no_lazy_pages.empty() &&
                 detail::status_field(pid, "RssAnon") * 1024 >= lazy_pages_threshold;
     if (lazy) dump_args.lazy_ps_socket = criu_page_socket_fd, dump_args.lazy_status_fd = criu_ready_fd;
     auto command = dump_command(agent.criu, dump_args);
-    command.insert(command.begin(), where->enter.begin(), where->enter.end());
     child_process dump;
     bool dumped;
     if (lazy) {
         // CRIU says "ready" once the images are written, then serves the
         // pages until the child has them all; the job and its log stay until then.
         auto ex = agent.io.get_executor();  // named: GCC 12 and temporaries around co_await
-        relay.pages = co_await start_page_criu(ex, command, workspace->mappings(), as, dump);
+        relay.pages = co_await start_page_criu(ex, command, workspace->mappings(), as, dump, where->init.get());
         dumped = relay.pages != nullptr;
     } else {
-        dump = spawn(command, workspace->mappings(), 0, as ? &*as : nullptr);
-        dumped = co_await wait_for_exit(dump) == 0;
+        dump = spawn(command, workspace->mappings(), 0, as ? &*as : nullptr, where->init.get());
+        auto memory = static_cast<std::uint64_t>(detail::status_field(pid, "VmRSS")) * 1024;
+        auto bound = criu_time_bound(agent.opts.limits.idle_timeout, memory);
+        auto status = co_await wait_for_exit(dump, bound);
+        if (!status)
+            co_return failure{errc::dump_failed,
+                              fmt::format("CRIU did not finish checkpointing pid {} within {} s; stopped", pid,
+                                          std::chrono::duration_cast<std::chrono::seconds>(bound).count())};
+        dumped = *status == 0;
     }
     if (!dumped) {
         int status = lazy ? co_await wait_for_exit(dump) : 0;

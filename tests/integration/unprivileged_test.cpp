@@ -108,4 +108,29 @@ TEST_SUITE("integration.unprivileged") {
         CHECK(lines_with(as_root.out, "child goes on").size() == 1);
         check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
+
+    TEST_CASE("a user's child forks again and CRIU inside its namespace works as that user") {
+        // The child on b forks to c: b's agent checkpoints it from inside the
+        // child's namespaces, which it joins through a pidfd of their init,
+        // with CRIU as the user. (Root's CRIU could not even do it here: this
+        // machine's root lacks CAP_SYS_RESOURCE to read another user's rlimits.)
+        require_fork_environment();
+        std::string user = std::string(" ") + nobody;
+        test_hosts hosts({"a", "b", "c"}, {.agent_args = {"a=--local-users" + user,
+                                                          "b=--local-users" + user + " --allow-uid" + user,
+                                                          "c=--allow-uid" + user}});
+        temp_dir dir("chain");
+        auto probe = runnable_copy(dir, "chain_probe");
+        auto r = hosts.run("a", as_nobody(dir, {probe, "b:7000", "c:7000"}));
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b", "c"}));
+        REQUIRE(r.status == 0);
+        auto origin = only_line(r.out, "origin pid=");
+        auto child = only_line(r.out, "child pid=");
+        auto grandchild = only_line(r.out, "grandchild pid=");
+        CHECK(field(child, "sum") == field(origin, "sum"));
+        CHECK(field(grandchild, "sum") == field(origin, "sum"));
+        CHECK(field(grandchild, "addrs") == hosts.address("c"));
+        CHECK(field(only_line(r.out, "child waited "), "status") == "0");
+        check_nothing_left(hosts, {"a", "b", "c"}, {{"b", 1}, {"c", 1}});
+    }
 }

@@ -1,6 +1,7 @@
 // The agent's one edit of a CRIU image: external terminals lose their session
 // and their output processing.
 #include "../../agent/criu_image.hpp"
+#include "wire_writer.hpp"
 
 #include <doctest/doctest.h>
 
@@ -8,56 +9,39 @@
 #include <vector>
 
 using rfork::agent::adapt_external_terminals;
-using bytes = std::vector<unsigned char>;
+using namespace rfork::test;
 
 namespace {
-
-void u32le(bytes& out, std::uint32_t v) {
-    for (int i = 0; i < 4; ++i) out.push_back(static_cast<unsigned char>(v >> (8 * i)));
-}
-
-void varint(bytes& out, std::uint64_t v) {
-    do {
-        unsigned char c = v & 0x7f;
-        v >>= 7;
-        out.push_back(static_cast<unsigned char>(c | (v ? 0x80 : 0)));
-    } while (v);
-}
-
-void varint_field(bytes& out, std::uint32_t number, std::uint64_t value) {
-    varint(out, number << 3);
-    varint(out, value);
-}
 
 // A tty_info_entry as CRIU writes it: id, type, locked, exclusive,
 // packet_mode, sid, pgrp, rdev, then a termios_entry (c_iflag, c_oflag, c_cc).
 bytes tty_entry(std::uint32_t id, std::uint32_t type, std::uint32_t sid, std::uint32_t pgrp, std::uint32_t oflag) {
     bytes e;
-    varint_field(e, 1, id);
-    varint_field(e, 2, type);
-    varint_field(e, 3, 0);
-    varint_field(e, 4, 0);
-    varint_field(e, 5, 0);
-    varint_field(e, 6, sid);
-    varint_field(e, 7, pgrp);
-    varint_field(e, 8, 0x8800);
+    put_varint_field(e, 1, id);
+    put_varint_field(e, 2, type);
+    put_varint_field(e, 3, 0);
+    put_varint_field(e, 4, 0);
+    put_varint_field(e, 5, 0);
+    put_varint_field(e, 6, sid);
+    put_varint_field(e, 7, pgrp);
+    put_varint_field(e, 8, 0x8800);
     bytes termios;
-    varint_field(termios, 1, 0x500);
-    varint_field(termios, 2, oflag);
-    varint_field(termios, 8, 3);  // c_cc, repeated
-    varint_field(termios, 8, 28);
-    varint(e, (9 << 3) | 2);
-    varint(e, termios.size());
+    put_varint_field(termios, 1, 0x500);
+    put_varint_field(termios, 2, oflag);
+    put_varint_field(termios, 8, 3);  // c_cc, repeated
+    put_varint_field(termios, 8, 28);
+    put_varint(e, (9 << 3) | 2);
+    put_varint(e, termios.size());
     e.insert(e.end(), termios.begin(), termios.end());
     return e;
 }
 
 bytes image_of(const std::vector<bytes>& entries) {
     bytes image;
-    u32le(image, 0x54564319);  // IMG_COMMON_MAGIC
-    u32le(image, 0x59453036);  // TTY_INFO_MAGIC
+    put_u32le(image, 0x54564319);  // IMG_COMMON_MAGIC
+    put_u32le(image, 0x59453036);  // TTY_INFO_MAGIC
     for (auto& e : entries) {
-        u32le(image, static_cast<std::uint32_t>(e.size()));
+        put_u32le(image, static_cast<std::uint32_t>(e.size()));
         image.insert(image.end(), e.begin(), e.end());
     }
     return image;

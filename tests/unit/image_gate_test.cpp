@@ -3,6 +3,7 @@
 // with protobuf-c's own pack functions: the attacks of issue 9 must fail.
 #include "../../agent/image_gate.hpp"
 #include "../fuzz/image_bundle.hpp"
+#include "wire_writer.hpp"
 
 #include <core.pb-c.h>
 #include <creds.pb-c.h>
@@ -10,6 +11,7 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -22,6 +24,7 @@
 #include <functional>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
@@ -29,7 +32,7 @@
 
 using namespace rfork::agent;
 using rfork::test::image_bundle;
-using bytes = std::vector<unsigned char>;
+using namespace rfork::test;
 
 namespace {
 
@@ -37,6 +40,9 @@ constexpr std::uint32_t img_common_magic = 0x54564319, core_magic = 0x55053847, 
 constexpr std::uint32_t user = 1000, users_group = 1000, video = 44;
 const image_policy root_allowed{true, {}};
 image_policy allowing(std::vector<std::uint32_t> uids) { return {false, std::move(uids)}; }
+// Uid 1000 allowed, on a host whose bounding set is `bounding`.
+image_policy bounded(std::uint64_t bounding) { return {false, {user}, bounding}; }
+constexpr std::uint64_t cap_setgid = 1ull << 6, cap_setuid = 1ull << 7, cap_checkpoint_restore = 1ull << 40;
 const char* const kinds[] = {"single", "threads", "pipe", "pty", "tcp", "ghost"};
 
 image_bundle seed(const std::string& kind) {
@@ -78,22 +84,10 @@ std::string refusal(const gate_result<image_identity>& verdict) {
 
 bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
-void put_u32le(bytes& out, std::uint32_t v) {
-    for (int i = 0; i < 4; ++i) out.push_back(static_cast<unsigned char>(v >> (8 * i)));
-}
-
-void varint(bytes& out, std::uint64_t v) {
-    do {
-        unsigned char c = v & 0x7f;
-        v >>= 7;
-        out.push_back(static_cast<unsigned char>(c | (v ? 0x80 : 0)));
-    } while (v);
-}
-
 // A length-delimited field: key, length, payload.
 void embedded(bytes& out, std::uint32_t number, const bytes& payload) {
-    varint(out, number << 3 | 2);
-    varint(out, payload.size());
+    put_varint(out, number << 3 | 2);
+    put_varint(out, payload.size());
     out.insert(out.end(), payload.begin(), payload.end());
 }
 
@@ -157,6 +151,20 @@ void as_user(CoreEntry& core) {
 }
 
 bytes edited_ghost(const bytes& image, const std::function<void(GhostFileEntry&)>& edit);
+
+// The bounding set of the first thread of `image`, read by the gate.
+std::uint64_t bounding_of(const image_bundle& image) {
+    auto facts = facts_of(image);
+    REQUIRE(std::holds_alternative<image_facts>(facts));
+    auto& words = std::get<image_facts>(facts).threads.front().cap_bnd;
+    REQUIRE(words.size() == 2);
+    return words[0] | std::uint64_t(words[1]) << 32;
+}
+
+void set_bounding(CoreEntry& core, std::uint64_t bits) {
+    auto& c = *core.thread_core->creds;
+    set_words(c.cap_bnd, c.n_cap_bnd, {static_cast<std::uint32_t>(bits), static_cast<std::uint32_t>(bits >> 32)});
+}
 
 // A real image, as if uid 1000 had made it.
 image_bundle user_seed(const std::string& kind) {
@@ -391,6 +399,78 @@ TEST_SUITE("unit.image_gate") {
         auto image = user_seed("single");
         each_core(image, [](CoreEntry& core) { core.thread_core->creds->secbits = 0x2f; });
         CHECK(has(refusal(judge(image)), "sets securebits 0x2f"));
+    }
+
+    TEST_CASE("an image whose bounding set lacks CAP_SETUID that the host holds is refused") {
+        auto own = bounding_of(seed("single"));
+        REQUIRE((own & cap_setuid) != 0);
+        auto image = user_seed("single");
+        each_core(image, [&](CoreEntry& core) { set_bounding(core, own & ~cap_setuid); });
+        auto why = refusal(judge(image, bounded(own)));
+        CHECK(has(why, first_core(image) + " drops CAP_SETUID from the bounding set, which a user's process cannot "
+                                           "do: rfork does not restore it"));
+        // Each capability missing is named, also those of the second word.
+        each_core(image, [&](CoreEntry& core) { set_bounding(core, own & ~(cap_setuid | cap_setgid)); });
+        CHECK(has(refusal(judge(image, bounded(own))), "drops CAP_SETGID, CAP_SETUID from"));
+        each_core(image, [&](CoreEntry& core) { set_bounding(core, own & ~cap_checkpoint_restore); });
+        CHECK(has(refusal(judge(image, bounded(own | cap_checkpoint_restore))), "drops CAP_CHECKPOINT_RESTORE from"));
+        // A word CRIU does not find is all zero to it.
+        each_core(image, [&](CoreEntry& core) {
+            auto& c = *core.thread_core->creds;
+            set_words(c.cap_bnd, c.n_cap_bnd, {static_cast<std::uint32_t>(own)});
+        });
+        why = refusal(judge(image, bounded(own | cap_checkpoint_restore)));
+        CHECK(has(why, "drops CAP_MAC_OVERRIDE, "));
+        CHECK(has(why, ", CAP_CHECKPOINT_RESTORE from"));
+        // Root's image is trusted by design, its bounding set too.
+        auto root = seed("single");
+        each_core(root, [&](CoreEntry& core) { set_bounding(core, own & ~cap_setuid); });
+        CHECK(std::holds_alternative<image_identity>(judge(root, {true, {}, own})));
+    }
+
+    TEST_CASE("real images of a user pass on a host with the bounding set they hold") {
+        for (std::string kind : kinds) {
+            CAPTURE(kind);
+            auto own = bounding_of(seed(kind));
+            CHECK(own != 0);
+            auto verdict = judge(user_seed(kind), bounded(own));
+            CHECK_MESSAGE(std::holds_alternative<image_identity>(verdict), refusal(verdict));
+        }
+    }
+
+    TEST_CASE("an image whose bounding set holds more than the host's passes") {
+        auto own = bounding_of(seed("threads"));
+        auto host = own & ~(cap_setuid | cap_checkpoint_restore);
+        auto verdict = judge(user_seed("threads"), bounded(host));
+        CHECK_MESSAGE(std::holds_alternative<image_identity>(verdict), refusal(verdict));
+        // Capabilities the host's kernel does not know are no requirement either.
+        auto image = user_seed("threads");
+        each_core(image, [&](CoreEntry& core) { set_bounding(core, host | 1ull << 63); });
+        CHECK(std::holds_alternative<image_identity>(judge(image, bounded(host))));
+    }
+
+    TEST_CASE("own_bounding_set is CapBnd of proc self status") {
+        std::ifstream in("/proc/self/status");
+        std::string line;
+        std::optional<std::uint64_t> expected;
+        while (std::getline(in, line))
+            if (line.starts_with("CapBnd:")) expected = std::stoull(line.substr(7), nullptr, 16);
+        REQUIRE(expected);
+        CHECK(own_bounding_set() == expected);
+        // And the kernel's own answer, capability by capability.
+        for (int cap = 0; cap < 64; ++cap) {
+            CAPTURE(cap);
+            int held = ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+            if (held < 0) break;  // past the kernel's last capability
+            CHECK(bool(*expected >> cap & 1) == bool(held));
+        }
+        CHECK(bounding_set_in("Name:\tx\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\n") == 0x1ffffffffffull);
+        CHECK(bounding_set_in("CapBnd:\t0000000000000000") == 0u);
+        CHECK_FALSE(bounding_set_in("Name:\tx\nCapEff:\t000001ffffffffff\n"));
+        CHECK_FALSE(bounding_set_in("CapBnd:\t\n"));
+        CHECK_FALSE(bounding_set_in("CapBnd:\t00000001fffffffffff\n"));
+        CHECK_FALSE(bounding_set_in("CapBnd:\t-1\n"));
+        CHECK_FALSE(bounding_set_in("XCapBnd:\t1\n"));
     }
 
     TEST_CASE("namespace images and files CRIU does not write for rfork are refused") {

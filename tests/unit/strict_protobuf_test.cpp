@@ -1,6 +1,7 @@
 // The strict structural pass that runs before protobuf-c unpacks an image:
 // one reading of every message, or a refusal that says where it failed.
 #include "../../agent/strict_protobuf.hpp"
+#include "wire_writer.hpp"
 
 #include <core.pb-c.h>
 #include <creds.pb-c.h>
@@ -13,35 +14,22 @@
 #include <vector>
 
 using rfork::agent::strict_protobuf_problem;
-using bytes = std::vector<unsigned char>;
+using namespace rfork::test;
 
 namespace {
 
-void varint(bytes& out, std::uint64_t v) {
-    do {
-        unsigned char c = v & 0x7f;
-        v >>= 7;
-        out.push_back(static_cast<unsigned char>(c | (v ? 0x80 : 0)));
-    } while (v);
-}
-
-void number(bytes& out, std::uint32_t field, std::uint64_t value) {
-    varint(out, field << 3);
-    varint(out, value);
-}
-
 void embedded(bytes& out, std::uint32_t field, const bytes& payload) {
-    varint(out, field << 3 | 2);
-    varint(out, payload.size());
+    put_varint(out, field << 3 | 2);
+    put_varint(out, payload.size());
     out.insert(out.end(), payload.begin(), payload.end());
 }
 
 // creds_entry's required fields: uid gid euid egid suid sgid fsuid fsgid, secbits.
 bytes creds(std::uint64_t uid = 1000) {
     bytes out;
-    number(out, 1, uid);
-    for (std::uint32_t field = 2; field <= 8; ++field) number(out, field, 1000);
-    number(out, 13, 0);
+    put_varint_field(out, 1, uid);
+    for (std::uint32_t field = 2; field <= 8; ++field) put_varint_field(out, field, 1000);
+    put_varint_field(out, 13, 0);
     return out;
 }
 
@@ -58,22 +46,22 @@ bool has(const std::string& text, const std::string& part) { return text.find(pa
 TEST_SUITE("unit.strict_protobuf") {
     TEST_CASE("a well-formed message passes with repeated fields plain or packed") {
         auto c = creds();
-        number(c, 14, 44);  // groups, one by one
-        number(c, 14, 45);
+        put_varint_field(c, 14, 44);  // groups, one by one
+        put_varint_field(c, 14, 45);
         bytes words;
-        varint(words, 0);
-        varint(words, 0);
+        put_varint(words, 0);
+        put_varint(words, 0);
         embedded(c, 11, words);  // cap_eff, packed
         CHECK(problem(creds_entry__descriptor, c) == "");
     }
 
     TEST_CASE("a singular field that appears twice is refused") {
         auto c = creds();
-        number(c, 1, 0);
+        put_varint_field(c, 1, 0);
         CHECK(problem(creds_entry__descriptor, c) == "creds_entry.uid appears more than once");
         bytes thread_core;
-        number(thread_core, 1, 0);  // futex_rla
-        number(thread_core, 2, 0);  // futex_rla_len
+        put_varint_field(thread_core, 1, 0);  // futex_rla
+        put_varint_field(thread_core, 2, 0);  // futex_rla_len
         embedded(thread_core, 10, creds());
         embedded(thread_core, 10, creds(0));
         CHECK(problem(thread_core_entry__descriptor, thread_core) == "thread_core_entry.creds appears more than once");
@@ -81,7 +69,7 @@ TEST_SUITE("unit.strict_protobuf") {
 
     TEST_CASE("a missing required field is refused") {
         bytes c;
-        number(c, 1, 1000);
+        put_varint_field(c, 1, 1000);
         CHECK(has(problem(creds_entry__descriptor, c), "creds_entry.gid is required but missing"));
     }
 
@@ -90,27 +78,25 @@ TEST_SUITE("unit.strict_protobuf") {
         embedded(c, 18, {1});  // no_new_privs is a uint32
         CHECK(has(problem(creds_entry__descriptor, c), "creds_entry.no_new_privs has wire type 2"));
         bytes group;
-        varint(group, 15 << 3 | 3);  // a group start: CRIU never writes one
+        put_varint(group, 15 << 3 | 3);  // a group start: CRIU never writes one
         CHECK(has(problem(creds_entry__descriptor, group), "wire type 3"));
     }
 
     TEST_CASE("a uid wider than 32 bits is refused instead of being cut to 0") {
         CHECK(has(problem(creds_entry__descriptor, creds(std::uint64_t(1) << 32)), "creds_entry.uid holds 4294967296"));
-        bytes eleven(11, 0x80);
-        bytes c;
-        varint(c, 1 << 3);
-        c.insert(c.end(), eleven.begin(), eleven.end());
+        bytes c(12, 0x80);  // the key of field 1, then eleven bytes that all say "more"
+        c[0] = 1 << 3;
         CHECK(has(problem(creds_entry__descriptor, c), "truncated varint"));
     }
 
     TEST_CASE("lengths beyond their message are refused") {
         bytes c = creds();
-        varint(c, 17 << 3 | 2);  // apparmor_data
-        varint(c, 100);
+        put_varint(c, 17 << 3 | 2);  // apparmor_data
+        put_varint(c, 100);
         c.push_back(1);
         CHECK(has(problem(creds_entry__descriptor, c), "longer than its message"));
         bytes fixed;
-        varint(fixed, 1 << 3 | 1);  // 8 bytes announced, 2 there
+        put_varint(fixed, 1 << 3 | 1);  // 8 bytes announced, 2 there
         fixed.push_back(0);
         fixed.push_back(0);
         CHECK(has(problem(core_entry__descriptor, fixed), "truncated"));
@@ -121,21 +107,21 @@ TEST_SUITE("unit.strict_protobuf") {
 
     TEST_CASE("unknown fields pass except in closed messages") {
         auto c = creds();
-        number(c, 99, 1);
+        put_varint_field(c, 99, 1);
         CHECK(has(problem(creds_entry__descriptor, c), "creds_entry has field 99"));
         bytes core;
-        number(core, 1, 1);  // mtype
-        number(core, 99, 1);
+        put_varint_field(core, 1, 1);  // mtype
+        put_varint_field(core, 99, 1);
         CHECK(problem(core_entry__descriptor, core) == "");
     }
 
     TEST_CASE("messages nested deeper than the bound are refused") {
         bytes thread_core;
-        number(thread_core, 1, 0);
-        number(thread_core, 2, 0);
+        put_varint_field(thread_core, 1, 0);
+        put_varint_field(thread_core, 2, 0);
         embedded(thread_core, 10, creds());
         bytes core;
-        number(core, 1, 1);
+        put_varint_field(core, 1, 1);
         embedded(core, 5, thread_core);
         CHECK(problem(core_entry__descriptor, core, 2) == "");
         CHECK(has(problem(core_entry__descriptor, core, 1), "core_entry.thread_core.creds nests messages more than 1 deep"));

@@ -6,7 +6,9 @@
 #include "../image_bundle.hpp"
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <variant>
 
@@ -16,6 +18,12 @@ namespace {
 
 // Every uid has an account here, so that mutated uids reach every rule.
 std::optional<host_account> any_account(std::uint32_t uid) { return host_account{uid, {uid, uid + 1}}; }
+
+// A thread's bounding set as CRIU restores it: two words, a missing one zero.
+std::uint64_t bounding_of(const thread_creds& t) {
+    auto& w = t.cap_bnd;
+    return (w.size() > 0 ? w[0] : 0) | (w.size() > 1 ? std::uint64_t(w[1]) << 32 : 0);
+}
 
 }  // namespace
 
@@ -30,18 +38,27 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     });
     auto* read = std::get_if<image_facts>(&facts);
     if (!read) return 0;
-    for (bool allow_root : {false, true}) {
-        // Whatever uid the image names is allowed: the gate's other rules are what is fuzzed.
-        std::vector<std::uint32_t> uids;
-        if (!read->threads.empty()) uids.push_back(read->threads.front().uid);
-        auto verdict = judge_image(*read, image_policy{allow_root, uids}, any_account);
-        if (auto* who = std::get_if<image_identity>(&verdict)) {
-            // Accepted: every thread runs as that one uid, root only if allowed.
-            if (who->uid == 0 && !allow_root) __builtin_trap();
-            for (auto& t : read->threads)
-                if (t.uid != who->uid || t.euid != who->uid || t.suid != who->uid || t.fsuid != who->uid)
-                    __builtin_trap();
-        }
+    // Whatever uid the image names is allowed, on a host whose bounding set
+    // is none or the image's own: the gate's other rules are what is fuzzed.
+    std::vector<std::uint32_t> uids;
+    std::uint64_t own = 0;
+    if (!read->threads.empty()) {
+        uids.push_back(read->threads.front().uid);
+        own = bounding_of(read->threads.front());
     }
+    for (bool allow_root : {false, true})
+        for (std::uint64_t bounding : {std::uint64_t(0), own}) {
+            auto verdict = judge_image(*read, image_policy{allow_root, uids, bounding}, any_account);
+            if (auto* who = std::get_if<image_identity>(&verdict)) {
+                // Accepted: every thread runs as that one uid, root only if
+                // allowed, and a user's keeps all of the host's bounding set.
+                if (who->uid == 0 && !allow_root) __builtin_trap();
+                for (auto& t : read->threads) {
+                    if (t.uid != who->uid || t.euid != who->uid || t.suid != who->uid || t.fsuid != who->uid)
+                        __builtin_trap();
+                    if (who->uid != 0 && (bounding & ~bounding_of(t)) != 0) __builtin_trap();
+                }
+            }
+        }
     return 0;
 }
