@@ -10,11 +10,25 @@
 #include <optional>
 
 #include <asio/io_context.hpp>
+#include <asio/ip/address.hpp>
 
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 
 namespace rfork::agent {
+
+// Connections from other agents that have not yet got through TLS and their
+// handshake (--max-pending-connections, --max-pending-per-source): what a
+// flood, from one source or many, may hold at once. See receiver.cpp.
+struct pending_peers {
+    unsigned total = 0;
+    std::map<asio::ip::address, unsigned> by_source{};  // an IPv4 address or an IPv6 /64
+    // Refusals are logged once a second at most, with the count left unsaid.
+    std::chrono::steady_clock::time_point last_refusal_logged{};
+    unsigned refusals_unsaid = 0;
+};
 
 struct agent_state {
     asio::io_context& io;
@@ -24,6 +38,7 @@ struct agent_state {
     std::string host{};    // this host's name, as told to peers
     std::uint64_t next_job = 1;
     unsigned receiving = 0;            // images being received or restored (--max-restores)
+    pending_peers pending{};           // connections from agents still authenticating
     child_table<forked_child> forked{};// children of this host's programs, elsewhere
     child_table<hosted_child> hosted{};// children running here
     std::optional<asio::ssl::context> tls{};// every peer connection: the secret's, certificates', or this host's own

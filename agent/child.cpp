@@ -4,6 +4,7 @@
 #include "criu.hpp"
 #include "criu_workspace.hpp"
 #include "log.hpp"
+#include "ns_init.hpp"
 #include "page_relay.hpp"
 #include "process.hpp"
 
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <csignal>
 #include <map>
 #include <memory>
@@ -160,12 +162,11 @@ asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::
         } else if (frame.type == protocol::message_type::child_input_end) {
             end_input(*child);
         } else if (frame.type == protocol::message_type::signal_child && child->record && child->init.pidfd) {
-            // (only while its init is not reaped: no reused pid is hit)
+            // Through pidfds checked to be this child's: no reused pid is hit.
             protocol::signal_child s;
-            int target = restored_process_of(child->record->init_pid);
-            if (!protocol::decode(frame.payload, s) && target > 0) {
+            if (!protocol::decode(frame.payload, s)) {
                 log("child {}: signal {} from its parent", child->record->id, s.signal);
-                ::kill(target, static_cast<int>(s.signal));
+                signal_restored_process(child->record->init_pid, static_cast<int>(s.signal));
             }
         } else {
             break;
@@ -261,6 +262,11 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
                                               "root; its agent must send it whole",
                                               as->uid),
                                   0, nullptr};
+    unique_fd criu(::open(agent.criu.c_str(), O_PATH | O_CLOEXEC));  // for ns-init, see ns_init.hpp
+    if (!criu)
+        co_return restore_outcome{errc::internal_error,
+                                  fmt::format("cannot open CRIU at {}: {}", agent.criu, std::strerror(errno)), 0,
+                                  nullptr};
     // The child's end of its connection to its agent: the fork's answer is waiting in it.
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
@@ -344,6 +350,7 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
 
     fds.push_back({status.write.get(), status_fd_in_init});
     for (auto& mapping : workspace->mappings()) fds.push_back(mapping);
+    fds.push_back({criu.get(), ns_init_criu_fd});
     // /proc/self/exe: this very agent's binary, even once a package upgrade
     // has put another at agent.self_exe (the child execs before it changes).
     std::vector<std::string> argv{"/proc/self/exe", "ns-init", std::to_string(status_fd_in_init),

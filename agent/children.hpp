@@ -62,7 +62,15 @@ private:
     std::map<std::string, std::shared_ptr<Child>> children_;
 };
 
-// The host pid of the restored process under a namespace init, or -1.
+// The host pid of the restored process under a namespace init, or -1. Only a
+// hint: that process may end and its pid be reused at once.
 int restored_process_of(int init_pid);
+
+// Sends `signal` to the restored process under the namespace init `init_pid`
+// (a child of this agent, not yet reaped: a hosted record's). The process is
+// named by a pidfd, and found after it was taken still to be that init's
+// child: a pid reused meanwhile is never signalled. Returns 0 or an errno
+// (ESRCH when it, or its init, has ended).
+int signal_restored_process(int init_pid, int signal);
 
 }  // namespace rfork::agent

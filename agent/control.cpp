@@ -4,7 +4,9 @@
 
 #include <asio/this_coro.hpp>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 
 namespace rfork::agent {
 
@@ -54,15 +56,18 @@ asio::awaitable<void> serve_kill(agent_state& agent, local_socket& program, cons
     }
     // A child running here (rfork-agent kill): only root may.
     auto hosted = agent.hosted.find(request.child_id);
-    int target = hosted ? restored_process_of(hosted->init_pid) : -1;
-    if (!hosted || cred.uid != 0 || target < 0) {
+    if (!hosted || cred.uid != 0) {
         failure f{errc::no_such_child, "no child " + request.child_id + " here"};
         co_await answer_failure(program, f);
         co_return;
     }
-    log("pid {} sends signal {} to child {} (pid {} here)", cred.pid, request.signal, hosted->id, target);
-    if (::kill(target, static_cast<int>(request.signal)) != 0) {
-        failure f{errc::no_such_child, "child " + request.child_id + " has ended"};
+    log("pid {} sends signal {} to child {} (its namespace's init is pid {} here)", cred.pid, request.signal,
+        hosted->id, hosted->init_pid);
+    // Through a pidfd, checked to be its init's child: never a pid reused meanwhile.
+    if (int error = signal_restored_process(hosted->init_pid, static_cast<int>(request.signal)); error != 0) {
+        failure f{errc::no_such_child, error == ESRCH ? "child " + request.child_id + " has ended"
+                                                      : "cannot signal child " + request.child_id + ": " +
+                                                            std::strerror(error)};
         co_await answer_failure(program, f);
         co_return;
     }

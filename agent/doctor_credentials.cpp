@@ -5,7 +5,9 @@
 
 #include <fmt/core.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -21,15 +23,27 @@ check_result check_file(const std::string& what, const std::string& path, bool i
                         const std::string& make_one) {
     auto title = fmt::format("{} {}", what, path);
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0)
+    if (is_private) {
+        // As the agent reads it: not through a link, checked on the open file.
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0 && errno == ELOOP)
+            return failed(title, "a symbolic link: the agent refuses it",
+                          fmt::format("put the file itself there, then chown root {} and chmod 600 {}", path, path));
+        if (fd < 0) return failed(title, std::strerror(errno), make_one);
+        int stat_result = ::fstat(fd, &st);
+        int error = errno;
+        ::close(fd);
+        if (stat_result != 0) return failed(title, std::strerror(error), make_one);
+    } else if (::stat(path.c_str(), &st) != 0) {
         return failed(title, std::strerror(errno), make_one);
+    }
     if (!S_ISREG(st.st_mode)) return failed(title, "not a regular file", make_one);
     if (st.st_uid != 0)
         return failed(title, fmt::format("belongs to uid {}, not root", st.st_uid), "chown root " + path);
     auto mode = fmt::format("{:04o}", st.st_mode & 07777);
     // The agent refuses a secret with any permission for group or others.
     if (is_private && (st.st_mode & (S_IRWXG | S_IRWXO)))
-        return failed(title, fmt::format("group or others may read it (mode {})", mode), "chmod 600 " + path);
+        return failed(title, fmt::format("group or others may read or write it (mode {})", mode), "chmod 600 " + path);
     return passed(title, fmt::format("root's, mode {}", mode));
 }
 

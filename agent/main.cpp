@@ -20,10 +20,13 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -42,14 +45,38 @@ job_dir agent_state::make_job_dir(const std::string& name) {
 
 namespace {
 
+// Out of descriptors or memory, accept fails at once for as long as the
+// listening socket has a connection waiting: retried at once, it would spin.
+bool lacks_resources(const std::error_code& ec) {
+    // Asio reports errno in a category of its own, which compares equal to no std::errc.
+    if (ec.category() != asio::system_category() && ec.category() != std::system_category()) return false;
+    return ec.value() == EMFILE || ec.value() == ENFILE || ec.value() == ENOBUFS || ec.value() == ENOMEM;
+}
+
+constexpr auto accept_pause = std::chrono::milliseconds(100);
+
+// `where` names the listener in the log.
 template <typename Acceptor, typename Serve>
-asio::awaitable<void> accept_loop(agent_state& agent, Acceptor& acceptor, Serve serve) {
+asio::awaitable<void> accept_loop(agent_state& agent, Acceptor& acceptor, Serve serve, std::string where) {
+    asio::steady_timer pause(acceptor.get_executor());
+    std::uint64_t failures = 0;  // in a row: one episode, one line when it starts and one when it ends
     for (;;) {
         auto [ec, socket] = co_await acceptor.async_accept(rfork::detail::as_tuple_awaitable);
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
         if (ec) {
-            log("accept failed: {}", ec.message());
+            bool wait = lacks_resources(ec);
+            if (failures++ == 0)
+                log("cannot accept connections on {}: {}{}", where, ec.message(),
+                    wait ? fmt::format("; trying again every {} ms", accept_pause.count()) : std::string{});
+            if (wait) {
+                pause.expires_after(accept_pause);
+                co_await pause.async_wait(rfork::detail::as_tuple_awaitable);
+            }
             continue;
+        }
+        if (failures > 0) {
+            log("accepting connections on {} again, after {} failed attempts", where, failures);
+            failures = 0;
         }
         asio::co_spawn(agent.io, serve(agent, std::move(socket)), [](std::exception_ptr e) {
             if (!e) return;
@@ -131,8 +158,8 @@ int run_agent(const options& opts) {
         return 1;
     }
 
-    asio::co_spawn(io, accept_loop(agent, local, serve_local), asio::detached);
-    asio::co_spawn(io, accept_loop(agent, network, serve_peer), asio::detached);
+    asio::co_spawn(io, accept_loop(agent, local, serve_local, opts.socket_path), asio::detached);
+    asio::co_spawn(io, accept_loop(agent, network, serve_peer, opts.listen.to_string()), asio::detached);
     asio::signal_set stop(io, SIGINT, SIGTERM);
     stop.async_wait([&](std::error_code, int signal) {
         log("stopping on signal {}; children keep running", signal);

@@ -65,7 +65,8 @@ int run_ns_init(int argc, char** argv) {
     }
     if (criu == 0) {
         ::close(status_fd);
-        ::execv(criu_argv[0], criu_argv);
+        ::fcntl(ns_init_criu_fd, F_SETFD, FD_CLOEXEC);
+        ::execveat(ns_init_criu_fd, "", criu_argv, environ, AT_EMPTY_PATH);
         ::_exit(127);
     }
     // The agent may go away; a report then must not kill the namespace.

@@ -12,6 +12,10 @@
 namespace rfork::agent {
 
 // argv: rfork-agent ns-init STATUS_FD root|UID:GID:GROUPS:CAPS -- CRIU_ARGV...
+// CRIU is executed through ns_init_criu_fd (opened by the agent: its path may
+// be out of the user's reach), CRIU_ARGV[0] being only its name.
 int run_ns_init(int argc, char** argv);
+
+inline constexpr int ns_init_criu_fd = 22;
 
 }  // namespace rfork::agent

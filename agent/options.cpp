@@ -59,6 +59,13 @@ const char* const usage_text =
     "  --idle-timeout S      seconds an image may stall between frames (default 60)\n"
     "  --max-image-size B    bytes of checkpoint image accepted per fork (default 16 GiB)\n"
     "  --max-restores N      images received or restored at once (default 32)\n"
+    "  --max-pending-connections N\n"
+    "                        connections from other agents still in their TLS and\n"
+    "                        rfork handshakes at once; more are closed on arrival\n"
+    "                        (default 64)\n"
+    "  --max-pending-per-source N\n"
+    "                        the same from one address, or one IPv6 /64 (default 16)\n"
+    "  --max-image-files N   files accepted per image, empty ones too (default 16384)\n"
     "  --help                this text\n";
 
 bool is_loopback(const std::string& host) {
@@ -83,6 +90,9 @@ constexpr option_spec known_options[] = {
     {"name", option_kind::takes_value},          {"ready-fd", option_kind::takes_value},
     {"handshake-timeout", option_kind::takes_value}, {"idle-timeout", option_kind::takes_value},
     {"max-image-size", option_kind::takes_value},    {"max-restores", option_kind::takes_value},
+    {"max-pending-connections", option_kind::takes_value},
+    {"max-pending-per-source", option_kind::takes_value},
+    {"max-image-files", option_kind::takes_value},
 };
 
 struct parser {
@@ -137,16 +147,20 @@ std::string parser::apply(const std::string& arg, const std::string* value) {
             list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
         }
     } else if (arg == "--handshake-timeout" || arg == "--idle-timeout" || arg == "--max-image-size" ||
-               arg == "--max-restores") {
+               arg == "--max-pending-connections" || arg == "--max-pending-per-source" ||
+               arg == "--max-restores" || arg == "--max-image-files") {
         std::uint64_t n = 0;
         auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
         bool seconds = arg.ends_with("timeout");
         if (ec != std::errc{} || end != value->data() + value->size() || (seconds && (n == 0 || n > 86400)) ||
-            (arg == "--max-restores" && n > 100000))
+            ((arg == "--max-restores" || arg.starts_with("--max-pending-")) && n > 100000))
             return bad(seconds ? "a whole number of seconds from 1 to 86400" : "a whole number");
         if (arg == "--handshake-timeout") o.limits.handshake_timeout = std::chrono::seconds(n);
         else if (arg == "--idle-timeout") o.limits.idle_timeout = std::chrono::seconds(n);
         else if (arg == "--max-image-size") o.limits.max_image_size = n;
+        else if (arg == "--max-pending-connections") o.limits.max_pending_connections = static_cast<unsigned>(n);
+        else if (arg == "--max-pending-per-source") o.limits.max_pending_per_source = static_cast<unsigned>(n);
+        else if (arg == "--max-image-files") o.limits.max_image_files = n;
         else o.limits.max_restores = static_cast<unsigned>(n);
     } else if (arg == "--ready-fd") {
         auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), o.ready_fd);

@@ -17,6 +17,11 @@ struct limits {
     std::chrono::seconds idle_timeout{60};       // between two frames of an image
     std::uint64_t max_image_size = 16ull << 30;  // bytes of image files in one fork
     unsigned max_restores = 32;                  // images being received or restored at once
+    // Connections from other agents not yet through TLS and their handshake:
+    // in all, and from one source address (an IPv6 one: its /64).
+    unsigned max_pending_connections = 64;
+    unsigned max_pending_per_source = 16;
+    std::uint64_t max_image_files = 16384;       // files in one image: each costs an inode, empty or not
 };
 
 struct options {

@@ -85,6 +85,12 @@ private:
     bool broken_ = false;
 };
 
+// The text of a credential only root may read (`what` is its option, such as
+// "--key"): a regular file, not a link, FIFO or device, owned by root, with no
+// permission for group or others, checked on the open file. Throws
+// std::runtime_error that names the file and the fix.
+std::string read_private_file(const std::string& path, const std::string& what, std::size_t limit);
+
 // TLS 1.3 with an external pre-shared key: both agents prove they hold the
 // secret, and the connection is encrypted with forward secrecy (psk_dhe_ke).
 // No certificates: none is offered, and a peer that shows one is refused.

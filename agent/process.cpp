@@ -36,13 +36,18 @@ namespace {
 
 [[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
 
-// Only async-signal-safe calls between fork and exec.
-[[noreturn]] void exec_child(char* const* argv, const std::vector<fd_mapping>& fds, int devnull, const run_as* as) {
+// Only async-signal-safe calls between fork and exec. The program is
+// executed through `program`, an fd opened by the agent: the process that
+// runs it may have taken a user's identity, or entered another mount
+// namespace, where its path leads elsewhere or nowhere.
+[[noreturn]] void exec_child(int program, char* const* argv, const std::vector<fd_mapping>& fds, int devnull,
+                             const run_as* as) {
     // Move sources above every target first, so no dup2 clobbers a later source.
     constexpr int high = 1000;
     int moved[16];
     std::size_t n = fds.size() < 16 ? fds.size() : 16;
     for (std::size_t i = 0; i < n; ++i) moved[i] = ::fcntl(fds[i].source, F_DUPFD, high);
+    int program_high = ::fcntl(program, F_DUPFD, high);
     int null_high = ::fcntl(devnull, F_DUPFD, high);
     for (int fd = 0; fd < 3; ++fd) ::dup2(null_high, fd);
     for (std::size_t i = 0; i < n; ++i) ::dup2(moved[i], fds[i].target);  // dup2 clears FD_CLOEXEC
@@ -53,17 +58,19 @@ namespace {
         for (std::size_t i = 0; i < n; ++i) mapped = mapped || fds[i].target == fd;
         if (!mapped) ::close(fd);
     }
-    ::close_range(static_cast<unsigned>(keep), ~0u, 0);
+    ::dup3(program_high, keep, O_CLOEXEC);  // the program's own, closed as it runs
+    ::close_range(static_cast<unsigned>(keep) + 1, ~0u, 0);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::signal(SIGPIPE, SIG_DFL);
     if (as && become(*as) != 0) ::_exit(126);
-    ::execv(argv[0], argv);
+    ::execveat(keep, "", argv, environ, AT_EMPTY_PATH);
     ::_exit(127);
 }
 
 struct exec_request {
+    int program;
     char* const* argv;
     const std::vector<fd_mapping>* fds;
     int devnull;
@@ -72,12 +79,12 @@ struct exec_request {
 
 int exec_from_clone(void* arg) {
     auto* request = static_cast<exec_request*>(arg);
-    exec_child(request->argv, *request->fds, request->devnull, request->as);
+    exec_child(request->program, request->argv, *request->fds, request->devnull, request->as);
 }
 
 // The child's part of spawn(..., join): only async-signal-safe calls.
-[[noreturn]] void exec_in_namespaces_of(int pidfd, char* const* argv, const std::vector<fd_mapping>& fds, int devnull,
-                                        const run_as* as) {
+[[noreturn]] void exec_in_namespaces_of(int pidfd, int program, char* const* argv, const std::vector<fd_mapping>& fds,
+                                        int devnull, const run_as* as) {
     // A pidfd names that very process: if it ended, nothing else is joined.
     if (::setns(pidfd, CLONE_NEWPID | CLONE_NEWNS) != 0) ::_exit(125);
     pid_t inner = ::fork();  // a pid namespace takes only new processes
@@ -87,7 +94,7 @@ int exec_from_clone(void* arg) {
         // Its parent is outside its pid namespace: getppid() is 0 while that
         // parent lives, and the namespace init's pid once it has died.
         if (::getppid() != 0) ::_exit(125);
-        exec_child(argv, fds, devnull, as);
+        exec_child(program, argv, fds, devnull, as);
     }
     int status = 0;
     while (::waitpid(inner, &status, 0) < 0 && errno == EINTR) {
@@ -105,15 +112,17 @@ child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_m
     cargv.push_back(nullptr);
     unique_fd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
     if (!devnull) throw_errno("open /dev/null");
+    unique_fd program(::open(argv.at(0).c_str(), O_PATH | O_CLOEXEC));
+    if (!program) throw std::system_error(errno, std::generic_category(), "open " + argv[0]);
 
     pid_t pid;
     if (namespaces == 0) {
         pid = ::fork();
-        if (pid == 0 && join >= 0) exec_in_namespaces_of(join, cargv.data(), fds, devnull.get(), as);
-        if (pid == 0) exec_child(cargv.data(), fds, devnull.get(), as);
+        if (pid == 0 && join >= 0) exec_in_namespaces_of(join, program.get(), cargv.data(), fds, devnull.get(), as);
+        if (pid == 0) exec_child(program.get(), cargv.data(), fds, devnull.get(), as);
     } else {
         // clone(2) without CLONE_VM copies the address space, stack included.
-        exec_request request{cargv.data(), &fds, devnull.get(), as};
+        exec_request request{program.get(), cargv.data(), &fds, devnull.get(), as};
         std::vector<char> stack(64 * 1024);
         pid = ::clone(exec_from_clone, stack.data() + stack.size(), namespaces | SIGCHLD, &request);
     }

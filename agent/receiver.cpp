@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <random>
 #include <variant>
@@ -38,7 +39,7 @@ std::string new_child_id(const agent_state& agent) {
 asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, const std::string& dir,
                                                      const limits& limits) {
     unique_fd file;
-    std::uint64_t left = 0, total = 0;
+    std::uint64_t left = 0, total = 0, files = 0;
     std::string name;
     detail::received_frame frame;
     watchdog idle(peer, limits.idle_timeout);
@@ -74,6 +75,9 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
         name = header.name;
         left = header.size;
         total += header.size;
+        if (++files > limits.max_image_files)
+            co_return failure{errc::limit_exceeded, fmt::format("the image has more files than this agent accepts "
+                                                                "(--max-image-files {})", limits.max_image_files)};
         if (header.size > limits.max_image_size || total > limits.max_image_size)
             co_return failure{errc::limit_exceeded, fmt::format("the image is larger than this agent accepts "
                                                                 "(--max-image-size {} bytes)", limits.max_image_size)};
@@ -102,13 +106,77 @@ std::optional<failure> check_ids(const options& opts, const std::string& images,
     return std::nullopt;
 }
 
+// Where a connection comes from, as --max-pending-per-source counts: its IPv4
+// address, or its IPv6 /64, which one host may fill with addresses of its own.
+asio::ip::address source_of(const asio::ip::address& address) {
+    if (!address.is_v6()) return address;
+    auto v6 = address.to_v6();
+    if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6);
+    auto bytes = v6.to_bytes();
+    std::fill(bytes.begin() + 8, bytes.end(), 0);
+    return asio::ip::address_v6(bytes);
+}
+
+// Why one more connection from `source` is refused before TLS, or empty.
+std::string over_pending_limits(const agent_state& agent, const asio::ip::address& source) {
+    auto& limits = agent.opts.limits;
+    auto& pending = agent.pending;
+    if (pending.total >= limits.max_pending_connections)
+        return fmt::format("{} connections are authenticating already (--max-pending-connections {})", pending.total,
+                           limits.max_pending_connections);
+    auto found = pending.by_source.find(source);
+    if (found != pending.by_source.end() && found->second >= limits.max_pending_per_source)
+        return fmt::format("{} connections from {} are authenticating already (--max-pending-per-source {})",
+                           found->second, source.to_string(), limits.max_pending_per_source);
+    return {};
+}
+
+// A flood must not flood the log as well: one line a second at most.
+void log_refusal(pending_peers& pending, const std::string& from, const std::string& why) {
+    auto now = std::chrono::steady_clock::now();
+    if (now - pending.last_refusal_logged < std::chrono::seconds(1)) {
+        ++pending.refusals_unsaid;
+        return;
+    }
+    log("refused {} before TLS: {}{}", from, why,
+        pending.refusals_unsaid ? fmt::format(" ({} more refused since the last such line)", pending.refusals_unsaid)
+                                : std::string{});
+    pending.last_refusal_logged = now;
+    pending.refusals_unsaid = 0;
+}
+
+// A connection's place among the pending ones, given back once it is through
+// its handshakes or, on any other way out, when it is destroyed.
+class pending_slot {
+public:
+    pending_slot(pending_peers& pending, const asio::ip::address& source) : pending_(&pending), source_(source) {
+        ++pending.total;
+        ++pending.by_source[source];
+    }
+    ~pending_slot() { release(); }
+    pending_slot(const pending_slot&) = delete;
+    pending_slot& operator=(const pending_slot&) = delete;
+
+    void release() {
+        if (!pending_) return;
+        --pending_->total;
+        auto found = pending_->by_source.find(source_);
+        if (--found->second == 0) pending_->by_source.erase(found);
+        pending_ = nullptr;
+    }
+
+private:
+    pending_peers* pending_;
+    asio::ip::address source_;
+};
+
 // What a sending agent is told: its child runs, who answers its probe, or why not.
 using peer_answer = std::variant<protocol::restored, protocol::probe_reply, failure>;
 
 // Everything after the connection is accepted; the value is the answer to send.
 asio::awaitable<peer_answer> handle_peer(
-    agent_state& agent, const std::shared_ptr<peer_connection>& connection, const std::string& from, bool& greeted,
-    std::shared_ptr<restored_child>& child) {
+    agent_state& agent, const std::shared_ptr<peer_connection>& connection, const std::string& from,
+    pending_slot& pending, bool& greeted, std::shared_ptr<restored_child>& child) {
     auto& peer = *connection;
     auto& limits = agent.opts.limits;
     watchdog handshake(peer, limits.handshake_timeout);
@@ -121,6 +189,7 @@ asio::awaitable<peer_answer> handle_peer(
                                              "only sending agents may connect to this port");
     if (handshake.fired()) co_return too_slow();
     if (refused) co_return *refused;
+    pending.release();  // an agent that proved the secret and speaks rfork: no longer a stranger
     auto accept = protocol::encode_handshake(protocol::role::agent);
     if (auto ec = co_await detail::write_bytes(peer, accept)) co_return failure{ec, ec.message()};
     greeted = true;
@@ -180,11 +249,20 @@ asio::awaitable<peer_answer> handle_peer(
 }  // namespace
 
 asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket connection) {
+    std::error_code ignored;
+    auto remote = connection.remote_endpoint(ignored);
+    std::string from = fmt::format("{}:{}", remote.address().to_string(), remote.port());
+    auto source = source_of(remote.address());
+    if (auto over = over_pending_limits(agent, source); !over.empty()) {
+        log_refusal(agent.pending, from, over);
+        // A reset, not a close: no TIME_WAIT kept here for each refused connection.
+        connection.set_option(asio::socket_base::linger(true, 0), ignored);
+        connection.close(ignored);
+        co_return;
+    }
+    pending_slot pending(agent.pending, source);
     auto peer = std::make_shared<peer_connection>(connection.get_executor());
     peer->tcp() = std::move(connection);
-    std::error_code ignored;
-    auto remote = peer->tcp().remote_endpoint(ignored);
-    std::string from = fmt::format("{}:{}", remote.address().to_string(), remote.port());
     peer->tcp().set_option(asio::ip::tcp::no_delay(true), ignored);
     peer->detect_dead_peer(agent.opts.limits.idle_timeout);
     if (agent.tls) {
@@ -203,7 +281,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     std::shared_ptr<restored_child> child;
     peer_answer outcome;
     try {
-        outcome = co_await handle_peer(agent, peer, from, greeted, child);
+        outcome = co_await handle_peer(agent, peer, from, pending, greeted, child);
     } catch (const std::exception& e) {
         outcome = failure{errc::internal_error, e.what()};
     }

@@ -23,6 +23,49 @@
 
 namespace rfork::agent {
 
+// The text of a credential only root may read (`what` is its option, such as
+// "--key"): a regular file, not a link, FIFO or device, owned by root, with no
+// permission for group or others. Checked on the open file (O_NOFOLLOW, then
+// fstat), so what is read is what was checked. Throws std::runtime_error that
+// names the file and the fix.
+std::string read_private_file(const std::string& path, const std::string& what, std::size_t limit) {
+    auto refuse = [&](const std::string& why, const std::string& fix) {
+        return std::runtime_error(fmt::format("refusing {} {}: {}; it must be a regular file of root's that only "
+                                              "root may read. Fix: {}",
+                                              what, path, why, fix));
+    };
+    auto make_it_so = fmt::format("put the file itself there, then chown root {} and chmod 600 {}", path, path);
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0 && errno == ELOOP) throw refuse("it is a symbolic link", make_it_so);
+    if (fd < 0) throw std::runtime_error(fmt::format("cannot open {} {}: {}", what, path, std::strerror(errno)));
+    struct closer {
+        int fd;
+        ~closer() { ::close(fd); }
+    } close_it{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw std::runtime_error(fmt::format("cannot stat {} {}: {}", what, path, std::strerror(errno)));
+    if (!S_ISREG(st.st_mode)) throw refuse("it is not a regular file", make_it_so);
+    if (st.st_uid != 0) throw refuse(fmt::format("it belongs to uid {}, not root", st.st_uid), "chown root " + path);
+    if (st.st_mode & (S_IRWXG | S_IRWXO))
+        throw refuse(fmt::format("group or others may read or write it (mode {:04o})", st.st_mode & 07777),
+                     "chmod 600 " + path);
+    std::string text;
+    char buffer[4096];
+    for (;;) {
+        auto n = ::read(fd, buffer, sizeof buffer);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw std::runtime_error(fmt::format("cannot read {} {}: {}", what, path, std::strerror(errno)));
+        if (n == 0) break;
+        text.append(buffer, static_cast<std::size_t>(n));
+        if (text.size() > limit) {
+            OPENSSL_cleanse(text.data(), text.size());
+            throw std::runtime_error(fmt::format("{} {} is larger than {} bytes", what, path, limit));
+        }
+    }
+    OPENSSL_cleanse(buffer, sizeof buffer);
+    return text;
+}
+
 namespace {
 
 constexpr const char* psk_identity = "rfork-agent";
@@ -91,15 +134,7 @@ std::string read_all(int fd) {
 }
 
 std::vector<unsigned char> read_secret(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) throw std::runtime_error(fmt::format("cannot open --secret-file {}: {}", path, std::strerror(errno)));
-    struct stat st {};
-    ::fstat(fd, &st);
-    auto text = read_all(fd);
-    ::close(fd);
-    if (st.st_mode & (S_IRWXG | S_IRWXO))
-        throw std::runtime_error(fmt::format("--secret-file {} is readable by others; chmod 600 it", path));
-    return parse_secret(std::move(text), "--secret-file " + path);
+    return parse_secret(read_private_file(path, "--secret-file", max_secret_text), "--secret-file " + path);
 }
 
 // Random bytes in hex with a newline: the text of a secret file.

@@ -163,7 +163,54 @@ TEST_SUITE("integration.auth") {
                          .finish(30s);
         INFO("stderr: " << agent.err);
         CHECK(agent.status == 1);
-        CHECK(agent.err.find("readable by others") != std::string::npos);
+        CHECK(agent.err.find("group or others may read or write it (mode 0644)") != std::string::npos);
+        CHECK(agent.err.find("chmod 600 " + secret) != std::string::npos);
+    }
+
+    TEST_CASE("keygen --host refuses a name that is not a plain host name or a link and writes nothing") {
+        require_fork_environment();
+        temp_dir dir("auth");
+        const auto agent = program_path("rfork-agent");
+        auto pki = (dir.path / "pki").string();
+        auto out = dir.path / "pki" / "out";
+        fs::create_directories(out / "a");  // where "a/b" would lead
+        REQUIRE(running_program({agent, "keygen", "--ca", pki}).finish(30s).status == 0);
+        fs::create_symlink(out, dir.path / "link-to-out");
+        fs::create_symlink(dir.path / "elsewhere.key", out / "c.key");  // a link where c.key would go
+        auto everything = [&] {
+            std::vector<std::string> paths;
+            for (auto& entry : fs::recursive_directory_iterator(dir.path)) paths.push_back(entry.path().string());
+            std::sort(paths.begin(), paths.end());
+            return paths;
+        };
+        const auto before = everything();
+        struct refusal {
+            std::string name, out, error;
+        };
+        for (auto& bad : {refusal{"../x", out.string(), "not a plain host name"},
+                          refusal{"a/b", out.string(), "not a plain host name"},
+                          refusal{"..", out.string(), "not a plain host name"},
+                          refusal{".hidden", out.string(), "not a plain host name"},
+                          refusal{std::string(254, 'n'), out.string(), "not a plain host name"},
+                          refusal{"d", (dir.path / "link-to-out").string(), "is a symbolic link"},
+                          refusal{"c", out.string(), "File exists"}}) {
+            CAPTURE(bad.name);
+            CAPTURE(bad.out);
+            auto r = running_program({agent, "keygen", "--host", bad.name, "--ca", pki, bad.out}).finish(30s);
+            INFO("stderr: " << r.err);
+            CHECK(r.status == 1);
+            CHECK(r.err.find(bad.error) != std::string::npos);
+            CHECK(everything() == before);  // nothing made, inside OUT or out of it
+        }
+        // A plain name still works: a private key and its certificate.
+        auto good = running_program({agent, "keygen", "--host", "node-1.example", "--ca", pki, out.string()}).finish(30s);
+        INFO("stderr: " << good.err);
+        CHECK(good.status == 0);
+        struct stat st {};
+        REQUIRE(::lstat((out / "node-1.example.key").c_str(), &st) == 0);
+        CHECK(S_ISREG(st.st_mode));
+        CHECK((st.st_mode & 07777) == 0600);
+        CHECK(fs::is_regular_file(out / "node-1.example.crt"));
     }
 
     TEST_CASE("agents with the same secret fork over TLS") {
@@ -417,6 +464,81 @@ TEST_SUITE("integration.auth") {
             CHECK(after.st_mode == before.st_mode);
             CHECK(after.st_uid == before.st_uid);
             CHECK(read_file(good) == good_text);
+        }
+    }
+
+    TEST_CASE("an agent and doctor refuse a secret file or key that is a link or no regular file or not root's or open to others") {
+        require_fork_environment();
+        temp_dir dir("auth");
+        const auto agent = program_path("rfork-agent");
+        auto good = (dir.path / "good-secret").string();
+        REQUIRE(running_program({agent, "keygen", good}).finish(30s).status == 0);
+        auto pki = (dir.path / "pki").string();
+        fs::create_directory(pki);
+        REQUIRE(running_program({agent, "keygen", "--ca", pki}).finish(30s).status == 0);
+        REQUIRE(running_program({agent, "keygen", "--host", "b", "--ca", pki, pki}).finish(30s).status == 0);
+        const auto good_key = pki + "/b.key";
+        using p = fs::perms;
+        auto copy = [](const std::string& from, const std::string& to, fs::perms mode) {
+            fs::copy_file(from, to);
+            fs::permissions(to, mode);
+        };
+        struct bad_file {
+            const char* name;
+            bool is_key;
+            std::function<void(const std::string&)> make;
+            std::string why, fix;  // as the agent and doctor say it
+        };
+        int case_number = 0;
+        for (auto& bad : {
+                 bad_file{"secret of uid 65534", false,
+                          [&](const std::string& path) {
+                              copy(good, path, p::owner_read | p::owner_write);
+                              REQUIRE(::chown(path.c_str(), 65534, 65534) == 0);
+                          },
+                          "belongs to uid 65534, not root", "chown root "},
+                 bad_file{"secret symlink", false, [&](const std::string& path) { fs::create_symlink(good, path); },
+                          "symbolic link", "put the file itself there"},
+                 bad_file{"secret FIFO", false,
+                          [&](const std::string& path) { REQUIRE(::mkfifo(path.c_str(), 0600) == 0); },
+                          "not a regular file", ""},
+                 bad_file{"group-readable key", true,
+                          [&](const std::string& path) { copy(good_key, path, p::owner_read | p::owner_write | p::group_read); },
+                          "group or others may read or write it (mode 0640)", "chmod 600 "},
+             }) {
+            CAPTURE(bad.name);
+            auto run_dir = dir.path / ("run-" + std::to_string(case_number++));
+            fs::create_directory(run_dir);
+            auto path = (run_dir / (bad.is_key ? "b.key" : "secret")).string();
+            bad.make(path);
+            std::vector<std::string> credentials =
+                bad.is_key ? std::vector<std::string>{"--cert", pki + "/b.crt", "--key", path, "--ca", pki + "/ca.crt"}
+                           : std::vector<std::string>{"--secret-file", path};
+            std::vector<std::string> args{"--listen", "127.0.0.1:7999", "--socket", (run_dir / "agent.sock").string(),
+                                          "--work-dir", (run_dir / "work").string()};
+            args.insert(args.end(), credentials.begin(), credentials.end());
+
+            std::vector<std::string> argv{agent};
+            argv.insert(argv.end(), args.begin(), args.end());
+            auto started = running_program(argv).finish(30s);
+            INFO("agent's stderr: " << started.err);
+            CHECK(started.status == 1);
+            CHECK(started.err.find("refusing " + std::string(bad.is_key ? "--key " : "--secret-file ") + path + ": ") !=
+                  std::string::npos);  // the file is named
+            CHECK(started.err.find(bad.why) != std::string::npos);
+            CHECK(started.err.find("Fix: " + bad.fix) != std::string::npos);
+            // It listened on nothing and made nothing.
+            CHECK_FALSE(fs::exists(run_dir / "agent.sock"));
+            CHECK_FALSE(fs::exists(run_dir / "work"));
+
+            argv.insert(argv.begin() + 1, "doctor");
+            auto doctor = running_program(argv).finish(60s);
+            INFO("doctor's stdout: " << doctor.out << "\ndoctor's stderr: " << doctor.err);
+            CHECK(doctor.status != 0);
+            auto failure = only_line(doctor.out, std::string(bad.is_key ? "FAIL key " : "FAIL secret file ") + path);
+            CHECK(failure.find(bad.why) != std::string::npos);
+            if (!bad.fix.empty()) CHECK(doctor.out.find("  fix: " + bad.fix) != std::string::npos);
+            CHECK(lines_starting_with(doctor.out, "ok   credentials load").empty());
         }
     }
 

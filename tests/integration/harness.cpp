@@ -272,6 +272,13 @@ running_program::~running_program() {
         if (fd >= 0) ::close(fd);
 }
 
+void running_program::kill_now() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+}
+
 run_result running_program::finish(std::chrono::milliseconds bound) {
     run_result result;
     auto deadline = std::chrono::steady_clock::now() + bound;

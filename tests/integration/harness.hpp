@@ -41,6 +41,10 @@ public:
     running_program& operator=(running_program&&) = delete;
     ~running_program();
     run_result finish(std::chrono::milliseconds bound = 60s);
+    // Kills it and reaps it at once, not waiting for its output to end (an
+    // agent may hold its stdout): its pid is free when this returns.
+    void kill_now();
+    int pid() const { return pid_; }
 
 private:
     int pid_ = -1, pidfd_ = -1, out_ = -1, err_ = -1;

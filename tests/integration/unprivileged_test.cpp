@@ -9,8 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 using namespace rfork::test;
 namespace fs = std::filesystem;
@@ -132,5 +134,57 @@ TEST_SUITE("integration.unprivileged") {
         CHECK(field(grandchild, "addrs") == hosts.address("c"));
         CHECK(field(only_line(r.out, "child waited "), "status") == "0");
         check_nothing_left(hosts, {"a", "b", "c"}, {{"b", 1}, {"c", 1}});
+    }
+
+    TEST_CASE("a user's fork whose pid a root process took meanwhile checkpoints nothing of root's") {
+        // The attack of a user with a fork in flight: b's agent is held still
+        // (as a slow endpoint would be), the program is killed after its agent
+        // checked who it is, and a process of root's takes its pid. The agent
+        // then checkpoints that pid, with CRIU as the user: the kernel refuses.
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.agent_args = {std::string("a=--local-users ") + nobody}});
+        temp_dir dir("reused");
+        auto probe = runnable_copy(dir, "memory_probe");
+        int b_agent = hosts.agent_pid("b");
+        REQUIRE(::kill(b_agent, SIGSTOP) == 0);
+        struct resume {
+            int pid;
+            ~resume() { ::kill(pid, SIGCONT); }
+        } resume_b{b_agent};
+
+        auto program = hosts.start("a", as_nobody(dir, {probe, "b:7000", "1", "caller"}));
+        int pid = program.pid();
+        REQUIRE(hosts.wait_for_log("a", [&](const std::string& log) {
+            return log.find("fork request from pid " + std::to_string(pid) + " ") != std::string::npos;
+        }));
+        program.kill_now();  // its pid is free
+
+        // A root process on a takes that very pid (the next one given out is
+        // ns_last_pid + 1).
+        std::optional<running_program> root;
+        for (int attempt = 0; attempt < 20 && !root; ++attempt) {
+            std::ofstream("/proc/sys/kernel/ns_last_pid") << pid - 1;
+            // (stdin opened inside a's mount namespace, as any program's there)
+            auto candidate = hosts.start("a", {"/bin/sh", "-c", "exec /usr/bin/tail -f /dev/null </dev/null"});
+            if (candidate.pid() == pid) root.emplace(std::move(candidate));
+        }
+        REQUIRE_MESSAGE(root, "no process could take pid " << pid);
+        ::kill(b_agent, SIGCONT);
+
+        // The fork ends, one way or the other.
+        auto p = std::to_string(pid);
+        REQUIRE(hosts.wait_for_log("a", [&](const std::string& log) {
+            return log.find("fork request from pid " + p + " failed") != std::string::npos ||
+                   log.find("forked pid " + p + " ") != std::string::npos;
+        }));
+        INFO(agent_logs(hosts, {"a", "b"}));
+        // Root's process is untouched (not stopped, still running), and
+        // nothing of it reached b: no image, no restored process.
+        auto stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+        CHECK(stat.substr(stat.rfind(')') + 2, 1) != "T");
+        CHECK(hosts.processes_besides_agent("b").empty());
+        CHECK(hosts.work_dir_entries("b").empty());
+        CHECK(hosts.work_dir_entries("a").empty());
+        root->kill_now();
     }
 }

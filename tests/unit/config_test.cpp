@@ -123,7 +123,8 @@ TEST_CASE("config: refusals name the line") {
 TEST_CASE("config: every option of the agent is known with or without a value") {
     for (auto name : {"listen", "secret-file", "cert", "key", "ca", "allow-uid", "local-users", "socket", "criu",
                       "work-dir", "name", "ready-fd", "handshake-timeout", "idle-timeout", "max-image-size",
-                      "max-restores", "config"}) {
+                      "max-restores", "max-image-files", "max-pending-connections",
+                      "max-pending-per-source", "config"}) {
         CAPTURE(name);
         CHECK(kind_of_option(name) == option_kind::takes_value);
     }
