@@ -86,6 +86,7 @@ struct restored_child {
     bool input_is_terminal = false;
     std::shared_ptr<page_relay> pages;  // with lazy pages: to `criu lazy-pages`
     pid_t lazy_daemon = -1;             // and that daemon
+    bool running = false;               // restored: the init's child is the child, no longer CRIU
 };
 
 void log_image_complete(const std::string& id, std::uint64_t bytes) {
@@ -161,7 +162,7 @@ asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::
             co_await asio::async_write(*child->input, asio::buffer(frame.payload), as_tuple_awaitable);
         } else if (frame.type == protocol::message_type::child_input_end) {
             end_input(*child);
-        } else if (frame.type == protocol::message_type::signal_child && child->record && child->init.pidfd) {
+        } else if (frame.type == protocol::message_type::signal_child && child->running && child->init.pidfd) {
             // Through pidfds checked to be this child's: no reused pid is hit.
             protocol::signal_child s;
             if (!protocol::decode(frame.payload, s)) {
@@ -426,6 +427,7 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
         job.remove();  // the images are in the child's memory now
 
     record->pid = static_cast<std::uint32_t>(std::atoi(line.c_str() + 9));
+    child->running = true;
     co_return restore_outcome{{}, {}, record->pid, child};
 }
 

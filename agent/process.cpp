@@ -42,23 +42,29 @@ namespace {
 // namespace, where its path leads elsewhere or nowhere.
 [[noreturn]] void exec_child(int program, char* const* argv, const std::vector<fd_mapping>& fds, int devnull,
                              const run_as* as) {
-    // Move sources above every target first, so no dup2 clobbers a later source.
-    constexpr int high = 1000;
-    int moved[16];
+    // Fds from `keep` up are free for the program's own: first copies of
+    // every source above them (so no dup2 clobbers a later source), then the
+    // program fd at `keep`. Any step that fails ends the child: it must never
+    // run with fds it was not given, or run something else.
     std::size_t n = fds.size() < 16 ? fds.size() : 16;
-    for (std::size_t i = 0; i < n; ++i) moved[i] = ::fcntl(fds[i].source, F_DUPFD, high);
-    int program_high = ::fcntl(program, F_DUPFD, high);
-    int null_high = ::fcntl(devnull, F_DUPFD, high);
-    for (int fd = 0; fd < 3; ++fd) ::dup2(null_high, fd);
-    for (std::size_t i = 0; i < n; ++i) ::dup2(moved[i], fds[i].target);  // dup2 clears FD_CLOEXEC
     int keep = 3;
     for (std::size_t i = 0; i < n; ++i) keep = fds[i].target >= keep ? fds[i].target + 1 : keep;
+    int moved[16];
+    for (std::size_t i = 0; i < n; ++i)
+        if ((moved[i] = ::fcntl(fds[i].source, F_DUPFD, keep + 1)) < 0) ::_exit(126);
+    int program_high = ::fcntl(program, F_DUPFD, keep + 1);
+    int null_high = ::fcntl(devnull, F_DUPFD, keep + 1);
+    if (program_high < 0 || null_high < 0) ::_exit(126);
+    for (int fd = 0; fd < 3; ++fd)
+        if (::dup2(null_high, fd) < 0) ::_exit(126);
+    for (std::size_t i = 0; i < n; ++i)
+        if (::dup2(moved[i], fds[i].target) < 0) ::_exit(126);  // dup2 clears FD_CLOEXEC
     for (int fd = 3; fd < keep; ++fd) {
         bool mapped = false;
         for (std::size_t i = 0; i < n; ++i) mapped = mapped || fds[i].target == fd;
         if (!mapped) ::close(fd);
     }
-    ::dup3(program_high, keep, O_CLOEXEC);  // the program's own, closed as it runs
+    if (::dup3(program_high, keep, O_CLOEXEC) < 0) ::_exit(126);  // the program's own, closed as it runs
     ::close_range(static_cast<unsigned>(keep) + 1, ~0u, 0);
     sigset_t none;
     sigemptyset(&none);
