@@ -124,6 +124,14 @@ private:
     std::thread thread_;
 };
 
+// An authority in `pki` and the certificate it signs for `host` there
+// (host.crt, host.key, ca.crt), made by rfork-agent keygen.
+void make_certificates(const std::string& pki, const std::string& host) {
+    const auto agent = program_path("rfork-agent");
+    REQUIRE(running_program({agent, "keygen", "--ca", pki}).finish(30s).status == 0);
+    REQUIRE(running_program({agent, "keygen", "--host", host, "--ca", pki, pki}).finish(30s).status == 0);
+}
+
 std::vector<std::string> as_user(const char* uid, std::vector<std::string> argv) {
     std::vector<std::string> all{"/usr/bin/setpriv", std::string("--reuid=") + uid, std::string("--regid=") + uid,
                                  "--clear-groups", "--"};
@@ -323,9 +331,7 @@ TEST_SUITE("integration.auth") {
         require_fork_environment();
         temp_dir dir("auth");
         auto pki = dir.path.string();
-        const auto agent = program_path("rfork-agent");
-        REQUIRE(running_program({agent, "keygen", "--ca", pki}).finish(30s).status == 0);
-        REQUIRE(running_program({agent, "keygen", "--host", "b", "--ca", pki, pki}).finish(30s).status == 0);
+        make_certificates(pki, "b");
         test_hosts hosts({"a", "b"}, {.agent_args = {"b=--cert " + pki + "/b.crt --key " + pki + "/b.key --ca " + pki +
                                                      "/ca.crt"},
                                       .certificates = true});
@@ -475,8 +481,7 @@ TEST_SUITE("integration.auth") {
         REQUIRE(running_program({agent, "keygen", good}).finish(30s).status == 0);
         auto pki = (dir.path / "pki").string();
         fs::create_directory(pki);
-        REQUIRE(running_program({agent, "keygen", "--ca", pki}).finish(30s).status == 0);
-        REQUIRE(running_program({agent, "keygen", "--host", "b", "--ca", pki, pki}).finish(30s).status == 0);
+        make_certificates(pki, "b");
         const auto good_key = pki + "/b.key";
         using p = fs::perms;
         auto copy = [](const std::string& from, const std::string& to, fs::perms mode) {
@@ -546,9 +551,7 @@ TEST_SUITE("integration.auth") {
         require_fork_environment();
         temp_dir dir("auth");
         auto pki = dir.path.string();
-        const auto agent = program_path("rfork-agent");
-        REQUIRE(running_program({agent, "keygen", "--ca", pki}).finish(30s).status == 0);
-        REQUIRE(running_program({agent, "keygen", "--host", "mitm", "--ca", pki, pki}).finish(30s).status == 0);
+        make_certificates(pki, "mitm");
         test_hosts hosts({"a"});
         certificate_server server(hosts, "a", pki + "/mitm.crt", pki + "/mitm.key");
         auto where = "127.0.0.1:" + std::to_string(server.port());
