@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cstring>
 #include <csignal>
+#include <filesystem>
 #include <map>
 #include <memory>
 
@@ -285,6 +286,12 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
                                               "root; its agent must send it whole",
                                               as->uid),
                                   0, nullptr};
+    // CRIU restores no cgroup here (--manage-cgroups=ignore), yet the sets an
+    // image names (a root child's: a user's image has none) make it start a
+    // helper in the child's pid namespace, where that helper can take a pid
+    // the image needs: a chain's, whose pids are small.
+    std::error_code no_sets;
+    std::filesystem::remove(job.path() / "images" / "cgroup.img", no_sets);
     unique_fd criu(::open(agent.criu.c_str(), O_PATH | O_CLOEXEC));  // for ns-init, see ns_init.hpp
     if (!criu)
         co_return restore_outcome{errc::internal_error,
