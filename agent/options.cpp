@@ -77,7 +77,7 @@ const char* const usage_text =
     "  --allow-unlimited-children\n"
     "                        if this host has no cgroup with the pids and memory\n"
     "                        controllers for children, restore them without limits\n"
-    "                        (default: the agent refuses to start)"
+    "                        (default: the agent refuses to start)\n"
     "  --help                this text\n";
 
 bool is_loopback(const std::string& host) {
