@@ -114,15 +114,6 @@ std::string describe_answer(const rfork::detail::bytes& answer) {
     return out + "closed\n";
 }
 
-std::vector<unsigned char> read_secret_bytes(const std::string& path) {
-    auto text = read_file(path);
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-    if (text.size() < 64 || text.size() % 2) fail_setup("not a secret file: " + path);
-    std::vector<unsigned char> secret;
-    for (std::size_t i = 0; i < text.size(); i += 2)
-        secret.push_back(static_cast<unsigned char>(std::stoi(text.substr(i, 2), nullptr, 16)));
-    return secret;
-}
 
 int secret_index() {
     static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
@@ -192,6 +183,16 @@ run_result tls_exchange(int fd, const std::vector<unsigned char>& secret, const 
 }
 
 }  // namespace
+
+std::vector<unsigned char> read_secret_bytes(const std::string& path) {
+    auto text = read_file(path);
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    if (text.size() < 64 || text.size() % 2) fail_setup("not a secret file: " + path);
+    std::vector<unsigned char> secret;
+    for (std::size_t i = 0; i < text.size(); i += 2)
+        secret.push_back(static_cast<unsigned char>(std::stoi(text.substr(i, 2), nullptr, 16)));
+    return secret;
+}
 
 void require_fork_environment() {
     std::string missing;

@@ -155,6 +155,9 @@ std::string error_value(rfork::errc e);
 // Returns that line, for checks of its message.
 std::string expect_failed_fork(const run_result& r, rfork::errc expected);
 
+// The bytes of a secret file, as the agents read it.
+std::vector<unsigned char> read_secret_bytes(const std::string& path);
+
 // Lines of `text` that contain `needle`.
 std::vector<std::string> lines_with(const std::string& text, const std::string& needle);
 
