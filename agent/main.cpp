@@ -120,6 +120,13 @@ int run_agent(const options& opts) {
     agent_state agent{.io = io, .opts = opts};
     agent.self_exe = fs::read_symlink("/proc/self/exe").string();
     agent.host = opts.name;
+    // Checked before anything is made (the local secret, the work dir).
+    agent.criu = find_criu(opts.criu, agent.self_exe);
+    if (agent.criu.empty()) {
+        log("no usable CRIU binary{} (an executable ELF file): run scripts/setup, or pass --criu PATH",
+            opts.criu.empty() ? "" : " at " + opts.criu);
+        return 1;
+    }
     try {
         // Every connection between agents is authenticated, loopback included:
         // without credentials, by a secret only this host's root can read.
@@ -136,12 +143,6 @@ int run_agent(const options& opts) {
         agent.host = name;
     }
     set_log_name(agent.host);
-    agent.criu = find_criu(opts.criu, agent.self_exe);
-    if (agent.criu.empty()) {
-        log("no usable CRIU binary{}: run scripts/setup, or pass --criu PATH",
-            opts.criu.empty() ? "" : " at " + opts.criu);
-        return 1;
-    }
     prepare_work_dir(opts.work_dir);
 
     asio::local::stream_protocol::acceptor local(io);

@@ -152,9 +152,10 @@ std::string parser::apply(const std::string& arg, const std::string* value) {
         std::uint64_t n = 0;
         auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
         bool seconds = arg.ends_with("timeout");
-        if (ec != std::errc{} || end != value->data() + value->size() || (seconds && (n == 0 || n > 86400)) ||
+        // 0 would not mean "no limit": it would refuse everything (or time out at once).
+        if (ec != std::errc{} || end != value->data() + value->size() || n == 0 || (seconds && n > 86400) ||
             ((arg == "--max-restores" || arg.starts_with("--max-pending-")) && n > 100000))
-            return bad(seconds ? "a whole number of seconds from 1 to 86400" : "a whole number");
+            return bad(seconds ? "a whole number of seconds from 1 to 86400" : "a whole number from 1");
         if (arg == "--handshake-timeout") o.limits.handshake_timeout = std::chrono::seconds(n);
         else if (arg == "--idle-timeout") o.limits.idle_timeout = std::chrono::seconds(n);
         else if (arg == "--max-image-size") o.limits.max_image_size = n;

@@ -283,3 +283,14 @@ TEST_CASE("config: --listen may be left out only where the caller says so (docto
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("config: a limit of 0 is refused for it would refuse everything") {
+    for (const char* limit : {"--handshake-timeout", "--idle-timeout", "--max-image-size", "--max-restores",
+                              "--max-pending-connections", "--max-pending-per-source", "--max-image-files"}) {
+        CAPTURE(limit);
+        options_error error;
+        CHECK_FALSE(parse_options({"--listen", "7000", limit, "0"}, error));
+        CHECK(error.what.starts_with(std::string(limit) + " takes a whole number"));
+        CHECK(parse_options({"--listen", "7000", limit, "1"}, error));
+    }
+}
