@@ -138,7 +138,7 @@ void log_refusal(pending_peers& pending, const std::string& from, const std::str
         ++pending.refusals_unsaid;
         return;
     }
-    log("refused {} before TLS: {}{}", from, why,
+    log("refused {}: {}{}", from, why,
         pending.refusals_unsaid ? fmt::format(" ({} more refused since the last such line)", pending.refusals_unsaid)
                                 : std::string{});
     pending.last_refusal_logged = now;
@@ -254,7 +254,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     std::string from = fmt::format("{}:{}", remote.address().to_string(), remote.port());
     auto source = source_of(remote.address());
     if (auto over = over_pending_limits(agent, source); !over.empty()) {
-        log_refusal(agent.pending, from, over);
+        log_refusal(agent.pending, from, "before TLS: " + over);
         // A reset, not a close: no TIME_WAIT kept here for each refused connection.
         connection.set_option(asio::socket_base::linger(true, 0), ignored);
         connection.close(ignored);
@@ -271,7 +271,9 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
         watchdog guard(*peer, agent.opts.limits.handshake_timeout);
         auto [ec] = co_await peer->async_handshake(asio::ssl::stream_base::server, detail::as_tuple_awaitable);
         if (ec) {
-            log("refused {}: no TLS with the shared secret ({})", from, guard.fired() ? "timed out" : ec.message());
+            // Anyone can cause this line: rate-limited like the refusals above.
+            log_refusal(agent.pending, from,
+                        fmt::format("no TLS with this agent's credentials ({})", guard.fired() ? "timed out" : ec.message()));
             peer->close();
             co_return;
         }
@@ -306,15 +308,17 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
         // A failed lazy restore: its reader takes the rest of the sender's frames.
         peer->shutdown_send();
     } else if (greeted) {
-        // The sender may still be sending its image: take the rest (bounded),
-        // so that it reads our answer instead of a reset connection.
+        // The sender may still be sending its image: take the rest, so that
+        // it reads our answer instead of a reset connection. Bounded in time
+        // (one --idle-timeout in all, not per read: a trickle must not hold
+        // the connection) and in bytes (--max-image-size).
         peer->shutdown_send();
-        watchdog idle(*peer, agent.opts.limits.idle_timeout);
+        watchdog drain(*peer, agent.opts.limits.idle_timeout);
         std::vector<unsigned char> sink(64 * 1024);
-        for (;;) {
+        for (std::uint64_t taken = 0; taken <= agent.opts.limits.max_image_size;) {
             auto [ec, n] = co_await peer->async_read_some(asio::buffer(sink), detail::as_tuple_awaitable);
             if (ec) break;
-            idle.arm();
+            taken += n;
         }
         peer->close();
         log("closed the connection from {}", from);

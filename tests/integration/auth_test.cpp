@@ -15,8 +15,13 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/ssl.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <condition_variable>
@@ -242,7 +247,7 @@ TEST_SUITE("integration.auth") {
         INFO(agent_logs(hosts, {"a", "b"}));
         auto error = expect_failed_fork(r, rfork::errc::agent_unreachable);
         CHECK(error.find("--secret-file") != std::string::npos);
-        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("no TLS with the shared secret") != std::string::npos; }));
+        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("no TLS with this agent's credentials") != std::string::npos; }));
         CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
         check_nothing_left(hosts, {"a", "b"}, {});
     }
@@ -263,6 +268,46 @@ TEST_SUITE("integration.auth") {
         INFO("stdout: " << r.out << "\nstderr: " << r.err);
         CHECK(lines_with(r.out, "child goes on").size() == 1);
         check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
+    TEST_CASE("a flood of failed TLS handshakes makes at most a line a second in the log") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto started = std::chrono::steady_clock::now();
+        constexpr int flood = 40;
+        std::vector<int> peers;
+        for (int i = 0; i < flood; ++i) {
+            int fd = -1;
+            hosts.in_network("a", [&] { fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); });
+            REQUIRE(fd >= 0);
+            peers.push_back(fd);
+            sockaddr_in to{};
+            to.sin_family = AF_INET;
+            to.sin_port = htons(7000);
+            REQUIRE(::inet_pton(AF_INET, hosts.address("b").c_str(), &to.sin_addr) == 1);
+            timeval bound{30, 0};
+            ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
+            REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+            const char garbage[] = "GET / HTTP/1.1\r\n\r\n";
+            REQUIRE(::write(fd, garbage, sizeof garbage - 1) == static_cast<ssize_t>(sizeof garbage - 1));
+        }
+        // Each connection is through (refused) once the agent has closed it.
+        int closed = 0;
+        for (int fd : peers) {
+            char buffer[4096];
+            ssize_t n;
+            while ((n = ::read(fd, buffer, sizeof buffer)) > 0) {
+            }
+            closed += n == 0 || errno == ECONNRESET;
+            ::close(fd);
+        }
+        REQUIRE(closed == flood);
+        auto seconds = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started);
+        auto lines = lines_with(hosts.agent_log("b"), "refused ").size();
+        INFO(agent_logs(hosts, {"b"}));
+        CHECK(lines >= 1);
+        CHECK(lines <= static_cast<std::size_t>(seconds.count()) + 2);
+        check_nothing_left(hosts, {"a", "b"}, {});
     }
 
     TEST_CASE("a receiver restores processes of root only when started with --allow-root") {
