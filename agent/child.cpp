@@ -167,7 +167,7 @@ asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::
             protocol::signal_child s;
             if (!protocol::decode(frame.payload, s)) {
                 log("child {}: signal {} from its parent", child->record->id, s.signal);
-                signal_restored_process(child->record->init_pid, static_cast<int>(s.signal));
+                signal_restored_process(child->record->init_pid, child->record->pid, static_cast<int>(s.signal));
             }
         } else {
             break;
