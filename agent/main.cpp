@@ -30,6 +30,7 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -114,10 +115,10 @@ void prepare_work_dir(const std::string& dir) {
     for (auto& entry : fs::directory_iterator(dir)) fs::remove_all(entry.path());
 }
 
-int run_agent(const options& opts) {
-    std::signal(SIGPIPE, SIG_IGN);
-    asio::io_context io(1);
-    agent_state agent{.io = io, .opts = opts};
+// Everything the agent does until it is stopped.
+int serve(agent_state& agent) {
+    const options& opts = agent.opts;
+    asio::io_context& io = agent.io;
     agent.self_exe = fs::read_symlink("/proc/self/exe").string();
     agent.host = opts.name;
     // Checked before anything is made (the local secret, the work dir).
@@ -196,6 +197,20 @@ int run_agent(const options& opts) {
     std::error_code ignored;
     fs::remove(opts.socket_path, ignored);
     return 0;
+}
+
+int run_agent(const options& opts) {
+    std::signal(SIGPIPE, SIG_IGN);
+    auto io = std::make_unique<asio::io_context>(1);
+    agent_state agent{.io = *io, .opts = opts};
+    int status = serve(agent);
+    // In this order: records only the tables hold go while the io_context
+    // their timers use lives; then the io_context, and with it every
+    // coroutine still suspended in it, while the state they refer to lives.
+    agent.forked = {};
+    agent.hosted = {};
+    io.reset();
+    return status;
 }
 
 }  // namespace
