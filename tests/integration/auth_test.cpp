@@ -520,8 +520,16 @@ TEST_SUITE("integration.auth") {
             CHECK(error.find("the agent at " + host + ":7000 showed a certificate for c, not " + host) !=
                   std::string::npos);
         }
-        // b saw both handshakes fail, and took no image.
-        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return lines_with(log, "refused ").size() >= 2; }));
+        // doctor --peer on a says the same.
+        auto doctor = hosts.run("a", {program_path("rfork-agent"), "doctor", "--listen", "0.0.0.0:7000", "--cert",
+                                      pki + "/a.crt", "--key", pki + "/a.key", "--ca", pki + "/ca.crt", "--allow-root",
+                                      "--peer", "b:7000"});
+        INFO("doctor's stdout: " << doctor.out << "\ndoctor's stderr: " << doctor.err);
+        CHECK(doctor.status != 0);
+        CHECK(only_line(doctor.out, "ok   certificate names").find("a: peers must dial") != std::string::npos);
+        CHECK(only_line(doctor.out, "FAIL peer b:7000").find("showed a certificate for c, not b") != std::string::npos);
+        // b saw the three handshakes fail, and took no image.
+        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return lines_with(log, "refused ").size() >= 3; }));
         CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
         check_nothing_left(hosts, {"a", "b"}, {});
     }
