@@ -224,6 +224,12 @@ std::vector<std::string> certificate_names(X509* cert) {
     return names;
 }
 
+std::string certificate_names_text(X509* cert) {
+    std::string text;
+    for (auto& name : certificate_names(cert)) text += (text.empty() ? "" : ", ") + name;
+    return text.empty() ? "no host" : text;
+}
+
 bool certificate_names_host(X509* cert, const std::string& host) {
     if (host.empty() || host.find('\0') != std::string::npos) return false;
     if (is_address_literal(host)) return X509_check_ip_asc(cert, host.c_str(), 0) == 1;

@@ -76,9 +76,7 @@ std::vector<check_result> check_local_secret(const options& opts, std::optional<
 // origin (--name) it does not hold.
 check_result check_certificate_names(const options& opts, asio::ssl::context& tls) {
     X509* own = SSL_CTX_get0_certificate(tls.native_handle());
-    auto names = certificate_names(own);
-    std::string all;
-    for (auto& n : names) all += (all.empty() ? "" : ", ") + n;
+    auto all = certificate_names_text(own);
     if (!opts.name.empty() && !certificate_names_host(own, opts.name))
         return failed("certificate names", fmt::format("{}, not --name {}: the agent refuses to start", all, opts.name),
                       fmt::format("name set to one of those, or a certificate for it: rfork-agent keygen --host {} "

@@ -137,14 +137,11 @@ std::string name_from_certificate(const options& opts, agent_state& agent) {
     X509* own = SSL_CTX_get0_certificate(agent.tls->native_handle());
     auto names = certificate_names(own);
     auto name = opts.name.empty() ? names.front() : opts.name;
-    if (!certificate_names_host(own, name)) {
-        std::string all;
-        for (auto& n : names) all += (all.empty() ? "" : ", ") + n;
+    if (!certificate_names_host(own, name))
         return fmt::format("--name {} is not a name of --cert {} (it names {}), and peers refuse the images of an "
                            "agent that claims a name its certificate does not hold. Fix: --name with one of those, "
                            "or make the certificate again with rfork-agent keygen --host {} --ca DIR OUT",
-                           name, opts.cert, all, opts.name.empty() ? "NAME" : opts.name);
-    }
+                           name, opts.cert, certificate_names_text(own), opts.name.empty() ? "NAME" : opts.name);
     agent.host = name;
     return {};
 }
@@ -213,7 +210,8 @@ int run_agent(const options& opts) {
     if (!opts.secret_file.empty())
         log("agents must prove the secret of {} (TLS 1.3)", opts.secret_file);
     else if (!opts.cert.empty())
-        log("agents must show a certificate signed by {} (TLS 1.3)", opts.ca);
+        log("agents must show a certificate signed by {} (TLS 1.3); this one names {}, and calls itself {}", opts.ca,
+            certificate_names_text(SSL_CTX_get0_certificate(agent.tls->native_handle())), agent.host);
     else
         log("no credentials: on loopback only, agents must prove this host's own secret {} (TLS 1.3); "
             "to fork between machines, give the agents a --secret-file", local_secret_path(opts.socket_path));

@@ -161,6 +161,8 @@ std::string make_host_certificate(const std::vector<std::string>& names, const s
 bool is_address_literal(const std::string& name);
 // The host names and addresses in a certificate's subjectAltName, as text.
 std::vector<std::string> certificate_names(X509* cert);
+// The same as one line ("a, 10.0.0.1"), or "no host".
+std::string certificate_names_text(X509* cert);
 // Whether `cert` names `host` (a DNS name, or an address literal), as the
 // agents check it: subjectAltName only.
 bool certificate_names_host(X509* cert, const std::string& host);

@@ -112,13 +112,6 @@ int refuse_any_certificate(int, X509_STORE_CTX* store) {
     return 0;
 }
 
-std::string join_names(const std::vector<std::string>& names) {
-    if (names.empty()) return "no host";
-    std::string text;
-    for (auto& name : names) text += (text.empty() ? "" : ", ") + name;
-    return text;
-}
-
 // The names a server's certificate held, kept with the SSL when it failed for
 // naming another host: the sending agent says which, not just "verify failed".
 void free_names(void*, void* names, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<std::string*>(names); }
@@ -134,7 +127,7 @@ int remember_wrong_host(int ok, X509_STORE_CTX* store) {
     auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
     X509* cert = X509_STORE_CTX_get_current_cert(store);
     if (ssl && cert && !SSL_get_ex_data(ssl, wrong_host_index())) {
-        auto names = std::make_unique<std::string>(join_names(certificate_names(cert)));
+        auto names = std::make_unique<std::string>(certificate_names_text(cert));
         if (SSL_set_ex_data(ssl, wrong_host_index(), names.get())) names.release();
     }
     return 0;
@@ -311,7 +304,7 @@ std::optional<std::string> origin_refused(SSL* ssl, const std::string& origin) {
     if (certificate_names_host(cert, origin)) return std::nullopt;
     return fmt::format("claims to be {}, but its certificate names {}: an agent may claim only a name its "
                        "certificate holds",
-                       origin, join_names(certificate_names(cert)));
+                       origin, certificate_names_text(cert));
 }
 
 bool authenticated_as_required(SSL* ssl) {
