@@ -162,6 +162,11 @@ check_result unconnected(const options& opts, const std::string& what, const end
                                   f.why, opts.ca),
                       "give both hosts certificates of one authority (rfork-agent keygen --host NAME --ca DIR OUT) "
                       "and that authority's ca.crt as ca");
+    case step::wrong_host:
+        return failed(what, fmt::format("the agent there {}: this agent would send it nothing", f.why),
+                      fmt::format("name the peer as its certificate does, or make that host's certificate again "
+                                  "naming {} (rfork-agent keygen --host NAME --host {} --ca DIR OUT)",
+                                  peer.host, peer.host));
     case step::lost:
     case step::handshake:
         if (f.code == errc::unsupported_version)

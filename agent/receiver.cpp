@@ -208,6 +208,10 @@ asio::awaitable<peer_answer> handle_peer(
     }
     if (frame.type != protocol::message_type::image_begin || protocol::decode(frame.payload, image))
         co_return failure{errc::malformed_message, "expected the start of an image"};
+    // The origin names the child's parent host in logs and `list`: a peer may
+    // claim only a name its certificate holds (with a secret, any holder may claim any).
+    if (auto why = origin_refused(peer.ssl(), image.origin_host))
+        co_return failure{errc::not_permitted, "refused the image: the sending agent " + *why};
     if (image.total_size > limits.max_image_size)
         co_return failure{errc::limit_exceeded, fmt::format("an image of {} bytes is larger than this agent accepts "
                                                             "(--max-image-size {} bytes)",
@@ -273,7 +277,9 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
         if (ec) {
             // Anyone can cause this line: rate-limited like the refusals above.
             log_refusal(agent.pending, from,
-                        fmt::format("no TLS with this agent's credentials ({})", guard.fired() ? "timed out" : ec.message()));
+                        fmt::format("no TLS with {} ({})",
+                                    agent.opts.cert.empty() ? "the shared secret" : "a certificate of this agent's authority",
+                                    guard.fired() ? "timed out" : ec.message()));
             peer->close();
             co_return;
         }

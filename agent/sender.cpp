@@ -217,6 +217,13 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
                               fmt::format("no TLS with the agent at {} ({}): it did not prove this agent's "
                                           "credentials (the same --secret-file, or a certificate of the same "
                                           "authority)", request.endpoint, why)};
+        case step::wrong_host:
+            // Signed by our authority, but for another host: a node's key in
+            // the wrong hands, or a name that leads elsewhere. Nothing is sent.
+            co_return failure{failed->code, fmt::format("the agent at {} {}: refusing to send it anything (its "
+                                                        "certificate must name the host dialed; rfork-agent keygen "
+                                                        "--host makes one)",
+                                                        request.endpoint, why)};
         case step::lost:
             co_return failure{errc::agent_unreachable,
                               fmt::format("lost the rfork agent at {} ({})", request.endpoint, why)};

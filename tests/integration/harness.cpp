@@ -77,6 +77,10 @@ raw_request raw_request_of(const std::string& mode) {
         append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 4096}));
         append(protocol::encode(protocol::image_file{"pages-1.img", 4096}));
         r.end_sending = false;
+    } else if (mode.starts_with("origin=")) {
+        // The start of an image from the origin named; then the stream ends.
+        append(protocol::encode_handshake(protocol::role::sender));
+        append(protocol::encode(protocol::image_begin{mode.substr(7), 1234, 5678, {}, 4096}));
     } else if (mode == "silent") {
         r.end_sending = false;
     } else {
@@ -139,9 +143,30 @@ std::string openssl_error(SSL* ssl, int ret) {
     return "SSL error " + std::to_string(error) + ": " + text;
 }
 
+using ctx_ptr = std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)>;
+
+// TLS 1.3 as the agents speak it: with their PSK (see offer_psk), or with a
+// certificate and its key, checking the agent's against `ca`.
+ctx_ptr tls_client(bool psk) {
+    ctx_ptr ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
+    if (psk) SSL_CTX_set_ciphersuites(ctx.get(), "TLS_AES_128_GCM_SHA256");
+    return ctx;
+}
+
+ctx_ptr certificate_client(const std::string& cert, const std::string& key, const std::string& ca) {
+    auto ctx = tls_client(false);
+    if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_load_verify_locations(ctx.get(), ca.c_str(), nullptr) != 1)
+        fail_setup("raw_tls_peer: cannot load " + cert + ", " + key + " and " + ca);
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    return ctx;
+}
+
 // Sends `request` inside TLS (blocking, each step bounded by `deadline`) and
-// reads the answer until the agent closes.
-run_result tls_exchange(int fd, const std::vector<unsigned char>& secret, const raw_request& request,
+// reads the answer until the agent closes. `secret`: the PSK, for a context of tls_client(true).
+run_result tls_exchange(int fd, SSL_CTX* ctx, const std::vector<unsigned char>* secret, const raw_request& request,
                         std::chrono::steady_clock::time_point deadline) {
     run_result result;
     auto bound_io = [&] {
@@ -152,12 +177,11 @@ run_result tls_exchange(int fd, const std::vector<unsigned char>& secret, const 
         ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         return true;
     };
-    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
-    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
-    SSL_CTX_set_ciphersuites(ctx.get(), "TLS_AES_128_GCM_SHA256");
-    std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx.get()), SSL_free);
-    SSL_set_ex_data(ssl.get(), secret_index(), const_cast<std::vector<unsigned char>*>(&secret));
-    SSL_set_psk_client_callback(ssl.get(), offer_psk);
+    std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx), SSL_free);
+    if (secret) {
+        SSL_set_ex_data(ssl.get(), secret_index(), const_cast<std::vector<unsigned char>*>(secret));
+        SSL_set_psk_client_callback(ssl.get(), offer_psk);
+    }
     SSL_set_fd(ssl.get(), fd);
     int ret = bound_io() ? SSL_connect(ssl.get()) : -1;
     if (ret != 1) {
@@ -447,6 +471,21 @@ run_result test_hosts::raw_tls_peer(const std::string& from, const std::string& 
                                     std::chrono::milliseconds bound) const {
     if (secret.empty()) secret = secret_file();
     if (secret.empty()) fail_setup("raw_tls_peer: these hosts share no secret");
+    auto bytes = read_secret_bytes(secret);
+    return raw_tls_exchange(from, address, port, mode, tls_client(true).get(), &bytes, bound);
+}
+
+run_result test_hosts::raw_tls_peer_with_certificate(const std::string& from, const std::string& address,
+                                                     std::uint16_t port, const std::string& mode,
+                                                     const std::string& cert, const std::string& key,
+                                                     const std::string& ca, std::chrono::milliseconds bound) const {
+    return raw_tls_exchange(from, address, port, mode, certificate_client(cert, key, ca).get(), nullptr, bound);
+}
+
+run_result test_hosts::raw_tls_exchange(const std::string& from, const std::string& address, std::uint16_t port,
+                                        const std::string& mode, SSL_CTX* ctx,
+                                        const std::vector<unsigned char>* secret,
+                                        std::chrono::milliseconds bound) const {
     auto request = raw_request_of(mode);
     auto deadline = std::chrono::steady_clock::now() + bound;
     int fd = -1;
@@ -464,7 +503,7 @@ run_result test_hosts::raw_tls_peer(const std::string& from, const std::string& 
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);  // bounds connect() too
     if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0)
         return {0, "connect failed: " + std::string(std::strerror(errno)) + "\n", {}};
-    return tls_exchange(fd, read_secret_bytes(secret), request, deadline);
+    return tls_exchange(fd, ctx, secret, request, deadline);
 }
 
 // ---- helpers ---------------------------------------------------------------

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+struct ssl_ctx_st;  // OpenSSL's SSL_CTX
+
 namespace rfork::test {
 
 using namespace std::chrono_literals;
@@ -108,13 +110,23 @@ public:
     // program raw_peer MODE does, but inside TLS with `secret` (a secret
     // file, by default the hosts' own), and reports the same lines; only
     // "connect failed: WHY" or "tls failed: WHY" when it got no further.
-    // Modes: garbage, version, role, truncated, silent, stall. Status -1:
-    // the agent had not closed within `bound`.
+    // Modes: garbage, version, role, truncated, silent, stall, and
+    // origin=NAME (the start of an image from NAME, then the end of the
+    // stream). Status -1: the agent had not closed within `bound`.
     run_result raw_tls_peer(const std::string& from, const std::string& address, std::uint16_t port,
                             const std::string& mode, std::string secret = {},
                             std::chrono::milliseconds bound = 30s) const;
+    // The same with a certificate and its key instead of a secret, as an
+    // agent with certificates speaks; the agent's is checked against `ca`.
+    run_result raw_tls_peer_with_certificate(const std::string& from, const std::string& address, std::uint16_t port,
+                                             const std::string& mode, const std::string& cert, const std::string& key,
+                                             const std::string& ca, std::chrono::milliseconds bound = 30s) const;
 
 private:
+    run_result raw_tls_exchange(const std::string& from, const std::string& address, std::uint16_t port,
+                                const std::string& mode, ssl_ctx_st* ctx, const std::vector<unsigned char>* secret,
+                                std::chrono::milliseconds bound) const;
+
     std::string state_;
     std::vector<std::string> names_;
 };
