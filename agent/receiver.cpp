@@ -43,8 +43,12 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
     std::string name;
     detail::received_frame frame;
     watchdog idle(peer, limits.idle_timeout);
+    watchdog whole(peer, limits.image_timeout);  // never re-armed: frames just within the idle timeout end too
     for (;;) {
         auto ec = co_await detail::read_frame(peer, frame);
+        if (whole.fired())
+            co_return failure{errc::timed_out, fmt::format("the image did not arrive whole within {} s (--image-timeout)",
+                                                           limits.image_timeout.count())};
         if (idle.fired())
             co_return failure{errc::timed_out, fmt::format("the image stalled for {} s (--idle-timeout)",
                                                            limits.idle_timeout.count())};
@@ -312,10 +316,12 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
         // A failed lazy restore: its reader takes the rest of the sender's frames.
         peer->shutdown_send();
     } else if (greeted) {
-        // The sender may still be sending its image: take the rest (bounded),
-        // so that it reads our answer instead of a reset connection.
+        // The sender may still be sending its image: take the rest (bounded,
+        // in all too: a trickle must not hold the connection), so that it
+        // reads our answer instead of a reset connection.
         peer->shutdown_send();
         watchdog idle(*peer, agent.opts.limits.idle_timeout);
+        watchdog whole(*peer, agent.opts.limits.image_timeout);
         std::vector<unsigned char> sink(64 * 1024);
         for (;;) {
             auto [ec, n] = co_await peer->async_read_some(asio::buffer(sink), detail::as_tuple_awaitable);
