@@ -10,6 +10,7 @@
 #include "options.hpp"
 #include "peer_connection.hpp"
 #include "receiver.hpp"
+#include "remove_tree.hpp"
 #include "local.hpp"
 #include "service_notify.hpp"
 
@@ -113,7 +114,7 @@ void bind_local_socket(asio::local::stream_protocol::acceptor& acceptor, const s
 void prepare_work_dir(const std::string& dir) {
     fs::create_directories(dir);
     fs::permissions(dir, fs::perms::owner_all);
-    for (auto& entry : fs::directory_iterator(dir)) fs::remove_all(entry.path());
+    for (auto& entry : fs::directory_iterator(dir)) remove_tree(entry.path());
 }
 
 // `keygen --host NAME [--host NAME ...] --ca DIR OUT`, or nullopt.

@@ -60,6 +60,8 @@ const char* const usage_text =
     "  --ready-fd FD         write \"ready\" to FD once listening, then close it\n"
     "  --handshake-timeout S seconds a peer has to send its request (default 10)\n"
     "  --idle-timeout S      seconds an image may stall between frames (default 60)\n"
+    "  --image-timeout S     seconds an image may take to arrive whole, and a lazy\n"
+    "                        fork's memory after its restore (default 3600)\n"
     "  --max-image-size B    bytes of checkpoint image accepted per fork (default 16 GiB)\n"
     "  --max-restores N      images received or restored at once (default 32)\n"
     "  --max-pending-connections N\n"
@@ -92,6 +94,7 @@ constexpr option_spec known_options[] = {
     {"work-dir", option_kind::takes_value},      {"no-lazy-pages", option_kind::flag},
     {"name", option_kind::takes_value},          {"ready-fd", option_kind::takes_value},
     {"handshake-timeout", option_kind::takes_value}, {"idle-timeout", option_kind::takes_value},
+    {"image-timeout", option_kind::takes_value},
     {"max-image-size", option_kind::takes_value},    {"max-restores", option_kind::takes_value},
     {"max-pending-connections", option_kind::takes_value},
     {"max-pending-per-source", option_kind::takes_value},
@@ -149,7 +152,8 @@ std::string parser::apply(const std::string& arg, const std::string* value) {
             uids.push_back(uid);
             list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
         }
-    } else if (arg == "--handshake-timeout" || arg == "--idle-timeout" || arg == "--max-image-size" ||
+    } else if (arg == "--handshake-timeout" || arg == "--idle-timeout" || arg == "--image-timeout" ||
+               arg == "--max-image-size" ||
                arg == "--max-pending-connections" || arg == "--max-pending-per-source" ||
                arg == "--max-restores" || arg == "--max-image-files") {
         std::uint64_t n = 0;
@@ -161,6 +165,7 @@ std::string parser::apply(const std::string& arg, const std::string* value) {
             return bad(seconds ? "a whole number of seconds from 1 to 86400" : "a whole number from 1");
         if (arg == "--handshake-timeout") o.limits.handshake_timeout = std::chrono::seconds(n);
         else if (arg == "--idle-timeout") o.limits.idle_timeout = std::chrono::seconds(n);
+        else if (arg == "--image-timeout") o.limits.image_timeout = std::chrono::seconds(n);
         else if (arg == "--max-image-size") o.limits.max_image_size = n;
         else if (arg == "--max-pending-connections") o.limits.max_pending_connections = static_cast<unsigned>(n);
         else if (arg == "--max-pending-per-source") o.limits.max_pending_per_source = static_cast<unsigned>(n);

@@ -43,8 +43,12 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
     std::string name;
     detail::received_frame frame;
     watchdog idle(peer, limits.idle_timeout);
+    watchdog whole(peer, limits.image_timeout);  // never re-armed: frames just within the idle timeout end too
     for (;;) {
         auto ec = co_await detail::read_frame(peer, frame);
+        if (whole.fired())
+            co_return failure{errc::timed_out, fmt::format("the image did not arrive whole within {} s (--image-timeout)",
+                                                           limits.image_timeout.count())};
         if (idle.fired())
             co_return failure{errc::timed_out, fmt::format("the image stalled for {} s (--idle-timeout)",
                                                            limits.idle_timeout.count())};
@@ -81,6 +85,12 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
         if (header.size > limits.max_image_size || total > limits.max_image_size)
             co_return failure{errc::limit_exceeded, fmt::format("the image is larger than this agent accepts "
                                                                 "(--max-image-size {} bytes)", limits.max_image_size)};
+        // Refused before a byte of it is taken: no real image holds one so large.
+        if (auto cap = max_image_file_size(name); cap && header.size > *cap)
+            co_return failure{errc::limit_exceeded,
+                              fmt::format("image file {} of {} bytes is larger than CRIU writes such a file ({} bytes "
+                                          "at most)",
+                                          name, header.size, *cap)};
         // O_EXCL|O_NOFOLLOW: a name is a plain new file in our own directory, nothing else.
         file.reset(::open((dir + "/" + name).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!file)

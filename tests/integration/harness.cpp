@@ -55,6 +55,8 @@ bool executable(const std::string& path) {
 struct raw_request {
     rfork::detail::bytes bytes;
     bool end_sending = true;
+    // Sent every 200 ms until the agent answers: one byte of the image at a time.
+    rfork::detail::bytes trickle;
 };
 
 raw_request raw_request_of(const std::string& mode) {
@@ -81,6 +83,17 @@ raw_request raw_request_of(const std::string& mode) {
         // The start of an image from the origin named; then the stream ends.
         append(protocol::encode_handshake(protocol::role::sender));
         append(protocol::encode(protocol::image_begin{mode.substr(7), 1234, 5678, {}, 4096}));
+    } else if (mode == "big_file") {
+        append(protocol::encode_handshake(protocol::role::sender));
+        append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 1 << 30}));
+        append(protocol::encode(protocol::image_file{"mm-1.img", (64 << 20) + 1}));
+    } else if (mode == "trickle") {
+        append(protocol::encode_handshake(protocol::role::sender));
+        append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 1 << 20}));
+        append(protocol::encode(protocol::image_file{"pages-1.img", 1 << 20}));
+        unsigned char byte = 0;
+        r.trickle = protocol::encode_frame(protocol::message_type::image_data, std::span(&byte, 1));
+        r.end_sending = false;
     } else if (mode == "silent") {
         r.end_sending = false;
     } else {
@@ -191,9 +204,23 @@ run_result tls_exchange(int fd, SSL_CTX* ctx, const std::vector<unsigned char>* 
     }
     if (!request.bytes.empty() && bound_io())
         SSL_write(ssl.get(), request.bytes.data(), static_cast<int>(request.bytes.size()));
+    rfork::detail::bytes answer;
+    // Far more often than any idle timeout, until the agent says more than its handshake.
+    auto handshake_size = rfork::protocol::encode_handshake(rfork::protocol::role::agent).size();
+    while (!request.trickle.empty() && answer.size() <= handshake_size) {
+        pollfd readable{fd, POLLIN, 0};
+        if (SSL_pending(ssl.get()) > 0 || ::poll(&readable, 1, 200) != 0) {
+            unsigned char buffer[4096];
+            int n = bound_io() ? SSL_read(ssl.get(), buffer, sizeof buffer) : -1;
+            if (n <= 0) break;
+            answer.insert(answer.end(), buffer, buffer + n);
+            continue;
+        }
+        if (!bound_io() || SSL_write(ssl.get(), request.trickle.data(), static_cast<int>(request.trickle.size())) <= 0)
+            break;
+    }
     // close_notify: the agent reads an end of stream, as after raw_peer's shutdown.
     if (request.end_sending && bound_io()) SSL_shutdown(ssl.get());
-    rfork::detail::bytes answer;
     for (;;) {
         unsigned char buffer[4096];
         int n = bound_io() ? SSL_read(ssl.get(), buffer, sizeof buffer) : -1;

@@ -110,9 +110,11 @@ public:
     // program raw_peer MODE does, but inside TLS with `secret` (a secret
     // file, by default the hosts' own), and reports the same lines; only
     // "connect failed: WHY" or "tls failed: WHY" when it got no further.
-    // Modes: garbage, version, role, truncated, silent, stall, and
-    // origin=NAME (the start of an image from NAME, then the end of the
-    // stream). Status -1: the agent had not closed within `bound`.
+    // Modes: garbage, version, role, truncated, silent, stall; origin=NAME:
+    // the start of an image from NAME, then the end of the stream; big_file:
+    // an image whose mm-1.img is announced one byte over its cap; and
+    // trickle: the start of an image, then one byte of it every 200 ms.
+    // Status -1: the agent had not closed within `bound`.
     run_result raw_tls_peer(const std::string& from, const std::string& address, std::uint16_t port,
                             const std::string& mode, std::string secret = {},
                             std::chrono::milliseconds bound = 30s) const;

@@ -122,7 +122,8 @@ TEST_CASE("config: refusals name the line") {
 
 TEST_CASE("config: every option of the agent is known with or without a value") {
     for (auto name : {"listen", "secret-file", "cert", "key", "ca", "allow-uid", "local-users", "socket", "criu",
-                      "work-dir", "name", "ready-fd", "handshake-timeout", "idle-timeout", "max-image-size",
+                      "work-dir", "name", "ready-fd", "handshake-timeout", "idle-timeout", "image-timeout",
+                      "max-image-size",
                       "max-restores", "max-image-files", "max-pending-connections",
                       "max-pending-per-source", "config"}) {
         CAPTURE(name);
@@ -235,6 +236,20 @@ TEST_CASE("config: parse_options reads it where --config stands and names the fi
         CHECK_FALSE(parse_options({"--config", f.path}, error));
         CHECK(error.what.find("without credentials") != std::string::npos);
         CHECK(error.fix.find("rfork-agent keygen") != std::string::npos);
+    }
+}
+
+TEST_CASE("config: --image-timeout bounds an image's whole arrival and has a default of an hour") {
+    options_error error;
+    auto defaults = parse_options({"--listen", "7000"}, error);
+    REQUIRE(defaults);
+    CHECK(defaults->limits.image_timeout == std::chrono::seconds(3600));
+    auto set = parse_options({"--listen", "7000", "--image-timeout", "5"}, error);
+    REQUIRE(set);
+    CHECK(set->limits.image_timeout == std::chrono::seconds(5));
+    for (auto bad : {"0", "86401", "x", "-1"}) {
+        CAPTURE(bad);
+        CHECK_FALSE(parse_options({"--listen", "7000", "--image-timeout", bad}, error));
     }
 }
 
