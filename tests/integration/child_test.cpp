@@ -469,6 +469,24 @@ TEST_SUITE("integration.child") {
         check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
 
+    TEST_CASE("with forward_stdin the child reads a parent's stdin that is a regular file to its end") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        shared_dir dir;
+        auto input = dir.path + "/input";
+        std::ofstream(input) << "from\na file\n";
+        auto r = hosts.run("a", {"/bin/sh", "-c", "exec \"$0\" stdin b:7000 forward <\"$RFORK_TEST_INPUT\"",
+                                 program_path(child_program)},
+                           {{"RFORK_TEST_INPUT", input}});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(r.status == 0);
+        auto child = only_line(r.out, "child stdin ");
+        CHECK(field(child, "eof") == "1");
+        CHECK(field(child, "data") == "from\\na\\sfile\\n");
+        CHECK(field(only_line(r.out, "parent waited "), "status") == "0");
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
     TEST_CASE("rfork-agent list shows a running child on its host and rfork-agent kill ends it") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
