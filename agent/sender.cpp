@@ -541,6 +541,11 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, cons
     relay->out.emplace(ex, std::move(stdio[0]));
     relay->err.emplace(ex, std::move(stdio[1]));
     if (forward_stdin) relay->in.emplace(ex, std::move(stdio[2]));
+    // Only as the parent's own open files allow (parent_stdio.hpp).
+    if (!relay->out->usable()) log("pid {}'s stdout is not open for writing: its child's output there is dropped", cred.pid);
+    if (!relay->err->usable()) log("pid {}'s stderr is not open for writing: its child's output there is dropped", cred.pid);
+    if (relay->in && !relay->in->usable())
+        log("pid {}'s stdin is not open for reading: its child's stdin ends at once", cred.pid);
     auto child = std::make_shared<forked_child>(ex);
     child->id = restored.child_id;
     child->host = restored.host;

@@ -263,7 +263,7 @@ void require_fork_environment() {
 // ---- running_program -------------------------------------------------------
 
 running_program::running_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
-                                 bool terminal) {
+                                 bool terminal, int stdin_fd) {
     int out[2], err[2];
     if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) fail_setup("pipe2 failed");
     int master = -1;
@@ -290,8 +290,7 @@ running_program::running_program(const std::vector<std::string>& argv, const std
             ::setsid();
             ::dup2(out[1], 1);
             ::dup2(err[1], 2);
-            int null = ::open("/dev/null", O_RDONLY);
-            ::dup2(null, 0);
+            ::dup2(stdin_fd >= 0 ? stdin_fd : ::open("/dev/null", O_RDONLY), 0);
         }
         // Nothing else of ours (CTest leaks its log to tests) may reach a program CRIU dumps.
         ::close_range(3, ~0u, 0);
@@ -397,13 +396,13 @@ test_hosts::~test_hosts() {
 }
 
 running_program test_hosts::start(const std::string& host, const std::vector<std::string>& argv,
-                                  const std::map<std::string, std::string>& env, bool terminal) const {
+                                  const std::map<std::string, std::string>& env, bool terminal, int stdin_fd) const {
     std::vector<std::string> full{hosts_script, "exec", state_, host, "--"};
     full.insert(full.end(), argv.begin(), argv.end());
     // From a terminal, as from an interactive shell: the shell leads the
     // session and the program is its child, not the session leader.
     if (terminal) full.insert(full.begin(), {"/bin/sh", "-c", "\"$@\"; exit $?", "sh"});
-    return running_program(full, env, terminal);
+    return running_program(full, env, terminal, stdin_fd);
 }
 
 run_result test_hosts::run(const std::string& host, const std::vector<std::string>& argv,

@@ -37,8 +37,9 @@ public:
     // With `terminal`, the program runs in a session of its own whose
     // controlling terminal is a new pseudo-terminal, on stdin, stdout and
     // stderr, as from an interactive shell; its output arrives in `out`.
+    // With `stdin_fd`, its stdin is that fd (the caller's stays the caller's) instead of /dev/null.
     running_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
-                    bool terminal = false);
+                    bool terminal = false, int stdin_fd = -1);
     running_program(running_program&&) noexcept;
     running_program& operator=(running_program&&) = delete;
     ~running_program();
@@ -72,7 +73,8 @@ public:
 
     // Starts argv (argv[0] a path) on `host`.
     running_program start(const std::string& host, const std::vector<std::string>& argv,
-                          const std::map<std::string, std::string>& env = {}, bool terminal = false) const;
+                          const std::map<std::string, std::string>& env = {}, bool terminal = false,
+                          int stdin_fd = -1) const;
     run_result run(const std::string& host, const std::vector<std::string>& argv,
                    const std::map<std::string, std::string>& env = {}, std::chrono::milliseconds bound = 60s) const;
 

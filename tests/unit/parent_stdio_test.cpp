@@ -1,0 +1,185 @@
+// The agent's use of a parent's stdio fds (agent/parent_stdio.hpp), on real
+// pipes, sockets and files: only in a direction the open file allows, never
+// changing its flags, never blocking the thread that runs the io_context.
+#include "../../agent/parent_stdio.hpp"
+
+#include <doctest/doctest.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <asio/use_future.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <future>
+#include <string>
+#include <vector>
+
+using namespace rfork::agent;
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// Runs `ctx` until it has no more work, within a bound; false if `done` is
+// not ready then (use_future may complete it from another thread, just after).
+template <typename T>
+bool run_until(asio::io_context& ctx, std::future<T>& done) {
+    ctx.run_for(10s);
+    return done.wait_for(10s) == std::future_status::ready;
+}
+
+asio::awaitable<std::string> read_from(input_source* in) {
+    std::vector<unsigned char> buffer(100);
+    auto n = co_await in->read(buffer);
+    co_return std::string(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(n));
+}
+
+asio::awaitable<bool> write_to(output_sink* out, std::string text) {
+    co_await out->write(std::span(reinterpret_cast<const unsigned char*>(text.data()), text.size()));
+    co_return true;
+}
+
+asio::awaitable<std::size_t> read_with(blocking_stream* stream) {
+    std::vector<unsigned char> buffer(100);
+    co_return co_await stream->read_some(buffer);
+}
+
+unique_fd dup_of(int fd) { return unique_fd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)); }
+
+struct scratch_dir {
+    std::filesystem::path path;
+    scratch_dir() {
+        char templ[] = "/tmp/rfork-stdio-XXXXXX";
+        REQUIRE(::mkdtemp(templ) != nullptr);
+        path = templ;
+    }
+    ~scratch_dir() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path, ignored);
+    }
+};
+
+}  // namespace
+
+TEST_SUITE("unit.parent_stdio") {
+    TEST_CASE("a stdio fd is used only in a direction its open file allows") {
+        asio::io_context ctx;
+        auto ex = ctx.get_executor();
+        int ends[2];
+        REQUIRE(::pipe2(ends, O_CLOEXEC) == 0);
+        unique_fd read_end(ends[0]), write_end(ends[1]);
+        // Root reopens /proc/self/fd/N of a pipe's read end for writing as well: never done.
+        CHECK_FALSE(output_sink(ex, dup_of(read_end.get())).usable());
+        CHECK_FALSE(input_source(ex, dup_of(write_end.get())).usable());
+        CHECK(output_sink(ex, dup_of(write_end.get())).usable());
+        CHECK(input_source(ex, dup_of(read_end.get())).usable());
+
+        scratch_dir dir;
+        auto fifo = (dir.path / "fifo").string();
+        REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+        // O_PATH allows neither direction, though its access bits read as O_RDONLY.
+        CHECK_FALSE(input_source(ex, unique_fd(::open(fifo.c_str(), O_PATH | O_CLOEXEC))).usable());
+        CHECK_FALSE(output_sink(ex, unique_fd(::open(fifo.c_str(), O_PATH | O_CLOEXEC))).usable());
+        auto file = (dir.path / "file").string();
+        unique_fd created(::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+        CHECK_FALSE(output_sink(ex, unique_fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC))).usable());
+        CHECK_FALSE(input_source(ex, unique_fd()).usable());
+    }
+
+    TEST_CASE("output to a stdout open only for reading is dropped") {
+        asio::io_context ctx;
+        int ends[2];
+        REQUIRE(::pipe2(ends, O_CLOEXEC | O_NONBLOCK) == 0);
+        unique_fd read_end(ends[0]), write_end(ends[1]);
+        output_sink out(ctx.get_executor(), dup_of(read_end.get()));
+        auto done = asio::co_spawn(ctx, write_to(&out, "not for this pipe"), asio::use_future);
+        REQUIRE(run_until(ctx, done));
+        char byte;
+        CHECK(::read(read_end.get(), &byte, 1) < 0);  // EAGAIN: nothing there
+    }
+
+    TEST_CASE("a socket is read and written without ever becoming non-blocking") {
+        int pair[2];
+        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+        unique_fd ours(pair[0]), peer(pair[1]);
+        asio::io_context ctx;
+        // What the agent receives: another fd of the same open file.
+        input_source in(ctx.get_executor(), dup_of(ours.get()));
+        output_sink out(ctx.get_executor(), dup_of(ours.get()));
+        REQUIRE(in.usable());
+        // The read waits (nothing sent yet), then the peer speaks.
+        auto got = asio::co_spawn(ctx, read_from(&in), asio::use_future);
+        asio::post(ctx, [&] { CHECK(::write(peer.get(), "hi", 2) == 2); });
+        REQUIRE(run_until(ctx, got));
+        CHECK(got.get() == "hi");
+        ctx.restart();
+        auto sent = asio::co_spawn(ctx, write_to(&out, "back"), asio::use_future);
+        REQUIRE(run_until(ctx, sent));
+        char buffer[8] = {};
+        CHECK(::read(peer.get(), buffer, sizeof buffer) == 4);
+        CHECK(std::string(buffer) == "back");
+        CHECK((::fcntl(ours.get(), F_GETFL) & O_NONBLOCK) == 0);
+    }
+
+    TEST_CASE("close ends a read waiting on a silent socket") {
+        int pair[2];
+        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+        unique_fd ours(pair[0]), peer(pair[1]);
+        asio::io_context ctx;
+        input_source in(ctx.get_executor(), dup_of(ours.get()));
+        auto got = asio::co_spawn(ctx, read_from(&in), asio::use_future);
+        asio::post(ctx, [&] { in.close(); });
+        REQUIRE(run_until(ctx, got));
+        CHECK(got.get().empty());
+    }
+
+    TEST_CASE("a regular file is written and read at the parent's offset") {
+        scratch_dir dir;
+        auto path = (dir.path / "file").string();
+        unique_fd file(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+        REQUIRE(file);
+        asio::io_context ctx;
+        output_sink out(ctx.get_executor(), dup_of(file.get()));
+        REQUIRE(out.usable());
+        auto sent = asio::co_spawn(ctx, write_to(&out, "written"), asio::use_future);
+        REQUIRE(run_until(ctx, sent));
+        CHECK(::lseek(file.get(), 0, SEEK_CUR) == 7);  // the offset is the parent's too
+        REQUIRE(::lseek(file.get(), 0, SEEK_SET) == 0);
+        input_source in(ctx.get_executor(), dup_of(file.get()));
+        ctx.restart();
+        auto got = asio::co_spawn(ctx, read_from(&in), asio::use_future);
+        REQUIRE(run_until(ctx, got));
+        CHECK(got.get() == "written");
+    }
+
+    TEST_CASE("close ends a wait for a call that blocks and its thread closes the fd once the call returns") {
+        int ends[2];
+        REQUIRE(::pipe2(ends, O_CLOEXEC) == 0);
+        unique_fd read_end(ends[0]), write_end(ends[1]);
+        asio::io_context ctx;
+        blocking_stream stream(ctx.get_executor(), dup_of(read_end.get()));
+        auto got = asio::co_spawn(ctx, read_with(&stream), asio::use_future);
+        asio::post(ctx, [&] { stream.close(); });
+        REQUIRE(run_until(ctx, got));
+        CHECK(got.get() == 0u);
+        // The thread may still be in read(): a byte lets it return (or finds
+        // no reader left already). Then the write end reports an error.
+        read_end.reset();
+        auto ignore = std::signal(SIGPIPE, SIG_IGN);
+        [[maybe_unused]] auto n = ::write(write_end.get(), "x", 1);
+        std::signal(SIGPIPE, ignore);
+        pollfd p{write_end.get(), 0, 0};  // POLLERR only, once the last reader has closed
+        CHECK(::poll(&p, 1, 10'000) == 1);
+        CHECK((p.revents & POLLERR) != 0);
+    }
+}
