@@ -6,10 +6,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <cerrno>
 #include <condition_variable>
 #include <mutex>
@@ -32,11 +34,50 @@ struct blocking_stream::state {
     bool closing = false;
     std::vector<unsigned char> buffer;  // what to write, or where to read; the thread's while a job runs
     std::size_t result = 0;             // bytes read, or 1 once all was written
+    std::optional<run_as> as;           // whom the thread acts as, if not root
 };
 
 namespace {
 
 constexpr std::size_t read_chunk = 64 * 1024;
+
+// Threads may be stuck in a call for ever (a FUSE file that never answers):
+// they must not pile up, nor one user's take all the places.
+class thread_budget {
+public:
+    bool take(std::uint32_t uid) {
+        std::lock_guard lock(mutex_);
+        if (total_ >= max_total || by_uid_[uid] >= max_per_user) return false;
+        ++total_, ++by_uid_[uid];
+        return true;
+    }
+    void give_back(std::uint32_t uid) {
+        std::lock_guard lock(mutex_);
+        --total_;
+        if (--by_uid_[uid] == 0) by_uid_.erase(uid);
+    }
+
+private:
+    static constexpr unsigned max_total = 4096, max_per_user = 256;
+    std::mutex mutex_;
+    unsigned total_ = 0;
+    std::map<std::uint32_t, unsigned> by_uid_;
+};
+
+thread_budget& threads() {
+    static thread_budget budget;  // never destroyed before a detached thread is done with it
+    return budget;
+}
+
+// The user's groups, gids and uids for this thread alone: raw system calls,
+// as glibc's wrappers change those of every thread. Leaving uid 0 clears the
+// thread's capabilities.
+bool take_identity_in_this_thread(const run_as& as) {
+    std::vector<gid_t> groups(as.groups.begin(), as.groups.end());
+    return as.uid != 0 && ::syscall(SYS_setgroups, groups.size(), groups.data()) == 0 &&
+           ::syscall(SYS_setresgid, as.gid, as.gid, as.gid) == 0 &&
+           ::syscall(SYS_setresuid, as.uid, as.uid, as.uid) == 0;
+}
 
 // The parent may have made its file description non-blocking.
 void wait_until_ready(int fd, short events) {
@@ -65,6 +106,8 @@ bool write_all_to(int fd, std::span<const unsigned char> data) {
 }
 
 void serve(std::shared_ptr<blocking_stream::state> s) {
+    // Set before any job: only this thread reads `as` from now on.
+    bool usable = !s->as || take_identity_in_this_thread(*s->as);
     std::unique_lock lock(s->mutex);
     for (;;) {
         s->wake.wait(lock, [&] { return s->job || s->closing; });
@@ -74,7 +117,7 @@ void serve(std::shared_ptr<blocking_stream::state> s) {
         int fd = s->fd.get();
         bool write = s->write;
         lock.unlock();
-        std::size_t result = write ? (write_all_to(fd, s->buffer) ? 1 : 0) : read_once(fd, s->buffer);
+        std::size_t result = !usable ? 0 : write ? (write_all_to(fd, s->buffer) ? 1 : 0) : read_once(fd, s->buffer);
         lock.lock();
         s->busy = false;
         s->result = result;
@@ -84,13 +127,16 @@ void serve(std::shared_ptr<blocking_stream::state> s) {
     // Closed while this thread was in a call: the fds are its to close.
     s->fd.reset();
     s->done.reset();
+    lock.unlock();
+    threads().give_back(s->as ? s->as->uid : 0);
 }
 
 }  // namespace
 
-blocking_stream::blocking_stream(const asio::any_io_executor& ex, unique_fd fd)
+blocking_stream::blocking_stream(const asio::any_io_executor& ex, unique_fd fd, std::optional<run_as> as)
     : ex_(ex), state_(std::make_shared<state>()) {
     state_->fd = std::move(fd);
+    state_->as = std::move(as);
 }
 
 blocking_stream::~blocking_stream() { close(); }
@@ -116,6 +162,8 @@ bool blocking_stream::start() {
     unique_fd done(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     unique_fd ours(done ? ::fcntl(done.get(), F_DUPFD_CLOEXEC, 0) : -1);
     if (!ours) return false;
+    std::uint32_t uid = state_->as ? state_->as->uid : 0;
+    if (!threads().take(uid)) return false;
     state_->done = std::move(done);
     // Signals are the I/O thread's to take.
     sigset_t all, old;
@@ -128,8 +176,12 @@ bool blocking_stream::start() {
     } catch (const std::system_error&) {
     }
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    if (started) done_.emplace(ex_, ours.release());
-    return started;
+    if (!started) {
+        threads().give_back(uid);
+        return false;
+    }
+    done_.emplace(ex_, ours.release());
+    return true;
 }
 
 asio::awaitable<std::optional<std::size_t>> blocking_stream::run(bool write) {

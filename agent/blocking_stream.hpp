@@ -7,6 +7,7 @@
 #pragma once
 
 #include "process.hpp"
+#include "run_as.hpp"
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
@@ -21,7 +22,12 @@ namespace rfork::agent {
 
 class blocking_stream {
 public:
-    blocking_stream(const asio::any_io_executor& ex, unique_fd fd);
+    // With `as` (a user's fd), the thread does its calls as that user: with
+    // the user's ids and no capability, so that the kernel's checks at read
+    // and write time (/proc files, quotas, reserved blocks) are the user's.
+    // At most 256 threads per user and 4096 in all: past that, the stream
+    // is as if closed.
+    blocking_stream(const asio::any_io_executor& ex, unique_fd fd, std::optional<run_as> as = std::nullopt);
     ~blocking_stream();
     blocking_stream(const blocking_stream&) = delete;
     blocking_stream& operator=(const blocking_stream&) = delete;

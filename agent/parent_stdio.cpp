@@ -30,17 +30,19 @@ unique_fd reopen(int fd, int access) {
 
 }  // namespace
 
-parent_fd::parent_fd(const asio::any_io_executor& ex, unique_fd received, direction d) {
+parent_fd::parent_fd(const asio::any_io_executor& ex, unique_fd received, direction d, const run_as* as) {
     int access = d == direction::in ? O_RDONLY : O_WRONLY;
     struct stat st {};
     if (!received || !allows(received.get(), access) || ::fstat(received.get(), &st) != 0) return;
-    if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
+    if (S_ISFIFO(st.st_mode) || (!as && S_ISCHR(st.st_mode))) {
         if (auto own = reopen(received.get(), access)) {
             reopened_.emplace(ex, own.release());
             return;
         }
     }
-    if (S_ISSOCK(st.st_mode)) {
+    if (as) {
+        other_.emplace(ex, std::move(received), *as);
+    } else if (S_ISSOCK(st.st_mode)) {
         socket_.emplace(ex, std::move(received),
                         d == direction::in ? shared_socket::direction::in : shared_socket::direction::out);
     } else {
@@ -79,16 +81,16 @@ void parent_fd::close() {
     if (other_) other_->close();
 }
 
-output_sink::output_sink(const asio::any_io_executor& ex, unique_fd received)
-    : fd_(ex, std::move(received), parent_fd::direction::out) {}
+output_sink::output_sink(const asio::any_io_executor& ex, unique_fd received, const run_as* as)
+    : fd_(ex, std::move(received), parent_fd::direction::out, as) {}
 
 asio::awaitable<void> output_sink::write(std::span<const unsigned char> data) {
     if (broken_) co_return;
     broken_ = !co_await fd_.write_all(data);
 }
 
-input_source::input_source(const asio::any_io_executor& ex, unique_fd received)
-    : fd_(ex, std::move(received), parent_fd::direction::in) {}
+input_source::input_source(const asio::any_io_executor& ex, unique_fd received, const run_as* as)
+    : fd_(ex, std::move(received), parent_fd::direction::in, as) {}
 
 void input_source::close() { fd_.close(); }
 

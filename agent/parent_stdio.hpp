@@ -9,7 +9,13 @@
 // - it never gains access the parent lacks: an fd is used, or reopened, only
 //   in a direction its open file allows (not at all if opened with O_PATH).
 //   A stdout or stderr not open for writing is as if closed (the child's
-//   output to it is dropped); a stdin not open for reading is at its end.
+//   output to it is dropped); a stdin not open for reading is at its end;
+// - for a user's program (`as`), it acts as that user: only a pipe or FIFO is
+//   reopened (what root reopens by a device number, a terminal hung up at
+//   logout, would be live again), and everything else, sockets and devices
+//   included, is used through the parent's own open file, on a thread with
+//   the user's ids and no capability: the kernel's checks at read and write
+//   time, and the credentials a unix socket passes on, are the user's.
 #pragma once
 
 #include "blocking_stream.hpp"
@@ -30,7 +36,7 @@ namespace rfork::agent {
 class parent_fd {
 public:
     enum class direction { in, out };
-    parent_fd(const asio::any_io_executor& ex, unique_fd received, direction d);
+    parent_fd(const asio::any_io_executor& ex, unique_fd received, direction d, const run_as* as);
 
     // False when the fd is closed, or not open in that direction.
     bool usable() const { return reopened_ || socket_ || other_; }
@@ -48,7 +54,7 @@ private:
 
 class output_sink {
 public:
-    output_sink(const asio::any_io_executor& ex, unique_fd received);
+    output_sink(const asio::any_io_executor& ex, unique_fd received, const run_as* as = nullptr);
 
     // False when the child's output to it is dropped from the start.
     bool usable() const { return fd_.usable(); }
@@ -63,7 +69,7 @@ private:
 
 class input_source {
 public:
-    input_source(const asio::any_io_executor& ex, unique_fd received);
+    input_source(const asio::any_io_executor& ex, unique_fd received, const run_as* as = nullptr);
 
     bool usable() const { return fd_.usable(); }
     // Reads some bytes; 0 at end of input (or on an error, or after close()).

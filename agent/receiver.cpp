@@ -331,7 +331,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
         peer->shutdown_send();
         watchdog drain(*peer, agent.opts.limits.idle_timeout);
         std::vector<unsigned char> sink(64 * 1024);
-        for (std::uint64_t taken = 0; taken <= agent.opts.limits.max_image_size;) {
+        for (std::uint64_t taken = 0; taken <= agent.opts.limits.max_image_size && !drain.fired();) {
             auto [ec, n] = co_await peer->async_read_some(asio::buffer(sink), detail::as_tuple_awaitable);
             if (ec) break;
             taken += n;

@@ -321,9 +321,10 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     watchdog answer_due(peer, answer_bound);
     detail::received_frame reply;
     auto rec = co_await detail::read_frame(peer, reply, request_limit);
-    while (!rec && relay.pages && page_relay::carries(reply.type)) {
+    // (A deadline that passes between reads cancels nothing: checked here too.)
+    while (!rec && !answer_due.fired() && relay.pages && page_relay::carries(reply.type)) {
         co_await relay.pages->take(reply);
-        rec = co_await detail::read_frame(peer, reply, request_limit);
+        if (!answer_due.fired()) rec = co_await detail::read_frame(peer, reply, request_limit);
     }
     answer_due.stop();
     if (answer_due.fired())
@@ -538,9 +539,13 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, cons
         restored.child_id, restored.pid, ms);
 
     auto ex = agent.io.get_executor();
-    relay->out.emplace(ex, std::move(stdio[0]));
-    relay->err.emplace(ex, std::move(stdio[1]));
-    if (forward_stdin) relay->in.emplace(ex, std::move(stdio[2]));
+    // A user's stdio is used as that user (parent_stdio.hpp).
+    std::optional<run_as> stdio_as;
+    if (cred.uid != 0) stdio_as = run_as{cred.uid, cred.gid, status_numbers(cred.pid, "Groups:"), 0};
+    const run_as* as = stdio_as ? &*stdio_as : nullptr;
+    relay->out.emplace(ex, std::move(stdio[0]), as);
+    relay->err.emplace(ex, std::move(stdio[1]), as);
+    if (forward_stdin) relay->in.emplace(ex, std::move(stdio[2]), as);
     // Only as the parent's own open files allow (parent_stdio.hpp).
     if (!relay->out->usable()) log("pid {}'s stdout is not open for writing: its child's output there is dropped", cred.pid);
     if (!relay->err->usable()) log("pid {}'s stderr is not open for writing: its child's output there is dropped", cred.pid);

@@ -284,8 +284,11 @@ bool prepare_client_handshake(SSL* ssl, const std::string& host) {
     // ours goes out. An address literal is set as an address: OpenSSL 3.0's
     // SSL_set1_host does so itself, but X509_VERIFY_PARAM_set1_host and
     // older OpenSSL would match it against DNS entries only.
-    bool set = is_address_literal(host) ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str()) == 1
-                                        : SSL_set1_host(ssl, host.c_str()) == 1;
+    // A name is set as a name: SSL_set1_host would read "10.0.0.010" as the
+    // address 10.0.0.10 where the resolver dials 10.0.0.8 (octal).
+    bool set = is_address_literal(host)
+                   ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str()) == 1
+                   : X509_VERIFY_PARAM_set1_host(SSL_get0_param(ssl), host.c_str(), 0) == 1;
     SSL_set_verify(ssl, SSL_get_verify_mode(ssl), remember_wrong_host);
     return set;
 }

@@ -1,6 +1,9 @@
 // "host:port" endpoints, as fork_remote and rfork-agent --listen take them.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <charconv>
 #include <cstdint>
 #include <optional>
@@ -31,9 +34,18 @@ struct endpoint {
         auto number = parse_port(port);
         // 253: the longest DNS name; it also keeps every endpoint within a message's string limit.
         if (host.empty() || host.size() > 253 || !number ||
-            host.find_first_of(" /\t\r\n") != std::string_view::npos)
+            host.find_first_of(" /\t\r\n") != std::string_view::npos || !plain_ipv4_if_numeric(host))
             return std::nullopt;
         return endpoint{std::string(host), *number};
+    }
+
+    // Digits and dots only must be an IPv4 address in its one plain form: the
+    // resolver reads "10.0.0.010" (octal) or "10.1" otherwise than anyone
+    // who checks the name, TLS included.
+    static bool plain_ipv4_if_numeric(std::string_view host) {
+        if (host.find_first_not_of("0123456789.") != std::string_view::npos) return true;
+        in_addr ignored{};
+        return ::inet_pton(AF_INET, std::string(host).c_str(), &ignored) == 1;
     }
 
     static std::optional<std::uint16_t> parse_port(std::string_view text) {

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -221,11 +222,20 @@ TEST_SUITE("integration.limits") {
 
     TEST_CASE("a receiver at its maximum of concurrent restores refuses with a clear error") {
         require_fork_environment();
-        test_hosts hosts({"a", "b"}, {.agent_args = {"--max-restores 0"}});
+        // The one place is held by an image that stalls (until --idle-timeout).
+        test_hosts hosts({"a", "b"}, {.agent_args = {"b=--max-restores 1 --idle-timeout 5"}});
+        run_result stalled;
+        std::thread holder([&] { stalled = hosts.raw_tls_peer("a", hosts.address("b"), 7000, "stall"); });
+        bool held = hosts.wait_for_log("b", [](const std::string& log) {
+            return log.find("receiving an image") != std::string::npos;
+        });
         auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
+        holder.join();
+        REQUIRE(held);
         auto line = expect_failed_fork(r, rfork::errc::limit_exceeded);
         CHECK(line.find("busy") != std::string::npos);
-        CHECK(line.find("--max-restores 0") != std::string::npos);
+        CHECK(line.find("--max-restores 1") != std::string::npos);
+        refusal_line(stalled, rfork::errc::timed_out);
         check_nothing_left(hosts, {"a", "b"}, {});
     }
 

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -21,6 +22,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <future>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -38,8 +40,8 @@ bool run_until(asio::io_context& ctx, std::future<T>& done) {
     return done.wait_for(10s) == std::future_status::ready;
 }
 
-asio::awaitable<std::string> read_from(input_source* in) {
-    std::vector<unsigned char> buffer(100);
+asio::awaitable<std::string> read_from(input_source* in, std::size_t most = 100) {
+    std::vector<unsigned char> buffer(most);
     auto n = co_await in->read(buffer);
     co_return std::string(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(n));
 }
@@ -160,6 +162,51 @@ TEST_SUITE("unit.parent_stdio") {
         auto got = asio::co_spawn(ctx, read_from(&in), asio::use_future);
         REQUIRE(run_until(ctx, got));
         CHECK(got.get() == "written");
+    }
+
+    TEST_CASE("a user's stdio is read as that user so that the kernel's checks at read time are the user's") {
+        // /proc/PID/stat is open to all, but its start of stack (field 28)
+        // reads as 0 to whoever may not trace that process (here a child of
+        // the test's, root's), as the agent acting for a user must not.
+        auto start_of_stack = [](const std::string& stat) {
+            std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+            std::string field;
+            for (int i = 3; i <= 28 && fields >> field; ++i) {
+            }
+            return std::stoull(field);
+        };
+        int hold[2];
+        REQUIRE(::pipe2(hold, O_CLOEXEC) == 0);
+        pid_t root_process = ::fork();
+        REQUIRE(root_process >= 0);
+        if (root_process == 0) {
+            ::close(hold[1]);
+            char byte;
+            [[maybe_unused]] auto n = ::read(hold[0], &byte, 1);  // until the test closes its end
+            ::_exit(0);
+        }
+        ::close(hold[0]);
+        struct reap {
+            pid_t pid;
+            int fd;
+            ~reap() {
+                ::close(fd);
+                ::waitpid(pid, nullptr, 0);
+            }
+        } reaped{root_process, hold[1]};
+        auto stat_path = "/proc/" + std::to_string(root_process) + "/stat";
+        run_as nobody{65534, 65534, {}, 0};
+        for (const run_as* as : {static_cast<const run_as*>(nullptr), static_cast<const run_as*>(&nobody)}) {
+            CAPTURE(as != nullptr);
+            asio::io_context ctx;
+            input_source in(ctx.get_executor(), unique_fd(::open(stat_path.c_str(), O_RDONLY | O_CLOEXEC)), as);
+            REQUIRE(in.usable());
+            auto got = asio::co_spawn(ctx, read_from(&in, 4096), asio::use_future);
+            REQUIRE(run_until(ctx, got));
+            auto stat = got.get();
+            REQUIRE(stat.find(')') != std::string::npos);
+            CHECK((start_of_stack(stat) == 0) == (as != nullptr));
+        }
     }
 
     TEST_CASE("close ends a wait for a call that blocks and its thread closes the fd once the call returns") {
