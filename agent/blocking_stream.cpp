@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <linux/capability.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -69,14 +70,21 @@ thread_budget& threads() {
     return budget;
 }
 
-// The user's groups, gids and uids for this thread alone: raw system calls,
-// as glibc's wrappers change those of every thread. Leaving uid 0 clears the
-// thread's capabilities.
+// The user's groups and file-system ids for this thread alone, and no
+// capability: raw system calls, as glibc's wrappers change every thread's.
+// Its real and saved uids stay root's, so the user may not signal or trace
+// this thread (and through it, the agent).
 bool take_identity_in_this_thread(const run_as& as) {
     std::vector<gid_t> groups(as.groups.begin(), as.groups.end());
-    return as.uid != 0 && ::syscall(SYS_setgroups, groups.size(), groups.data()) == 0 &&
-           ::syscall(SYS_setresgid, as.gid, as.gid, as.gid) == 0 &&
-           ::syscall(SYS_setresuid, as.uid, as.uid, as.uid) == 0;
+    if (as.uid == 0 || ::syscall(SYS_setgroups, groups.size(), groups.data()) != 0) return false;
+    ::syscall(SYS_setfsgid, as.gid);
+    ::syscall(SYS_setfsuid, as.uid);
+    // These report the id before the call: an invalid one (-1) asks what it is now.
+    if (::syscall(SYS_setfsgid, -1) != static_cast<long>(as.gid) || ::syscall(SYS_setfsuid, -1) != static_cast<long>(as.uid))
+        return false;
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct none[_LINUX_CAPABILITY_U32S_3] = {};
+    return ::syscall(SYS_capset, &header, none) == 0;
 }
 
 // The parent may have made its file description non-blocking.

@@ -23,8 +23,9 @@ namespace rfork::agent {
 class blocking_stream {
 public:
     // With `as` (a user's fd), the thread does its calls as that user: with
-    // the user's ids and no capability, so that the kernel's checks at read
-    // and write time (/proc files, quotas, reserved blocks) are the user's.
+    // the user's groups and file-system ids and no capability, so that the
+    // kernel's checks at read and write time (/proc files, root's reserved
+    // blocks) are the user's.
     // At most 256 threads per user and 4096 in all: past that, the stream
     // is as if closed.
     blocking_stream(const asio::any_io_executor& ex, unique_fd fd, std::optional<run_as> as = std::nullopt);

@@ -5,6 +5,7 @@
 #include <fmt/core.h>
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,6 +29,16 @@ unique_fd reopen(int fd, int access) {
     return unique_fd(::open(fmt::format("/proc/self/fd/{}", fd).c_str(), access | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
 }
 
+// Whether a socket is a stream socket, or not a unix one.
+bool stream_or_not_unix(int fd) {
+    int domain = 0, type = 0;
+    socklen_t len = sizeof domain;
+    if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return false;
+    len = sizeof type;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return false;
+    return domain != AF_UNIX || type == SOCK_STREAM;
+}
+
 }  // namespace
 
 parent_fd::parent_fd(const asio::any_io_executor& ex, unique_fd received, direction d, const run_as* as) {
@@ -41,6 +52,9 @@ parent_fd::parent_fd(const asio::any_io_executor& ex, unique_fd received, direct
         }
     }
     if (as) {
+        // A message on a unix datagram socket names its sender's pid, this
+        // agent's (sd_notify, syslog): a user's output never goes out so.
+        if (S_ISSOCK(st.st_mode) && !stream_or_not_unix(received.get())) return;
         other_.emplace(ex, std::move(received), *as);
     } else if (S_ISSOCK(st.st_mode)) {
         socket_.emplace(ex, std::move(received),

@@ -21,6 +21,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <sstream>
 #include <string>
@@ -206,6 +207,22 @@ TEST_SUITE("unit.parent_stdio") {
             auto stat = got.get();
             REQUIRE(stat.find(')') != std::string::npos);
             CHECK((start_of_stack(stat) == 0) == (as != nullptr));
+            if (!as) continue;
+            // The thread that read it has the user's file-system ids and no
+            // capability, but root's real and saved uids: the user may not
+            // signal or trace it, and with it the agent.
+            std::vector<std::string> acting;
+            for (auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+                std::ifstream status(task.path() / "status");
+                std::string uids, caps;
+                for (std::string line; std::getline(status, line);) {
+                    if (line.starts_with("Uid:")) uids = line;
+                    if (line.starts_with("CapEff:")) caps = line;
+                }
+                if (uids.ends_with("\t65534")) acting.push_back(uids + " " + caps);
+            }
+            REQUIRE(acting.size() == 1);
+            CHECK(acting[0] == "Uid:\t0\t0\t0\t65534 CapEff:\t0000000000000000");
         }
     }
 
