@@ -228,6 +228,29 @@ std::string local_secret_of(const test_hosts& hosts, const std::string& host) {
     return "/proc/" + std::to_string(hosts.agent_pid(host)) + "/root/run/rfork/local.secret";
 }
 
+// An agent started with `credentials`, its socket and work dir in `run_dir`,
+// that refuses them: it exits 1, having listened on nothing and made
+// nothing; and doctor, given the same options, fails too. Their runs.
+struct refused_start {
+    run_result agent, doctor;
+};
+refused_start start_refused(const std::filesystem::path& run_dir, const std::vector<std::string>& credentials) {
+    std::vector<std::string> argv{program_path("rfork-agent"), "--listen", "127.0.0.1:7999", "--socket",
+                                  (run_dir / "agent.sock").string(), "--work-dir", (run_dir / "work").string()};
+    argv.insert(argv.end(), credentials.begin(), credentials.end());
+    refused_start runs;
+    runs.agent = running_program(argv).finish(30s);
+    INFO("agent's stderr: " << runs.agent.err);
+    CHECK(runs.agent.status == 1);
+    CHECK_FALSE(std::filesystem::exists(run_dir / "agent.sock"));
+    CHECK_FALSE(std::filesystem::exists(run_dir / "work"));
+    argv.insert(argv.begin() + 1, "doctor");
+    runs.doctor = running_program(argv).finish(60s);
+    INFO("doctor's stdout: " << runs.doctor.out << "\ndoctor's stderr: " << runs.doctor.err);
+    CHECK(runs.doctor.status != 0);
+    return runs;
+}
+
 }  // namespace
 
 TEST_SUITE("integration.auth") {
@@ -506,7 +529,6 @@ TEST_SUITE("integration.auth") {
     TEST_CASE("an agent refuses a certificate that names no host and a --name its certificate does not hold") {
         require_fork_environment();
         temp_dir dir("auth");
-        const auto agent = program_path("rfork-agent");
         auto pki = dir.path.string();
         make_certificates(pki, {"b"});
         make_certificate_without_names(pki, "old");
@@ -521,23 +543,14 @@ TEST_SUITE("integration.auth") {
             CAPTURE(bad.cert);
             auto run_dir = dir.path / ("run-" + bad.cert);
             fs::create_directory(run_dir);
-            std::vector<std::string> argv{agent, "--listen", "127.0.0.1:7999", "--socket",
-                                          (run_dir / "agent.sock").string(), "--work-dir", (run_dir / "work").string(),
-                                          "--cert", pki + "/" + bad.cert + ".crt", "--key", pki + "/" + bad.cert + ".key",
-                                          "--ca", pki + "/ca.crt"};
-            if (!bad.name.empty()) argv.insert(argv.end(), {"--name", bad.name});
-            auto started = running_program(argv).finish(30s);
+            std::vector<std::string> credentials{"--cert", pki + "/" + bad.cert + ".crt", "--key",
+                                                 pki + "/" + bad.cert + ".key", "--ca", pki + "/ca.crt"};
+            if (!bad.name.empty()) credentials.insert(credentials.end(), {"--name", bad.name});
+            auto [started, doctor] = start_refused(run_dir, credentials);
             INFO("agent's stderr: " << started.err);
-            CHECK(started.status == 1);
             CHECK(started.err.find(bad.error) != std::string::npos);
             CHECK(started.err.find(bad.fix) != std::string::npos);
-            CHECK_FALSE(fs::exists(run_dir / "agent.sock"));
-            CHECK_FALSE(fs::exists(run_dir / "work"));
-
-            argv.insert(argv.begin() + 1, "doctor");
-            auto doctor = running_program(argv).finish(60s);
             INFO("doctor's stdout: " << doctor.out << "\ndoctor's stderr: " << doctor.err);
-            CHECK(doctor.status != 0);
             if (bad.name.empty()) {
                 CHECK(only_line(doctor.out, "FAIL credentials load").find("names no host") != std::string::npos);
             } else {
@@ -804,27 +817,13 @@ TEST_SUITE("integration.auth") {
             std::vector<std::string> credentials =
                 bad.is_key ? std::vector<std::string>{"--cert", pki + "/b.crt", "--key", path, "--ca", pki + "/ca.crt"}
                            : std::vector<std::string>{"--secret-file", path};
-            std::vector<std::string> args{"--listen", "127.0.0.1:7999", "--socket", (run_dir / "agent.sock").string(),
-                                          "--work-dir", (run_dir / "work").string()};
-            args.insert(args.end(), credentials.begin(), credentials.end());
-
-            std::vector<std::string> argv{agent};
-            argv.insert(argv.end(), args.begin(), args.end());
-            auto started = running_program(argv).finish(30s);
+            auto [started, doctor] = start_refused(run_dir, credentials);
             INFO("agent's stderr: " << started.err);
-            CHECK(started.status == 1);
             CHECK(started.err.find("refusing " + std::string(bad.is_key ? "--key " : "--secret-file ") + path + ": ") !=
                   std::string::npos);  // the file is named
             CHECK(started.err.find(bad.why) != std::string::npos);
             CHECK(started.err.find("Fix: " + bad.fix) != std::string::npos);
-            // It listened on nothing and made nothing.
-            CHECK_FALSE(fs::exists(run_dir / "agent.sock"));
-            CHECK_FALSE(fs::exists(run_dir / "work"));
-
-            argv.insert(argv.begin() + 1, "doctor");
-            auto doctor = running_program(argv).finish(60s);
             INFO("doctor's stdout: " << doctor.out << "\ndoctor's stderr: " << doctor.err);
-            CHECK(doctor.status != 0);
             auto failure = only_line(doctor.out, std::string(bad.is_key ? "FAIL key " : "FAIL secret file ") + path);
             CHECK(failure.find(bad.why) != std::string::npos);
             if (!bad.fix.empty()) CHECK(doctor.out.find("  fix: " + bad.fix) != std::string::npos);
