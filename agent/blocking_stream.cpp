@@ -181,7 +181,7 @@ bool blocking_stream::start() {
     try {
         std::thread(serve, state_).detach();
         started = true;
-    } catch (const std::system_error&) {
+    } catch (...) {  // std::system_error, or std::bad_alloc: the mask and the place come back all the same
     }
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (!started) {

@@ -14,8 +14,9 @@
 //   reopened (what root reopens by a device number, a terminal hung up at
 //   logout, would be live again), and everything else, sockets and devices
 //   included, is used through the parent's own open file, on a thread with
-//   the user's ids and no capability: the kernel's checks at read and write
-//   time, and the credentials a unix socket passes on, are the user's.
+//   the user's groups and file-system ids and no capability: the kernel's
+//   checks at read and write time are the user's. A unix socket other than
+//   a stream one is not written at all: its messages name the agent's pid.
 #pragma once
 
 #include "blocking_stream.hpp"

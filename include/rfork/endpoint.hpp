@@ -39,13 +39,15 @@ struct endpoint {
         return endpoint{std::string(host), *number};
     }
 
-    // Digits and dots only must be an IPv4 address in its one plain form: the
-    // resolver reads "10.0.0.010" (octal) or "10.1" otherwise than anyone
-    // who checks the name, TLS included.
+    // What the resolver takes for an IPv4 address must be one in its one
+    // plain form: it reads "10.0.0.010" (octal), "0xa.0.0.8" or "10.1"
+    // otherwise than anyone who checks the name, TLS included.
     static bool plain_ipv4_if_numeric(std::string_view host) {
-        if (host.find_first_not_of("0123456789.") != std::string_view::npos) return true;
+        std::string text(host);
         in_addr ignored{};
-        return ::inet_pton(AF_INET, std::string(host).c_str(), &ignored) == 1;
+        if (::inet_pton(AF_INET, text.c_str(), &ignored) == 1) return true;
+        bool numeric = host.find_first_not_of("0123456789.") == std::string_view::npos;
+        return !numeric && ::inet_aton(text.c_str(), &ignored) == 0;
     }
 
     static std::optional<std::uint16_t> parse_port(std::string_view text) {
