@@ -186,7 +186,7 @@ asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::
             protocol::signal_child s;
             if (!protocol::decode(frame.payload, s)) {
                 log("child {}: signal {} from its parent", child->record->id, s.signal);
-                signal_restored_process(child->record->init_pid, static_cast<int>(s.signal));
+                signal_restored_process(child->record->init_pid, child->record->pid, static_cast<int>(s.signal));
             }
         } else {
             break;
@@ -202,15 +202,24 @@ asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::
 // `job` goes when this ends: the daemon reads its images until then.
 asio::awaitable<void> finish_lazy_pages(std::shared_ptr<restored_child> child, child_process daemon,
                                         [[maybe_unused]] job_dir job, std::shared_ptr<criu_workspace> workspace,
-                                        std::uint64_t file_bytes) {
-    int status = co_await wait_for_exit(daemon);
+                                        std::uint64_t file_bytes, std::chrono::seconds image_timeout) {
+    // A sender that trickles pages just within the idle timeout would keep the
+    // daemon and the images here for as long as it likes: the memory has the
+    // image's bound too, counted from the restore.
+    auto status = co_await wait_for_exit(daemon, image_timeout);
     auto& id = child->record->id;
     child->record->memory_here->set();
-    if (status == 0) {
+    if (!status) {
+        log("child {}: its memory did not arrive whole within {} s (--image-timeout); killed", id,
+            image_timeout.count());
+        kill_child(*child);
+        co_return;
+    }
+    if (*status == 0) {
         log_image_complete(id, file_bytes + child->pages->bytes_in());
         co_return;
     }
-    log_criu_failure(fmt::format("child {}: fetching its memory failed ({}); killed", id, describe_wait_status(status)),
+    log_criu_failure(fmt::format("child {}: fetching its memory failed ({}); killed", id, describe_wait_status(*status)),
                      workspace->work_fd(), lazy_pages_log);
     kill_child(*child);
 }
@@ -466,7 +475,8 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     }
     if (lazy)  // the daemon needs the images (and its log) until the last page is in
         asio::co_spawn(ex,
-                       finish_lazy_pages(child, std::move(lazy_daemon), std::move(job), workspace, image.total_size),
+                       finish_lazy_pages(child, std::move(lazy_daemon), std::move(job), workspace, image.total_size,
+                                         agent.opts.limits.image_timeout),
                        asio::detached);
     else
         job.remove();  // the images are in the child's memory now

@@ -50,7 +50,7 @@ int restored_process_of(int init_pid) {
     return in ? pid : -1;
 }
 
-int signal_restored_process(int init_pid, int signal) {
+int signal_restored_process(int init_pid, std::uint32_t pid_inside, int signal) {
     if (init_pid <= 0) return ESRCH;
     pidfd init(init_pid);
     if (init.fd < 0) return errno;
@@ -63,7 +63,8 @@ int signal_restored_process(int init_pid, int signal) {
     // (While a hosted record lives, its init is not reaped: its pid is its own.)
     bool init_ok = status_field(init_pid, "PPid") == std::to_string(::getpid()) &&
                    status_field(init_pid, "NSpid").ends_with("\t1");
-    bool target_ok = status_field(target, "PPid") == std::to_string(init_pid);
+    bool target_ok = status_field(target, "PPid") == std::to_string(init_pid) &&
+                     status_field(target, "NSpid").ends_with("\t" + std::to_string(pid_inside));
     // The reads were about the pidfds' processes if both still hold their
     // pids now (a pid goes to another process only once its own is reaped);
     // the signal then reaches the process the pidfd names, or none.

@@ -67,10 +67,12 @@ private:
 int restored_process_of(int init_pid);
 
 // Sends `signal` to the restored process under the namespace init `init_pid`
-// (a child of this agent, not yet reaped: a hosted record's). The process is
-// named by a pidfd, and found after it was taken still to be that init's
-// child: a pid reused meanwhile is never signalled. Returns 0 or an errno
-// (ESRCH when it, or its init, has ended).
-int signal_restored_process(int init_pid, int signal);
+// (a child of this agent, not yet reaped: a hosted record's), whose pid in
+// its own namespace is `pid_inside`. The process is named by a pidfd, and
+// found after it was taken still to be that init's child with that pid: a
+// pid reused meanwhile, or a process orphaned to the init once the restored
+// one has ended, is never signalled. Returns 0 or an errno (ESRCH when it,
+// or its init, has ended).
+int signal_restored_process(int init_pid, std::uint32_t pid_inside, int signal);
 
 }  // namespace rfork::agent

@@ -64,7 +64,7 @@ asio::awaitable<void> serve_kill(agent_state& agent, local_socket& program, cons
     log("pid {} sends signal {} to child {} (its namespace's init is pid {} here)", cred.pid, request.signal,
         hosted->id, hosted->init_pid);
     // Through a pidfd, checked to be its init's child: never a pid reused meanwhile.
-    if (int error = signal_restored_process(hosted->init_pid, static_cast<int>(request.signal)); error != 0) {
+    if (int error = signal_restored_process(hosted->init_pid, hosted->pid, static_cast<int>(request.signal)); error != 0) {
         failure f{errc::no_such_child, error == ESRCH ? "child " + request.child_id + " has ended"
                                                       : "cannot signal child " + request.child_id + ": " +
                                                             std::strerror(error)};

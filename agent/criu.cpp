@@ -30,7 +30,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool is_executable(const std::string& path) { return !path.empty() && ::access(path.c_str(), X_OK) == 0; }
+// An executable ELF file: CRIU is executed through an fd (execveat), which
+// cannot run a #! script (its interpreter would find no path to open).
+bool is_executable(const std::string& path) {
+    if (path.empty() || ::access(path.c_str(), X_OK) != 0) return false;
+    char magic[4] = {};
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    bool elf = fd >= 0 && ::read(fd, magic, sizeof magic) == 4 && std::memcmp(magic, "\x7f" "ELF", 4) == 0;
+    if (fd >= 0) ::close(fd);
+    return elf;
+}
 
 std::string search_path(const std::string& name) {
     const char* path = std::getenv("PATH");

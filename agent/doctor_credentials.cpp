@@ -72,6 +72,19 @@ std::vector<check_result> check_local_secret(const options& opts, std::optional<
     return results;
 }
 
+// Peers dial this host by a name its certificate must hold, and refuse an
+// origin (--name) it does not hold.
+check_result check_certificate_names(const options& opts, asio::ssl::context& tls) {
+    X509* own = SSL_CTX_get0_certificate(tls.native_handle());
+    auto all = certificate_names_text(own);
+    if (!opts.name.empty() && !certificate_names_host(own, opts.name))
+        return failed("certificate names", fmt::format("{}, not --name {}: the agent refuses to start", all, opts.name),
+                      fmt::format("name set to one of those, or a certificate for it: rfork-agent keygen --host {} "
+                                  "--ca DIR OUT",
+                                  opts.name));
+    return passed("certificate names", fmt::format("{}: peers must dial this host by one of them", all));
+}
+
 }  // namespace
 
 std::vector<check_result> check_credentials(const options& opts, std::optional<asio::ssl::context>& tls) {
@@ -96,6 +109,7 @@ std::vector<check_result> check_credentials(const options& opts, std::optional<a
         tls.emplace(secret ? make_tls_context(opts.secret_file) : make_tls_context(opts.cert, opts.key, opts.ca));
         results.push_back(passed("credentials load", secret ? "TLS 1.3 with the shared secret"
                                                             : "TLS 1.3 with certificates of one authority"));
+        if (!secret) results.push_back(check_certificate_names(opts, *tls));
     } catch (const std::exception& e) {
         results.push_back(failed("credentials load", e.what(),
                                  secret ? fmt::format("copy the cluster's secret to {} again (only if the whole "

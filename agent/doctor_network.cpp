@@ -4,6 +4,7 @@
 #include "doctor_checks.hpp"
 
 #include "peer_connect.hpp"
+#include "peer_connection.hpp"
 #include "watchdog.hpp"
 
 #include <rfork/detail/frame_io.hpp>
@@ -140,6 +141,13 @@ check_result unconnected(const options& opts, const std::string& what, const end
         if (f.code == asio::error::timed_out)
             return failed(what, fmt::format("no TLS answer within {} s", probe_limits.handshake.count()),
                           "make sure an rfork-agent listens there, not another program");
+        if (!secret && !certificates)
+            return failed(what,
+                          fmt::format("no TLS ({}): without credentials this agent speaks only to agents of its own "
+                                      "host, with the host's secret {}, and the agent there holds other credentials",
+                                      f.why, local_secret_path(opts.socket_path)),
+                          "give both agents the same credentials: secret-file PATH (rfork-agent keygen PATH), "
+                          "or cert, key and ca");
         if (secret)
             return failed(what,
                           fmt::format("no TLS ({}): the agent there does not hold the secret of {} (or holds "
@@ -154,12 +162,13 @@ check_result unconnected(const options& opts, const std::string& what, const end
                                   f.why, opts.ca),
                       "give both hosts certificates of one authority (rfork-agent keygen --host NAME --ca DIR OUT) "
                       "and that authority's ca.crt as ca");
+    case step::wrong_host:
+        return failed(what, fmt::format("the agent there {}: this agent would send it nothing", f.why),
+                      fmt::format("name the peer as its certificate does, or make that host's certificate again "
+                                  "naming {} (rfork-agent keygen --host NAME --host {} --ca DIR OUT)",
+                                  peer.host, peer.host));
     case step::lost:
     case step::handshake:
-        if (!secret && !certificates)
-            return failed(what, fmt::format("no rfork handshake ({}): the agent there probably requires credentials",
-                                            f.why),
-                          "give this agent the same credentials as that one: secret-file PATH, or cert, key and ca");
         if (f.code == errc::unsupported_version)
             return failed(what, fmt::format("no rfork handshake: {}", f.why),
                           "run the same version of rfork-agent on both hosts");

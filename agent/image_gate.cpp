@@ -6,6 +6,7 @@
 #include <creds.pb-c.h>
 #include <ghost-file.pb-c.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <grp.h>
@@ -16,8 +17,8 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstring>
 #include <charconv>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -35,9 +36,17 @@ constexpr std::uint32_t img_common_magic = 0x54564319;
 constexpr std::uint32_t core_magic = 0x55053847;
 constexpr std::uint32_t ghost_file_magic = 0x52583605;
 
-// A core image is a few KiB; a ghost file's entry comes before its contents,
-// of which the gate reads nothing.
-constexpr std::size_t max_core_image = 1 << 20;
+// A thread's core image is 2 KiB, and 136 bytes more for each signal queued
+// to it: the default RLIMIT_SIGPENDING (as many as the user's processes, some
+// 100,000 on a 24 GiB host) fills 13 MiB. It is read whole.
+constexpr std::size_t max_core_image = 16 << 20;
+// Every other file: mm-*.img takes 96 bytes a mapping, and files.img some
+// 100 a descriptor, 48 MiB for the 524,288 that systemd's hard RLIMIT_NOFILE
+// allows; pagemap-*.img some 16 bytes a run of pages, 32 MiB for the most
+// scattered 16 GiB of memory; one socket's queues (tcp-stream-*.img) 10 MiB
+// by the kernel's default buffer limits.
+constexpr std::uint64_t max_other_image = 64 << 20;
+// A ghost file's entry comes before its contents, of which the gate reads nothing.
 constexpr std::size_t ghost_prefix = 64 << 10;
 
 // Inside these an unknown field could be a credential this gate cannot judge.
@@ -191,6 +200,12 @@ std::string cap_list(std::uint64_t bits) {
 }
 
 }  // namespace
+
+std::optional<std::uint64_t> max_image_file_size(std::string_view name) {
+    if (name.starts_with("pages-") && name.ends_with(".img")) return std::nullopt;
+    if (name.starts_with("core-") && name.ends_with(".img")) return max_core_image;
+    return max_other_image;
+}
 
 bool uid_allowed(const image_policy& policy, std::uint32_t uid) {
     // Only the uids named: uid numbers differ between machines, and a uid
@@ -372,27 +387,55 @@ std::optional<host_account> account_of(std::uint32_t uid) {
 }
 
 gate_result<image_facts> read_image_dir(const std::string& images_dir) {
+    struct closer {
+        int fd;
+        ~closer() {
+            if (fd >= 0) ::close(fd);
+        }
+    } dir{::open(images_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+    if (dir.fd < 0) return image_refusal{fmt::format("cannot list the image: {}", std::strerror(errno))};
     std::vector<std::string> files;
-    std::error_code ec;
-    for (auto& entry : std::filesystem::directory_iterator(images_dir, ec))
-        files.push_back(entry.path().filename().string());
-    if (ec) return image_refusal{fmt::format("cannot list the image: {}", ec.message())};
+    {
+        int listing = ::openat(dir.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR* d = listing >= 0 ? ::fdopendir(listing) : nullptr;
+        if (!d) {
+            if (listing >= 0) ::close(listing);
+            return image_refusal{fmt::format("cannot list the image: {}", std::strerror(errno))};
+        }
+        while (auto* entry = ::readdir(d)) {
+            std::string name = entry->d_name;
+            if (name != "." && name != "..") files.push_back(std::move(name));
+        }
+        ::closedir(d);
+    }
+    // Sizes first, from the directory: no file beyond its cap is ever opened.
+    for (auto& name : files) {
+        struct stat st {};
+        if (::fstatat(dir.fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+            return image_refusal{fmt::format("cannot read {} of the image", name)};
+        if (!S_ISREG(st.st_mode)) return image_refusal{fmt::format("{} of the image is not a regular file", name)};
+        auto cap = max_image_file_size(name);
+        if (cap && static_cast<std::uint64_t>(st.st_size) > *cap)
+            return image_refusal{fmt::format("{} of the image is {} bytes, more than CRIU writes in such a file "
+                                             "({} at most)",
+                                             name, st.st_size, *cap)};
+    }
     auto read = [&](const std::string& name, std::size_t max) -> std::optional<bytes> {
-        int fd = ::open((std::filesystem::path(images_dir) / name).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) return std::nullopt;
-        bytes data(max);
+        closer file{::openat(dir.fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC)};
+        struct stat st {};
+        if (file.fd < 0 || ::fstat(file.fd, &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+        auto cap = max_image_file_size(name);
+        if (cap && static_cast<std::uint64_t>(st.st_size) > *cap) return std::nullopt;
+        // What the file holds, within `max`: nothing more is ever read.
+        bytes data(std::min(max, static_cast<std::size_t>(st.st_size)));
         std::size_t got = 0;
-        while (got < max) {
-            auto n = ::read(fd, data.data() + got, max - got);
+        while (got < data.size()) {
+            auto n = ::read(file.fd, data.data() + got, data.size() - got);
             if (n < 0 && errno == EINTR) continue;
-            if (n < 0) {
-                ::close(fd);
-                return std::nullopt;
-            }
+            if (n < 0) return std::nullopt;
             if (n == 0) break;
             got += static_cast<std::size_t>(n);
         }
-        ::close(fd);
         data.resize(got);
         return data;
     };

@@ -77,6 +77,12 @@ struct image_refusal {
 template <typename T>
 using gate_result = std::variant<T, image_refusal>;
 
+// The most bytes CRIU writes in the image file `name` for any program rfork
+// forks, well above what real ones need; nullopt for memory (pages-*.img),
+// which only --max-image-size bounds. The receiver refuses a larger file as
+// it is announced, and the gate before it reads any.
+std::optional<std::uint64_t> max_image_file_size(std::string_view name);
+
 // Reads file `name` of the image: its first `max_bytes` at most (the rest is
 // never needed), nullopt if it cannot.
 using image_file_reader =
@@ -104,7 +110,8 @@ std::optional<std::uint64_t> own_bounding_set();
 // This host's account of `uid` (getpwuid_r, getgrouplist).
 std::optional<host_account> account_of(std::uint32_t uid);
 
-// read_image_facts of the image in `images_dir`.
+// read_image_facts of the image in `images_dir`, once every file in it is
+// known to be a regular file within max_image_file_size.
 gate_result<image_facts> read_image_dir(const std::string& images_dir);
 
 // Everything above, for the image in `images_dir`, with this host's accounts.

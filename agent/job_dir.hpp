@@ -1,6 +1,9 @@
 // A directory that exists for one job and is removed with everything in it
-// when the job ends, however it ends.
+// when the job ends, however it ends: through directory fds, as the user whose
+// CRIU wrote into it may race the removal (remove_tree.hpp).
 #pragma once
+
+#include "remove_tree.hpp"
 
 #include <filesystem>
 #include <string>
@@ -22,8 +25,7 @@ public:
     const std::filesystem::path& path() const { return path_; }
     std::string operator/(const std::string& name) const { return (path_ / name).string(); }
     void remove() {
-        std::error_code ignored;
-        if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
+        if (!path_.empty()) remove_tree(path_);
         path_.clear();
     }
 

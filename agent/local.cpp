@@ -4,6 +4,8 @@
 #include "watchdog.hpp"
 
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -84,6 +86,24 @@ asio::awaitable<first_message> read_first_message(local_socket& program) {
     }
 }
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77  // Linux 6.5; newer than Debian 12's headers
+#endif
+
+// A pidfd of the process that connected, as the kernel recorded it then: a
+// pid alone may name another process by the time it is used. Kernels before
+// 6.5 lack SO_PEERPIDFD; the pid is then opened now, and the request's own
+// checks (the socket must be that process's) tell a reused pid.
+unique_fd peer_pidfd(int socket, pid_t pid) {
+    int fd = -1;
+    socklen_t len = sizeof fd;
+    if (::getsockopt(socket, SOL_SOCKET, SO_PEERPIDFD, &fd, &len) == 0 && fd >= 0) {
+        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+        return unique_fd(fd);
+    }
+    return unique_fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+}
+
 template <typename Message>
 std::optional<Message> decode_as(const protocol::stream_decoder::frame& frame) {
     Message m;
@@ -102,6 +122,8 @@ asio::awaitable<void> serve_local(agent_state& agent, local_socket program) {
     struct ucred cred {};
     socklen_t len = sizeof cred;
     if (::getsockopt(program.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) co_return;
+    auto caller = peer_pidfd(program.native_handle(), cred.pid);
+    if (!caller) co_return;  // gone already
 
     auto& users = agent.opts.local_users;
     if (cred.uid != 0 && std::find(users.begin(), users.end(), cred.uid) == users.end()) {
@@ -125,7 +147,7 @@ asio::awaitable<void> serve_local(agent_state& agent, local_socket program) {
     switch (first.frame.type) {
     case protocol::message_type::fork_request:
         if (auto request = decode_as<protocol::fork_request>(first.frame)) {
-            co_await serve_fork(agent, program, cred, *request, first.fds);
+            co_await serve_fork(agent, program, cred, std::move(caller), *request, first.fds);
             co_return;
         }
         break;

@@ -22,8 +22,9 @@ using local_socket = asio::local::stream_protocol::socket;
 // Serves one connection on the local socket: one request, one answer.
 asio::awaitable<void> serve_local(agent_state& agent, local_socket program);
 
-// The requests, once read (sender.cpp and control.cpp).
-asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, const ucred& cred,
+// The requests, once read (sender.cpp and control.cpp). `caller` is a pidfd
+// of the process that connected, taken when it connected.
+asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, const ucred& cred, unique_fd caller,
                                  const protocol::fork_request& request, std::vector<unique_fd>& stdio);
 asio::awaitable<void> serve_wait(agent_state& agent, local_socket& program, const ucred& cred,
                                  const protocol::wait_request& request);

@@ -11,6 +11,7 @@
 #include "options.hpp"
 #include "peer_connection.hpp"
 #include "receiver.hpp"
+#include "remove_tree.hpp"
 #include "local.hpp"
 #include "service_notify.hpp"
 
@@ -31,6 +32,8 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -113,34 +116,50 @@ void bind_local_socket(asio::local::stream_protocol::acceptor& acceptor, const s
 void prepare_work_dir(const std::string& dir) {
     fs::create_directories(dir);
     fs::permissions(dir, fs::perms::owner_all);
-    for (auto& entry : fs::directory_iterator(dir)) fs::remove_all(entry.path());
+    for (auto& entry : fs::directory_iterator(dir)) remove_tree(entry.path());
 }
 
-int run_agent(const options& opts) {
-    std::signal(SIGPIPE, SIG_IGN);
-    asio::io_context io(1);
-    agent_state agent{.io = io, .opts = opts};
+// `keygen --host NAME [--host NAME ...] --ca DIR OUT`, or nullopt.
+struct keygen_host {
+    std::vector<std::string> names;
+    std::string ca_dir, out_dir;
+};
+std::optional<keygen_host> keygen_host_args(const std::vector<std::string>& args) {
+    keygen_host host;
+    std::size_t i = 1;
+    for (; i + 1 < args.size() && args[i] == "--host"; i += 2) host.names.push_back(args[i + 1]);
+    if (host.names.empty() || args.size() != i + 3 || args[i] != "--ca") return std::nullopt;
+    host.ca_dir = args[i + 1];
+    host.out_dir = args[i + 2];
+    return host;
+}
+
+// With certificates, the name this agent tells its peers (the origin of its
+// forks) must be one its certificate holds, or they refuse its images:
+// --name, by default the certificate's first name. Returns why not, or empty.
+std::string name_from_certificate(const options& opts, agent_state& agent) {
+    X509* own = SSL_CTX_get0_certificate(agent.tls->native_handle());
+    auto names = certificate_names(own);
+    auto name = opts.name.empty() ? names.front() : opts.name;
+    if (!certificate_names_host(own, name))
+        return fmt::format("--name {} is not a name of --cert {} (it names {}), and peers refuse the images of an "
+                           "agent that claims a name its certificate does not hold. Fix: --name with one of those, "
+                           "or make the certificate again with rfork-agent keygen --host {} --ca DIR OUT",
+                           name, opts.cert, certificate_names_text(own), opts.name.empty() ? "NAME" : opts.name);
+    agent.host = name;
+    return {};
+}
+
+// Everything the agent does until it is stopped.
+int serve(agent_state& agent) {
+    const options& opts = agent.opts;
+    asio::io_context& io = agent.io;
     agent.self_exe = fs::read_symlink("/proc/self/exe").string();
     agent.host = opts.name;
-    try {
-        // Every connection between agents is authenticated, loopback included:
-        // without credentials, by a secret only this host's root can read.
-        if (!opts.secret_file.empty()) agent.tls.emplace(make_tls_context(opts.secret_file));
-        else if (!opts.cert.empty()) agent.tls.emplace(make_tls_context(opts.cert, opts.key, opts.ca));
-        else agent.tls.emplace(make_local_tls_context(local_secret_path(opts.socket_path)));
-    } catch (const std::exception& e) {
-        log("{}", e.what());
-        return 1;
-    }
-    if (agent.host.empty()) {
-        char name[256] = {};
-        ::gethostname(name, sizeof name - 1);
-        agent.host = name;
-    }
-    set_log_name(agent.host);
+    // Checked before anything is made (the local secret, the work dir).
     agent.criu = find_criu(opts.criu, agent.self_exe);
     if (agent.criu.empty()) {
-        log("no usable CRIU binary{}: run scripts/setup, or pass --criu PATH",
+        log("no usable CRIU binary{} (an executable ELF file): run scripts/setup, or pass --criu PATH",
             opts.criu.empty() ? "" : " at " + opts.criu);
         return 1;
     }
@@ -156,6 +175,28 @@ int run_agent(const options& opts) {
             std::get<std::string>(cgroups));
         return 1;
     }
+    try {
+        // Every connection between agents is authenticated, loopback included:
+        // without credentials, by a secret only this host's root can read.
+        if (!opts.secret_file.empty()) agent.tls.emplace(make_tls_context(opts.secret_file));
+        else if (!opts.cert.empty()) agent.tls.emplace(make_tls_context(opts.cert, opts.key, opts.ca));
+        else agent.tls.emplace(make_local_tls_context(local_secret_path(opts.socket_path)));
+    } catch (const std::exception& e) {
+        log("{}", e.what());
+        return 1;
+    }
+    if (!opts.cert.empty()) {
+        if (auto wrong = name_from_certificate(opts, agent); !wrong.empty()) {
+            log("{}", wrong);
+            return 1;
+        }
+    }
+    if (agent.host.empty()) {
+        char name[256] = {};
+        ::gethostname(name, sizeof name - 1);
+        agent.host = name;
+    }
+    set_log_name(agent.host);
     prepare_work_dir(opts.work_dir);
 
     asio::local::stream_protocol::acceptor local(io);
@@ -186,7 +227,8 @@ int run_agent(const options& opts) {
     if (!opts.secret_file.empty())
         log("agents must prove the secret of {} (TLS 1.3)", opts.secret_file);
     else if (!opts.cert.empty())
-        log("agents must show a certificate signed by {} (TLS 1.3)", opts.ca);
+        log("agents must show a certificate signed by {} (TLS 1.3); this one names {}, and calls itself {}", opts.ca,
+            certificate_names_text(SSL_CTX_get0_certificate(agent.tls->native_handle())), agent.host);
     else
         log("no credentials: on loopback only, agents must prove this host's own secret {} (TLS 1.3); "
             "to fork between machines, give the agents a --secret-file", local_secret_path(opts.socket_path));
@@ -222,6 +264,20 @@ int run_agent(const options& opts) {
     return 0;
 }
 
+int run_agent(const options& opts) {
+    std::signal(SIGPIPE, SIG_IGN);
+    auto io = std::make_unique<asio::io_context>(1);
+    agent_state agent{.io = *io, .opts = opts};
+    int status = serve(agent);
+    // In this order: records only the tables hold go while the io_context
+    // their timers use lives; then the io_context, and with it every
+    // coroutine still suspended in it, while the state they refer to lives.
+    agent.forked = {};
+    agent.hosted = {};
+    io.reset();
+    return status;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -236,10 +292,11 @@ int main(int argc, char** argv) {
             error = write_new_secret(args[1]);
         } else if (args.size() == 3 && args[1] == "--ca") {
             error = make_ca(args[2]);
-        } else if (args.size() == 6 && args[1] == "--host" && args[3] == "--ca") {
-            error = make_host_certificate(args[2], args[4], args[5]);
+        } else if (auto host = keygen_host_args(args)) {
+            error = make_host_certificate(host->names, host->ca_dir, host->out_dir);
         } else {
-            std::fprintf(stderr, "usage: rfork-agent keygen PATH | keygen --ca DIR | keygen --host NAME --ca DIR OUT\n");
+            std::fprintf(stderr, "usage: rfork-agent keygen PATH | keygen --ca DIR | "
+                                 "keygen --host NAME [--host NAME ...] --ca DIR OUT\n");
             return 2;
         }
         if (!error.empty()) std::fprintf(stderr, "rfork-agent keygen: %s\n", error.c_str());

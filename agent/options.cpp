@@ -19,7 +19,9 @@ const char* const usage_text =
     "       rfork-agent kill ID [--signal N|NAME] [--socket PATH]\n"
     "       rfork-agent keygen PATH                   a new secret for --secret-file\n"
     "       rfork-agent keygen --ca DIR               a new certificate authority\n"
-    "       rfork-agent keygen --host NAME --ca DIR OUT   a host's certificate and key\n"
+    "       rfork-agent keygen --host NAME [--host NAME ...] --ca DIR OUT\n"
+    "                                                 a host's certificate and key, naming\n"
+    "                                                 each NAME (a host name or address)\n"
     "\n"
     "Receives processes forked here by other agents, and forks local programs\n"
     "that ask for it (rfork::fork_remote) to other agents.\n"
@@ -46,17 +48,20 @@ const char* const usage_text =
     "                        the local socket (default: root only)\n"
     "  --socket PATH         local programs' socket (default $RFORK_AGENT_SOCKET\n"
     "                        or /run/rfork/agent.sock)\n"
-    "  --criu PATH           the CRIU binary (default: $RFORK_CRIU, the one\n"
-    "                        shipped in ../libexec/rfork beside rfork-agent, or\n"
-    "                        criu on PATH)\n"
+    "  --criu PATH           the CRIU binary, an ELF executable, not a script\n"
+    "                        (default: $RFORK_CRIU, the one shipped in\n"
+    "                        ../libexec/rfork beside rfork-agent, or criu on PATH)\n"
     "  --work-dir DIR        checkpoint images in transit (default /run/rfork/work)\n"
     "  --no-lazy-pages       send and take whole images only: a child then runs once\n"
     "                        all of its memory is here (default: a single-threaded\n"
     "                        program's child starts first and its memory follows)\n"
-    "  --name NAME           this host's name as peers see it (default: hostname)\n"
+    "  --name NAME           this host's name as peers see it (default: hostname;\n"
+    "                        with --cert, its first name, and it must be one of them)\n"
     "  --ready-fd FD         write \"ready\" to FD once listening, then close it\n"
     "  --handshake-timeout S seconds a peer has to send its request (default 10)\n"
     "  --idle-timeout S      seconds an image may stall between frames (default 60)\n"
+    "  --image-timeout S     seconds an image may take to arrive whole, and a lazy\n"
+    "                        fork's memory after its restore (default 3600)\n"
     "  --max-image-size B    bytes of checkpoint image accepted per fork (default 16 GiB)\n"
     "  --max-restores N      images received or restored at once (default 32)\n"
     "  --max-pending-connections N\n"
@@ -101,6 +106,7 @@ constexpr option_spec known_options[] = {
     {"work-dir", option_kind::takes_value},      {"no-lazy-pages", option_kind::flag},
     {"name", option_kind::takes_value},          {"ready-fd", option_kind::takes_value},
     {"handshake-timeout", option_kind::takes_value}, {"idle-timeout", option_kind::takes_value},
+    {"image-timeout", option_kind::takes_value},
     {"max-image-size", option_kind::takes_value},    {"max-restores", option_kind::takes_value},
     {"max-pending-connections", option_kind::takes_value},
     {"max-pending-per-source", option_kind::takes_value},
@@ -162,20 +168,28 @@ std::string parser::apply(const std::string& arg, const std::string* value) {
             uids.push_back(uid);
             list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
         }
-    } else if (arg == "--handshake-timeout" || arg == "--idle-timeout" || arg == "--max-image-size" ||
+    } else if (arg == "--handshake-timeout" || arg == "--idle-timeout" || arg == "--image-timeout" ||
+               arg == "--max-image-size" ||
                arg == "--max-pending-connections" || arg == "--max-pending-per-source" ||
                arg == "--max-restores" || arg == "--max-image-files" || arg == "--max-children" ||
                arg == "--child-max-pids" || arg == "--child-max-memory") {
         std::uint64_t n = 0;
         auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
         bool seconds = arg.ends_with("timeout");
-        if (ec != std::errc{} || end != value->data() + value->size() || (seconds && (n == 0 || n > 86400)) ||
+        // 0 would not mean "no limit" (it would refuse everything, or time out at
+        // once), but for a child's own cgroup limits, where it means none of its own.
+        bool zero_means_none = arg == "--child-max-pids" || arg == "--child-max-memory";
+        if (ec != std::errc{} || end != value->data() + value->size() || (n == 0 && !zero_means_none) ||
+            (seconds && n > 86400) ||
             ((arg == "--max-restores" || arg == "--max-children" || arg.starts_with("--max-pending-")) &&
              n > 100000) ||
             (arg == "--child-max-pids" && n > 4194304))  // the kernel's most (PID_MAX_LIMIT)
-            return bad(seconds ? "a whole number of seconds from 1 to 86400" : "a whole number");
+            return bad(seconds                ? "a whole number of seconds from 1 to 86400"
+                       : zero_means_none      ? "a whole number (0: no limit of the child's own)"
+                                              : "a whole number from 1");
         if (arg == "--handshake-timeout") o.limits.handshake_timeout = std::chrono::seconds(n);
         else if (arg == "--idle-timeout") o.limits.idle_timeout = std::chrono::seconds(n);
+        else if (arg == "--image-timeout") o.limits.image_timeout = std::chrono::seconds(n);
         else if (arg == "--max-image-size") o.limits.max_image_size = n;
         else if (arg == "--max-pending-connections") o.limits.max_pending_connections = static_cast<unsigned>(n);
         else if (arg == "--max-pending-per-source") o.limits.max_pending_per_source = static_cast<unsigned>(n);

@@ -15,6 +15,10 @@ namespace rfork::agent {
 struct limits {
     std::chrono::seconds handshake_timeout{10};  // from accept to a whole request or image header
     std::chrono::seconds idle_timeout{60};       // between two frames of an image
+    // From an image's start to its end, and for a lazy fork's memory after
+    // its restore: a trickle just within the idle timeout holds nothing forever.
+    // An hour takes 1 GiB at 2.4 Mbit/s.
+    std::chrono::seconds image_timeout{3600};
     std::uint64_t max_image_size = 16ull << 30;  // bytes of image files in one fork
     unsigned max_restores = 32;                  // images being received or restored at once
     // Connections from other agents not yet through TLS and their handshake:

@@ -50,8 +50,13 @@ asio::awaitable<std::optional<connect_failure>> connect_to_agent(peer_connection
     };
     if (tls) {
         peer.use_tls(*tls);
-        prepare_client_handshake(peer.ssl());
+        if (!prepare_client_handshake(peer.ssl(), where.host))
+            co_return connect_failure{step::tls, errc::internal_error,
+                                      fmt::format("OpenSSL cannot check a certificate against {}", where.host)};
         auto [ec] = co_await peer.async_handshake(asio::ssl::stream_base::client, as_tuple_awaitable);
+        if (auto names = ec ? names_of_wrong_host(peer.ssl()) : std::nullopt)
+            co_return connect_failure{step::wrong_host, errc::not_permitted,
+                                      fmt::format("showed a certificate for {}, not {}", *names, where.host)};
         if (ec) co_return timed_out_or(step::tls, ec);
         // Nothing of ours goes to a peer that did not prove the secret.
         if (!authenticated_as_required(peer.ssl()))

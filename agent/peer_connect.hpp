@@ -21,6 +21,7 @@ struct connect_failure {
     enum class step {
         reach,      // no TCP connection (resolving, refused, timed out)
         tls,        // the TLS handshake failed, or the peer did not prove the secret: other credentials
+        wrong_host, // its certificate, signed by our authority, names another host than the one dialed
         lost,       // the connection dropped before our rfork handshake went out
         handshake,  // the peer's rfork handshake was missing or refused ours
     };

@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace rfork::agent {
 
@@ -120,8 +121,18 @@ std::optional<asio::ssl::context> load_local_tls_context(const std::string& path
 // lets a server that lacks the PSK ignore it and show one instead. Before the
 // handshake, this makes any certificate fail it; after, the check makes sure
 // the PSK was used (and certificates were verified, in certificate mode).
-void prepare_client_handshake(SSL* ssl);
+// In certificate mode the server's certificate must also name `host`, the
+// host the client dialed (a DNS name, or an IP address literal): another
+// node's key, stolen, does not pass for this one. False if OpenSSL cannot.
+bool prepare_client_handshake(SSL* ssl, const std::string& host);
 bool authenticated_as_required(SSL* ssl);
+// After a failed client handshake: the names the server's certificate held
+// when it failed for naming another host than the one dialed, or nullopt.
+std::optional<std::string> names_of_wrong_host(SSL* ssl);
+// Whether the peer of a server-side connection may call itself `origin`: in
+// certificate mode its certificate must name it; with a secret, every holder
+// is equal and the origin is taken as told. Returns why not, or nullopt.
+std::optional<std::string> origin_refused(SSL* ssl, const std::string& origin);
 
 // Writes a new random secret (32 bytes, hex) to `path`, mode 0600, never
 // over an existing file. Returns an error message, or empty on success.
@@ -132,13 +143,28 @@ std::string write_new_secret(const std::string& path);
 namespace rfork::agent {
 
 // TLS 1.3 with certificates: this agent presents `cert` (and its `key`), and
-// accepts only peers whose certificate `ca` signed. Both sides verify.
+// accepts only peers whose certificate `ca` signed. Both sides verify. Throws
+// std::runtime_error, also for a certificate that names no host (no
+// subjectAltName).
 asio::ssl::context make_tls_context(const std::string& cert, const std::string& key, const std::string& ca);
 
 // `rfork-agent keygen --ca DIR`: a new certificate authority (DIR/ca.crt, DIR/ca.key).
-// `rfork-agent keygen --host NAME --ca DIR OUT`: a host certificate signed by it
-// (OUT/NAME.crt, OUT/NAME.key). Returns an error message, or empty on success.
+// `rfork-agent keygen --host NAME [--host NAME ...] --ca DIR OUT`: a host
+// certificate signed by it, whose subjectAltName holds every NAME (DNS:NAME,
+// or IP:NAME for an address); the first names the files (OUT/NAME.crt,
+// OUT/NAME.key). Returns an error message, or empty on success.
 std::string make_ca(const std::string& dir);
-std::string make_host_certificate(const std::string& name, const std::string& ca_dir, const std::string& out_dir);
+std::string make_host_certificate(const std::vector<std::string>& names, const std::string& ca_dir,
+                                  const std::string& out_dir);
+
+// Whether `name` is an IPv4 or IPv6 address literal (without brackets).
+bool is_address_literal(const std::string& name);
+// The host names and addresses in a certificate's subjectAltName, as text.
+std::vector<std::string> certificate_names(X509* cert);
+// The same as one line ("a, 10.0.0.1"), or "no host".
+std::string certificate_names_text(X509* cert);
+// Whether `cert` names `host` (a DNS name, or an address literal), as the
+// agents check it: subjectAltName only.
+bool certificate_names_host(X509* cert, const std::string& host);
 
 }  // namespace rfork::agent

@@ -191,6 +191,15 @@ std::chrono::steady_clock::duration criu_time_bound(std::chrono::seconds idle_ti
     return idle_timeout + std::chrono::seconds(bytes >> 26);
 }
 
+bool has_exited(int pidfd) {
+    pollfd p{pidfd, POLLIN, 0};
+    int n;
+    do {
+        n = ::poll(&p, 1, 0);
+    } while (n < 0 && errno == EINTR);
+    return n != 0;  // readable (ended), or not a pidfd we can watch: treated as gone
+}
+
 std::string describe_wait_status(int status) {
     if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status)) + " (" + ::strsignal(WTERMSIG(status)) + ")";
     return "exit code " + std::to_string(WEXITSTATUS(status));

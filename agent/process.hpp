@@ -103,6 +103,10 @@ std::chrono::steady_clock::duration criu_time_bound(std::chrono::seconds idle_ti
 // Takes ownership of `fd`; returns early only if the agent is stopping.
 asio::awaitable<void> wait_readable(unique_fd fd);
 
+// Whether the process behind `pidfd` has ended (never blocks). Its pid may
+// then name another process already.
+bool has_exited(int pidfd);
+
 // "exit code N" or "killed by signal S" for a wait status.
 std::string describe_wait_status(int status);
 

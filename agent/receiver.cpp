@@ -43,8 +43,12 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
     std::string name;
     detail::received_frame frame;
     watchdog idle(peer, limits.idle_timeout);
+    watchdog whole(peer, limits.image_timeout);  // never re-armed: frames just within the idle timeout end too
     for (;;) {
         auto ec = co_await detail::read_frame(peer, frame);
+        if (whole.fired())
+            co_return failure{errc::timed_out, fmt::format("the image did not arrive whole within {} s (--image-timeout)",
+                                                           limits.image_timeout.count())};
         if (idle.fired())
             co_return failure{errc::timed_out, fmt::format("the image stalled for {} s (--idle-timeout)",
                                                            limits.idle_timeout.count())};
@@ -81,6 +85,12 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
         if (header.size > limits.max_image_size || total > limits.max_image_size)
             co_return failure{errc::limit_exceeded, fmt::format("the image is larger than this agent accepts "
                                                                 "(--max-image-size {} bytes)", limits.max_image_size)};
+        // Refused before a byte of it is taken: no real image holds one so large.
+        if (auto cap = max_image_file_size(name); cap && header.size > *cap)
+            co_return failure{errc::limit_exceeded,
+                              fmt::format("image file {} of {} bytes is larger than CRIU writes such a file ({} bytes "
+                                          "at most)",
+                                          name, header.size, *cap)};
         // O_EXCL|O_NOFOLLOW: a name is a plain new file in our own directory, nothing else.
         file.reset(::open((dir + "/" + name).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!file)
@@ -138,7 +148,7 @@ void log_refusal(pending_peers& pending, const std::string& from, const std::str
         ++pending.refusals_unsaid;
         return;
     }
-    log("refused {} before TLS: {}{}", from, why,
+    log("refused {}: {}{}", from, why,
         pending.refusals_unsaid ? fmt::format(" ({} more refused since the last such line)", pending.refusals_unsaid)
                                 : std::string{});
     pending.last_refusal_logged = now;
@@ -208,6 +218,10 @@ asio::awaitable<peer_answer> handle_peer(
     }
     if (frame.type != protocol::message_type::image_begin || protocol::decode(frame.payload, image))
         co_return failure{errc::malformed_message, "expected the start of an image"};
+    // The origin names the child's parent host in logs and `list`: a peer may
+    // claim only a name its certificate holds (with a secret, any holder may claim any).
+    if (auto why = origin_refused(peer.ssl(), image.origin_host))
+        co_return failure{errc::not_permitted, "refused the image: the sending agent " + *why};
     if (image.total_size > limits.max_image_size)
         co_return failure{errc::limit_exceeded, fmt::format("an image of {} bytes is larger than this agent accepts "
                                                             "(--max-image-size {} bytes)",
@@ -264,7 +278,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     std::string from = fmt::format("{}:{}", remote.address().to_string(), remote.port());
     auto source = source_of(remote.address());
     if (auto over = over_pending_limits(agent, source); !over.empty()) {
-        log_refusal(agent.pending, from, over);
+        log_refusal(agent.pending, from, "before TLS: " + over);
         // A reset, not a close: no TIME_WAIT kept here for each refused connection.
         connection.set_option(asio::socket_base::linger(true, 0), ignored);
         connection.close(ignored);
@@ -281,7 +295,11 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
         watchdog guard(*peer, agent.opts.limits.handshake_timeout);
         auto [ec] = co_await peer->async_handshake(asio::ssl::stream_base::server, detail::as_tuple_awaitable);
         if (ec) {
-            log("refused {}: no TLS with the shared secret ({})", from, guard.fired() ? "timed out" : ec.message());
+            // Anyone can cause this line: rate-limited like the refusals above.
+            log_refusal(agent.pending, from,
+                        fmt::format("no TLS with {} ({})",
+                                    agent.opts.cert.empty() ? "the shared secret" : "a certificate of this agent's authority",
+                                    guard.fired() ? "timed out" : ec.message()));
             peer->close();
             co_return;
         }
@@ -316,15 +334,17 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
         // A failed lazy restore: its reader takes the rest of the sender's frames.
         peer->shutdown_send();
     } else if (greeted) {
-        // The sender may still be sending its image: take the rest (bounded),
-        // so that it reads our answer instead of a reset connection.
+        // The sender may still be sending its image: take the rest, so that
+        // it reads our answer instead of a reset connection. Bounded in time
+        // (one --idle-timeout in all, not per read: a trickle must not hold
+        // the connection) and in bytes (--max-image-size).
         peer->shutdown_send();
-        watchdog idle(*peer, agent.opts.limits.idle_timeout);
+        watchdog drain(*peer, agent.opts.limits.idle_timeout);
         std::vector<unsigned char> sink(64 * 1024);
-        for (;;) {
+        for (std::uint64_t taken = 0; taken <= agent.opts.limits.max_image_size && !drain.fired();) {
             auto [ec, n] = co_await peer->async_read_some(asio::buffer(sink), detail::as_tuple_awaitable);
             if (ec) break;
-            idle.arm();
+            taken += n;
         }
         peer->close();
         log("closed the connection from {}", from);

@@ -35,11 +35,13 @@ bool parse_number(std::string_view text, T& value, int base = 10) {
 
 int become(const run_as& who) {
     static_assert(sizeof(gid_t) == sizeof(std::uint32_t));
-    if (::setgroups(who.groups.size(), reinterpret_cast<const gid_t*>(who.groups.data())) != 0) return errno;
-    if (::setresgid(who.gid, who.gid, who.gid) != 0) return errno;
+    // Raw system calls: this runs in a child cloned from the agent, which has
+    // threads, and glibc's wrappers would try to change those threads' ids too.
+    if (::syscall(SYS_setgroups, who.groups.size(), reinterpret_cast<const gid_t*>(who.groups.data())) != 0) return errno;
+    if (::syscall(SYS_setresgid, who.gid, who.gid, who.gid) != 0) return errno;
     // Keep the permitted set across the change of uid, then cut it down.
     if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) return errno;
-    if (::setresuid(who.uid, who.uid, who.uid) != 0) return errno;
+    if (::syscall(SYS_setresuid, who.uid, who.uid, who.uid) != 0) return errno;
     if (int e = set_capability_sets(who.capabilities)) return e;
     if (::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0) return errno;
     for (int c = 0; c < 64; ++c)

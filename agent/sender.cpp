@@ -139,16 +139,18 @@ asio::awaitable<std::error_code> send_image_files(peer_connection& peer, std::ve
     co_return co_await detail::write_message(peer, end);
 }
 
-// The supplementary groups of a process, from /proc/PID/status.
-std::vector<std::uint32_t> groups_of(int pid) {
+// The numbers on one line of /proc/PID/status: "Uid:" and "Gid:" (real,
+// effective, saved, filesystem), "Groups:" (supplementary groups).
+std::vector<std::uint32_t> status_numbers(int pid, std::string_view key) {
     std::ifstream in(fmt::format("/proc/{}/status", pid));
-    std::vector<std::uint32_t> groups;
+    std::vector<std::uint32_t> numbers;
     for (std::string line; std::getline(in, line);) {
-        if (!line.starts_with("Groups:")) continue;
-        std::istringstream words(line.substr(7));
-        for (std::uint32_t g; words >> g;) groups.push_back(g);
+        if (!line.starts_with(key)) continue;
+        std::istringstream words(line.substr(key.size()));
+        for (std::uint32_t n; words >> n;) numbers.push_back(n);
+        break;
     }
-    return groups;
+    return numbers;
 }
 
 // The connection to the child's host, kept for the child's life: its output
@@ -176,9 +178,10 @@ asio::awaitable<void> finish_lazy_dump(child_process dump, job_dir job, std::sha
 }
 
 // Everything between a valid request and the reply; returns the child or why not.
-// `pid` is the caller, or its snapshot; `caller` who asked.
+// `pid` is the caller, or its snapshot, and `pidfd` that process's pidfd;
+// `caller` who asked.
 asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_state& agent, child_relay& relay,
-                                                                          int pid, ucred caller,
+                                                                          int pid, int pidfd, ucred caller,
                                                                           const protocol::fork_request& request) {
     auto& peer = *relay.peer;
     auto ep = endpoint::parse(request.endpoint);
@@ -214,6 +217,13 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
                               fmt::format("no TLS with the agent at {} ({}): it did not prove this agent's "
                                           "credentials (the same --secret-file, or a certificate of the same "
                                           "authority)", request.endpoint, why)};
+        case step::wrong_host:
+            // Signed by our authority, but for another host: a node's key in
+            // the wrong hands, or a name that leads elsewhere. Nothing is sent.
+            co_return failure{failed->code, fmt::format("the agent at {} {}: refusing to send it anything (its "
+                                                        "certificate must name the host dialed; rfork-agent keygen "
+                                                        "--host makes one)",
+                                                        request.endpoint, why)};
         case step::lost:
             co_return failure{errc::agent_unreachable,
                               fmt::format("lost the rfork agent at {} ({})", request.endpoint, why)};
@@ -228,7 +238,7 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     // any process that user could not trace (another user's, a set-uid
     // program's), whatever happened to the pid since the request was checked.
     std::optional<run_as> as;
-    if (caller.uid != 0) as = run_as{caller.uid, caller.gid, groups_of(pid), criu_capabilities};
+    if (caller.uid != 0) as = run_as{caller.uid, caller.gid, status_numbers(pid, "Groups:"), criu_capabilities};
     // A snapshot has no TCP connection: the library makes none of a caller with one.
     bool tcp = !snapshot && detail::has_tcp_connections(pid);
     if (tcp && as)
@@ -248,6 +258,14 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
                 detail::status_field(pid, "RssAnon") * 1024 >= lazy_pages_threshold;
     if (lazy) dump_args.lazy_ps_socket = criu_page_socket_fd, dump_args.lazy_status_fd = criu_ready_fd;
     auto command = dump_command(agent.criu, dump_args);
+    // CRIU must find under `pid` the process that asked (or its snapshot):
+    // checked right before CRIU starts and, for a caller that CRIU leaves
+    // running, again once the image is written (a snapshot dies once dumped).
+    auto ended = [pid] {
+        return failure{errc::dump_failed,
+                       fmt::format("pid {} ended before its checkpoint was complete; nothing of it was sent", pid)};
+    };
+    if (has_exited(pidfd)) co_return ended();
     child_process dump;
     bool dumped;
     if (lazy) {
@@ -278,6 +296,7 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
         asio::co_spawn(agent.io, finish_lazy_dump(std::move(dump), std::move(job), workspace, pid, relay.pages_sent),
                        asio::detached);
     }
+    if (!snapshot && has_exited(pidfd)) co_return ended();
     if (!adapt_external_terminals_in(workspace->images_fd()))
         co_return failure{errc::dump_failed, "CRIU wrote a tty-info image rfork cannot read"};
 
@@ -295,13 +314,23 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     if (relay.pages && !ec) asio::co_spawn(agent.io, page_relay::pump_out(relay.pages, relay.peer), asio::detached);
 
     // The answer, or why the peer stopped taking the image (a limit, say).
-    // The child's pages flow meanwhile, when they are lazy.
+    // The child's pages flow meanwhile, when they are lazy. A peer that
+    // takes the image and says nothing must not hold the caller (or its
+    // frozen snapshot) for ever: it gets as long as its own CRIU may take.
+    auto answer_bound = limits.handshake_timeout + criu_time_bound(limits.idle_timeout, total);
+    watchdog answer_due(peer, answer_bound);
     detail::received_frame reply;
     auto rec = co_await detail::read_frame(peer, reply, request_limit);
-    while (!rec && relay.pages && page_relay::carries(reply.type)) {
+    // (A deadline that passes between reads cancels nothing: checked here too.)
+    while (!rec && !answer_due.fired() && relay.pages && page_relay::carries(reply.type)) {
         co_await relay.pages->take(reply);
-        rec = co_await detail::read_frame(peer, reply, request_limit);
+        if (!answer_due.fired()) rec = co_await detail::read_frame(peer, reply, request_limit);
     }
+    answer_due.stop();
+    if (answer_due.fired())
+        co_return failure{errc::timed_out,
+                          fmt::format("the agent at {} did not answer within {} s of the image", request.endpoint,
+                                      std::chrono::duration_cast<std::chrono::seconds>(answer_bound).count())};
     if (ec && (rec || reply.type != protocol::message_type::error))
         co_return failure{errc::transfer_failed,
                           fmt::format("sending the image to {} failed: {}", request.endpoint, ec.message())};
@@ -419,41 +448,69 @@ namespace {
 
 // The process to checkpoint: the caller, or the snapshot it names, which must
 // be its own child, of its own user, waiting on the socket the request names.
-std::variant<int, failure> checkpoint_target(const ucred& cred, const protocol::fork_request& request,
-                                             std::vector<unique_fd>& fds) {
+// `pidfd` is the caller's, or the snapshot's from the request.
+struct checkpoint_target {
+    int pid = -1;
+    unique_fd snapshot_pidfd;  // when it is the snapshot
+};
+
+// A user's process must still run with the ids it connected with, all of
+// them, and be dumpable (else /proc/PID is root's): not a set-id program it
+// has since run, nor another process that took its pid.
+bool runs_as(int pid, const ucred& cred) {
+    auto uids = status_numbers(pid, "Uid:");
+    auto gids = status_numbers(pid, "Gid:");
+    auto all_are = [](const std::vector<std::uint32_t>& ids, std::uint32_t id) {
+        return ids.size() == 4 && std::all_of(ids.begin(), ids.end(), [id](std::uint32_t i) { return i == id; });
+    };
+    struct stat st {};
+    return all_are(uids, cred.uid) && all_are(gids, cred.gid) &&
+           ::stat(fmt::format("/proc/{}", pid).c_str(), &st) == 0 && st.st_uid == cred.uid;
+}
+
+std::variant<checkpoint_target, failure> find_checkpoint_target(const ucred& cred,
+                                                                 const protocol::fork_request& request,
+                                                                 std::vector<unique_fd>& fds) {
     bool forward_stdin = request.flags & protocol::fork_request::forward_stdin;
     bool snapshot = request.flags & protocol::fork_request::snapshot;
     if (fds.size() != (forward_stdin ? 3u : 2u) + (snapshot ? 1u : 0u))
         return failure{errc::malformed_message, "a fork request carries the program's stdout and stderr (and stdin "
                                                 "to forward it, and a pidfd of its snapshot)"};
-    int target = cred.pid;
+    checkpoint_target target{cred.pid, {}};
     if (snapshot) {
-        target = static_cast<int>(detail::proc_field(fmt::format("/proc/self/fdinfo/{}", fds.back().get()), "Pid"));
+        target.snapshot_pidfd = std::move(fds.back());
         fds.pop_back();
-        struct stat st {};
-        if (target <= 0 || detail::status_field(target, "PPid") != cred.pid ||
-            ::stat(fmt::format("/proc/{}", target).c_str(), &st) != 0 || st.st_uid != cred.uid)
+        // A pidfd's fdinfo names its process; any other fd names none.
+        target.pid = static_cast<int>(
+            detail::proc_field(fmt::format("/proc/self/fdinfo/{}", target.snapshot_pidfd.get()), "Pid"));
+        if (target.pid <= 0 || detail::status_field(target.pid, "PPid") != cred.pid)
             return failure{errc::not_permitted, "the snapshot named in the request is not a child of the caller"};
     }
+    if (cred.uid != 0 && !runs_as(target.pid, cred))
+        return failure{errc::not_permitted,
+                       fmt::format("pid {} no longer runs as uid {} and gid {} alone, or is not dumpable (a set-id "
+                                   "program?): this agent checkpoints a user's process only as that user",
+                                   target.pid, cred.uid, cred.gid)};
     // The connection named must really be the process's own open socket.
-    if (!detail::socket_inodes(target).count(request.socket_inode))
+    if (!detail::socket_inodes(target.pid).count(request.socket_inode))
         return failure{errc::not_permitted, "the socket named in the request is not the caller's"};
     return target;
 }
 
 }  // namespace
 
-asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, const ucred& cred,
+asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, const ucred& cred, unique_fd caller,
                                  const protocol::fork_request& request, std::vector<unique_fd>& stdio) {
     bool forward_stdin = request.flags & protocol::fork_request::forward_stdin;
-    auto target = checkpoint_target(cred, request, stdio);
-    if (auto* f = std::get_if<failure>(&target)) {
+    auto found = find_checkpoint_target(cred, request, stdio);
+    if (auto* f = std::get_if<failure>(&found)) {
         co_await answer_failure(program, *f);
         co_return;
     }
-    int pid = std::get<int>(target);
-    unique_fd parent_pidfd(static_cast<int>(::syscall(SYS_pidfd_open, cred.pid, 0)));
-    if (!parent_pidfd) co_return;  // the program is gone already
+    auto& target = std::get<checkpoint_target>(found);
+    int pid = target.pid;
+    int target_pidfd = target.snapshot_pidfd ? target.snapshot_pidfd.get() : caller.get();
+    unique_fd parent_pidfd = std::move(caller);
 
     if (pid == cred.pid)
         log("fork request from pid {} (uid {}) to {}", cred.pid, cred.uid, request.endpoint);
@@ -463,7 +520,7 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, cons
     auto relay = std::make_shared<child_relay>(agent.io.get_executor());
     std::variant<protocol::restored, failure> outcome;
     try {
-        outcome = co_await fork_process(agent, *relay, pid, cred, request);
+        outcome = co_await fork_process(agent, *relay, pid, target_pidfd, cred, request);
     } catch (const std::exception& e) {
         outcome = failure{errc::internal_error, e.what()};
     }
@@ -482,9 +539,18 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, cons
         restored.child_id, restored.pid, ms);
 
     auto ex = agent.io.get_executor();
-    relay->out.emplace(ex, std::move(stdio[0]));
-    relay->err.emplace(ex, std::move(stdio[1]));
-    if (forward_stdin) relay->in.emplace(ex, std::move(stdio[2]));
+    // A user's stdio is used as that user (parent_stdio.hpp).
+    std::optional<run_as> stdio_as;
+    if (cred.uid != 0) stdio_as = run_as{cred.uid, cred.gid, status_numbers(cred.pid, "Groups:"), 0};
+    const run_as* as = stdio_as ? &*stdio_as : nullptr;
+    relay->out.emplace(ex, std::move(stdio[0]), as);
+    relay->err.emplace(ex, std::move(stdio[1]), as);
+    if (forward_stdin) relay->in.emplace(ex, std::move(stdio[2]), as);
+    // Only as the parent's own open files allow (parent_stdio.hpp).
+    if (!relay->out->usable()) log("pid {}'s stdout is not open for writing: its child's output there is dropped", cred.pid);
+    if (!relay->err->usable()) log("pid {}'s stderr is not open for writing: its child's output there is dropped", cred.pid);
+    if (relay->in && !relay->in->usable())
+        log("pid {}'s stdin is not open for reading: its child's stdin ends at once", cred.pid);
     auto child = std::make_shared<forked_child>(ex);
     child->id = restored.child_id;
     child->host = restored.host;

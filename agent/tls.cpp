@@ -5,6 +5,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -17,6 +18,7 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <vector>
@@ -107,6 +109,27 @@ unsigned server_psk(SSL* ssl, const char* identity, unsigned char* psk, unsigned
 // path fails here.
 int refuse_any_certificate(int, X509_STORE_CTX* store) {
     X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+}
+
+// The names a server's certificate held, kept with the SSL when it failed for
+// naming another host: the sending agent says which, not just "verify failed".
+void free_names(void*, void* names, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<std::string*>(names); }
+
+int wrong_host_index() {
+    static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, free_names);
+    return index;
+}
+
+int remember_wrong_host(int ok, X509_STORE_CTX* store) {
+    int error = X509_STORE_CTX_get_error(store);
+    if (ok || (error != X509_V_ERR_HOSTNAME_MISMATCH && error != X509_V_ERR_IP_ADDRESS_MISMATCH)) return ok;
+    auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+    X509* cert = X509_STORE_CTX_get_current_cert(store);
+    if (ssl && cert && !SSL_get_ex_data(ssl, wrong_host_index())) {
+        auto names = std::make_unique<std::string>(certificate_names_text(cert));
+        if (SSL_set_ex_data(ssl, wrong_host_index(), names.get())) names.release();
+    }
     return 0;
 }
 
@@ -249,10 +272,42 @@ std::optional<asio::ssl::context> load_local_tls_context(const std::string& path
     return make_psk_context(std::move(*secret));
 }
 
-void prepare_client_handshake(SSL* ssl) {
+bool prepare_client_handshake(SSL* ssl, const std::string& host) {
     // Set on the client's SSL alone: on a server, SSL_VERIFY_PEER would make
     // OpenSSL demand a session id context for the PSK "resumption".
-    if (psk_of(SSL_get_SSL_CTX(ssl))) SSL_set_verify(ssl, SSL_VERIFY_PEER, refuse_any_certificate);
+    if (psk_of(SSL_get_SSL_CTX(ssl))) {
+        SSL_set_verify(ssl, SSL_VERIFY_PEER, refuse_any_certificate);
+        return true;
+    }
+    // OpenSSL checks the name as part of the chain (subjectAltName only, see
+    // make_tls_context), so a mismatch fails the handshake before a byte of
+    // ours goes out. An address literal is set as an address: OpenSSL 3.0's
+    // SSL_set1_host does so itself, but X509_VERIFY_PARAM_set1_host and
+    // older OpenSSL would match it against DNS entries only.
+    // A name is set as a name: SSL_set1_host would read "10.0.0.010" as the
+    // address 10.0.0.10 where the resolver dials 10.0.0.8 (octal).
+    bool set = is_address_literal(host)
+                   ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str()) == 1
+                   : X509_VERIFY_PARAM_set1_host(SSL_get0_param(ssl), host.c_str(), 0) == 1;
+    SSL_set_verify(ssl, SSL_get_verify_mode(ssl), remember_wrong_host);
+    return set;
+}
+
+std::optional<std::string> names_of_wrong_host(SSL* ssl) {
+    auto* names = static_cast<const std::string*>(SSL_get_ex_data(ssl, wrong_host_index()));
+    if (!names) return std::nullopt;
+    return *names;
+}
+
+std::optional<std::string> origin_refused(SSL* ssl, const std::string& origin) {
+    // With a secret, every holder is equal: the origin is unauthenticated.
+    if (!ssl || psk_of(SSL_get_SSL_CTX(ssl))) return std::nullopt;
+    X509* cert = SSL_get0_peer_certificate(ssl);
+    if (!cert) return "showed no certificate";
+    if (certificate_names_host(cert, origin)) return std::nullopt;
+    return fmt::format("claims to be {}, but its certificate names {}: an agent may claim only a name its "
+                       "certificate holds",
+                       origin, certificate_names_text(cert));
 }
 
 bool authenticated_as_required(SSL* ssl) {

@@ -1,6 +1,9 @@
 // "host:port" endpoints, as fork_remote and rfork-agent --listen take them.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <charconv>
 #include <cstdint>
 #include <optional>
@@ -31,9 +34,20 @@ struct endpoint {
         auto number = parse_port(port);
         // 253: the longest DNS name; it also keeps every endpoint within a message's string limit.
         if (host.empty() || host.size() > 253 || !number ||
-            host.find_first_of(" /\t\r\n") != std::string_view::npos)
+            host.find_first_of(" /\t\r\n") != std::string_view::npos || !plain_ipv4_if_numeric(host))
             return std::nullopt;
         return endpoint{std::string(host), *number};
+    }
+
+    // What the resolver takes for an IPv4 address must be one in its one
+    // plain form: it reads "10.0.0.010" (octal), "0xa.0.0.8" or "10.1"
+    // otherwise than anyone who checks the name, TLS included.
+    static bool plain_ipv4_if_numeric(std::string_view host) {
+        std::string text(host);
+        in_addr ignored{};
+        if (::inet_pton(AF_INET, text.c_str(), &ignored) == 1) return true;
+        bool numeric = host.find_first_not_of("0123456789.") == std::string_view::npos;
+        return !numeric && ::inet_aton(text.c_str(), &ignored) == 0;
     }
 
     static std::optional<std::uint16_t> parse_port(std::string_view text) {

@@ -15,14 +15,24 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/ssl.hpp>
 
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -124,12 +134,86 @@ private:
     std::thread thread_;
 };
 
-// An authority in `pki` and the certificate it signs for `host` there
-// (host.crt, host.key, ca.crt), made by rfork-agent keygen.
-void make_certificates(const std::string& pki, const std::string& host) {
+// An authority in `pki` and the certificates it signs there for `hosts`
+// (HOST.crt, HOST.key, ca.crt), made by rfork-agent keygen.
+void make_certificates(const std::string& pki, const std::vector<std::string>& hosts) {
     const auto agent = program_path("rfork-agent");
     REQUIRE(running_program({agent, "keygen", "--ca", pki}).finish(30s).status == 0);
-    REQUIRE(running_program({agent, "keygen", "--host", host, "--ca", pki, pki}).finish(30s).status == 0);
+    for (auto& host : hosts)
+        REQUIRE(running_program({agent, "keygen", "--host", host, "--ca", pki, pki}).finish(30s).status == 0);
+}
+
+// An agent's options for the certificate of `host` in `pki`.
+std::string certificate_args(const std::string& pki, const std::string& host) {
+    return "--cert " + pki + "/" + host + ".crt --key " + pki + "/" + host + ".key --ca " + pki + "/ca.crt";
+}
+
+template <typename T, void (*Free)(T*)>
+struct openssl_deleter {
+    void operator()(T* p) const { Free(p); }
+};
+using x509_ptr = std::unique_ptr<X509, openssl_deleter<X509, X509_free>>;
+using pkey_ptr = std::unique_ptr<EVP_PKEY, openssl_deleter<EVP_PKEY, EVP_PKEY_free>>;
+
+x509_ptr read_certificate(const std::string& path) {
+    std::unique_ptr<FILE, decltype(&std::fclose)> file(std::fopen(path.c_str(), "r"), std::fclose);
+    REQUIRE(file);
+    x509_ptr cert(PEM_read_X509(file.get(), nullptr, nullptr, nullptr));
+    REQUIRE(cert);
+    return cert;
+}
+
+// A certificate's subjectAltName entries, as "DNS:name" and "IP:address".
+std::vector<std::string> subject_alt_names(const std::string& path) {
+    auto cert = read_certificate(path);
+    std::vector<std::string> names;
+    auto* all = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr));
+    for (int i = 0; all && i < sk_GENERAL_NAME_num(all); ++i) {
+        const GENERAL_NAME* entry = sk_GENERAL_NAME_value(all, i);
+        if (entry->type == GEN_DNS) {
+            names.push_back("DNS:" + std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(entry->d.dNSName)),
+                                                 static_cast<std::size_t>(ASN1_STRING_length(entry->d.dNSName))));
+        } else if (entry->type == GEN_IPADD) {
+            char text[INET6_ADDRSTRLEN] = "";
+            int length = ASN1_STRING_length(entry->d.iPAddress);
+            ::inet_ntop(length == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(entry->d.iPAddress), text, sizeof text);
+            names.push_back(std::string("IP:") + text);
+        } else {
+            names.push_back("other:" + std::to_string(entry->type));
+        }
+    }
+    GENERAL_NAMES_free(all);
+    return names;
+}
+
+// A certificate as keygen made them before they named their host: CN only,
+// signed by the authority in `pki` (PKI/NAME.crt, PKI/NAME.key, mode 0600).
+void make_certificate_without_names(const std::string& pki, const std::string& name) {
+    auto ca = read_certificate(pki + "/ca.crt");
+    std::unique_ptr<FILE, decltype(&std::fclose)> ca_key_file(std::fopen((pki + "/ca.key").c_str(), "r"), std::fclose);
+    REQUIRE(ca_key_file);
+    pkey_ptr ca_key(PEM_read_PrivateKey(ca_key_file.get(), nullptr, nullptr, nullptr));
+    pkey_ptr key(EVP_EC_gen("P-256"));
+    x509_ptr cert(X509_new());
+    REQUIRE((ca_key && key && cert));
+    X509_set_version(cert.get(), 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 4242);
+    X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600);
+    X509_set_pubkey(cert.get(), key.get());
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "CN", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1, 0);
+    X509_set_issuer_name(cert.get(), X509_get_subject_name(ca.get()));
+    REQUIRE(X509_sign(cert.get(), ca_key.get(), EVP_sha256()) != 0);
+    auto key_path = pki + "/" + name + ".key";
+    int fd = ::open(key_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    std::unique_ptr<FILE, decltype(&std::fclose)> key_file(::fdopen(fd, "w"), std::fclose);
+    std::unique_ptr<FILE, decltype(&std::fclose)> cert_file(std::fopen((pki + "/" + name + ".crt").c_str(), "w"),
+                                                           std::fclose);
+    REQUIRE((key_file && cert_file));
+    REQUIRE(PEM_write_PrivateKey(key_file.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1);
+    REQUIRE(PEM_write_X509(cert_file.get(), cert.get()) == 1);
 }
 
 std::vector<std::string> as_user(const char* uid, std::vector<std::string> argv) {
@@ -142,6 +226,29 @@ std::vector<std::string> as_user(const char* uid, std::vector<std::string> argv)
 // Where `host`'s agent keeps its host's own secret, as the test sees it.
 std::string local_secret_of(const test_hosts& hosts, const std::string& host) {
     return "/proc/" + std::to_string(hosts.agent_pid(host)) + "/root/run/rfork/local.secret";
+}
+
+// An agent started with `credentials`, its socket and work dir in `run_dir`,
+// that refuses them: it exits 1, having listened on nothing and made
+// nothing; and doctor, given the same options, fails too. Their runs.
+struct refused_start {
+    run_result agent, doctor;
+};
+refused_start start_refused(const std::filesystem::path& run_dir, const std::vector<std::string>& credentials) {
+    std::vector<std::string> argv{program_path("rfork-agent"), "--listen", "127.0.0.1:7999", "--socket",
+                                  (run_dir / "agent.sock").string(), "--work-dir", (run_dir / "work").string()};
+    argv.insert(argv.end(), credentials.begin(), credentials.end());
+    refused_start runs;
+    runs.agent = running_program(argv).finish(30s);
+    INFO("agent's stderr: " << runs.agent.err);
+    CHECK(runs.agent.status == 1);
+    CHECK_FALSE(std::filesystem::exists(run_dir / "agent.sock"));
+    CHECK_FALSE(std::filesystem::exists(run_dir / "work"));
+    argv.insert(argv.begin() + 1, "doctor");
+    runs.doctor = running_program(argv).finish(60s);
+    INFO("doctor's stdout: " << runs.doctor.out << "\ndoctor's stderr: " << runs.doctor.err);
+    CHECK(runs.doctor.status != 0);
+    return runs;
 }
 
 }  // namespace
@@ -265,6 +372,46 @@ TEST_SUITE("integration.auth") {
         check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
 
+    TEST_CASE("a flood of failed TLS handshakes makes at most a line a second in the log") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto started = std::chrono::steady_clock::now();
+        constexpr int flood = 40;
+        std::vector<int> peers;
+        for (int i = 0; i < flood; ++i) {
+            int fd = -1;
+            hosts.in_network("a", [&] { fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); });
+            REQUIRE(fd >= 0);
+            peers.push_back(fd);
+            sockaddr_in to{};
+            to.sin_family = AF_INET;
+            to.sin_port = htons(7000);
+            REQUIRE(::inet_pton(AF_INET, hosts.address("b").c_str(), &to.sin_addr) == 1);
+            timeval bound{30, 0};
+            ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
+            REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+            const char garbage[] = "GET / HTTP/1.1\r\n\r\n";
+            REQUIRE(::write(fd, garbage, sizeof garbage - 1) == static_cast<ssize_t>(sizeof garbage - 1));
+        }
+        // Each connection is through (refused) once the agent has closed it.
+        int closed = 0;
+        for (int fd : peers) {
+            char buffer[4096];
+            ssize_t n;
+            while ((n = ::read(fd, buffer, sizeof buffer)) > 0) {
+            }
+            closed += n == 0 || errno == ECONNRESET;
+            ::close(fd);
+        }
+        REQUIRE(closed == flood);
+        auto seconds = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started);
+        auto lines = lines_with(hosts.agent_log("b"), "refused ").size();
+        INFO(agent_logs(hosts, {"b"}));
+        CHECK(lines >= 1);
+        CHECK(lines <= static_cast<std::size_t>(seconds.count()) + 2);
+        check_nothing_left(hosts, {"a", "b"}, {});
+    }
+
     TEST_CASE("a receiver restores processes of root only when started with --allow-root") {
         require_fork_environment();
         test_hosts hosts({"a", "b"}, {.allow_root = false});
@@ -324,14 +471,165 @@ TEST_SUITE("integration.auth") {
         auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
         INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
         CHECK(lines_with(r.out, "child goes on").size() == 1);
-        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+        // b's certificate names its address too (scripts/hosts): dialed by it, it passes as well.
+        auto by_address = hosts.run("a", {program_path("fork_or_report"), hosts.address("b") + ":7000"});
+        INFO("by address: stdout: " << by_address.out << "\nstderr: " << by_address.err);
+        CHECK(lines_with(by_address.out, "child goes on").size() == 1);
+        // The origin b records is the name a's certificate holds.
+        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return lines_with(log, " restored: ").size() >= 2; }));
+        CHECK(lines_with(hosts.agent_log("b"), " on a)").size() == 2);
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 2}});
+    }
+
+    TEST_CASE("keygen with several --host names them all in subjectAltName and the first names the files") {
+        require_fork_environment();
+        temp_dir dir("auth");
+        const auto agent = program_path("rfork-agent");
+        auto pki = (dir.path / "pki").string();
+        fs::create_directory(pki);
+        REQUIRE(running_program({agent, "keygen", "--ca", pki}).finish(30s).status == 0);
+        auto out = dir.path / "out";
+        fs::create_directory(out);
+        auto made = running_program({agent, "keygen", "--host", "node1.example", "--host", "10.1.2.3", "--host",
+                                     "fd00::7", "--ca", pki, out.string()})
+                        .finish(30s);
+        INFO("stderr: " << made.err);
+        REQUIRE(made.status == 0);
+        CHECK(subject_alt_names((out / "node1.example.crt").string()) ==
+              std::vector<std::string>{"DNS:node1.example", "IP:10.1.2.3", "IP:fd00::7"});
+        std::vector<std::string> files;
+        for (auto& entry : fs::directory_iterator(out)) files.push_back(entry.path().filename().string());
+        std::sort(files.begin(), files.end());
+        CHECK(files == std::vector<std::string>{"node1.example.crt", "node1.example.key"});
+        // One name is one entry.
+        REQUIRE(running_program({agent, "keygen", "--host", "b", "--ca", pki, out.string()}).finish(30s).status == 0);
+        CHECK(subject_alt_names((out / "b.crt").string()) == std::vector<std::string>{"DNS:b"});
+
+        // An address cannot name the files, nor a name be odd or repeated: nothing is made.
+        struct refusal {
+            std::vector<std::string> names;
+            std::string error;
+        };
+        for (auto& bad : {refusal{{"fd00::7", "node2"}, "give a name first and the address after it"},
+                          refusal{{"node2", "bad name"}, "neither a plain host name"},
+                          refusal{{"node2", "*.example"}, "neither a plain host name"},
+                          refusal{{"node2", "10.1.2.3", "10.1.2.3"}, "--host 10.1.2.3 is given twice"}}) {
+            CAPTURE(bad.error);
+            std::vector<std::string> argv{agent, "keygen"};
+            for (auto& name : bad.names) argv.insert(argv.end(), {"--host", name});
+            argv.insert(argv.end(), {"--ca", pki, out.string()});
+            auto r = running_program(argv).finish(30s);
+            INFO("stderr: " << r.err);
+            CHECK(r.status == 1);
+            CHECK(r.err.find(bad.error) != std::string::npos);
+            CHECK(std::distance(fs::directory_iterator(out), fs::directory_iterator{}) == 4);
+        }
+    }
+
+    TEST_CASE("an agent refuses a certificate that names no host and a --name its certificate does not hold") {
+        require_fork_environment();
+        temp_dir dir("auth");
+        auto pki = dir.path.string();
+        make_certificates(pki, {"b"});
+        make_certificate_without_names(pki, "old");
+        REQUIRE(subject_alt_names(pki + "/old.crt").empty());
+        struct refusal {
+            std::string cert, name, error, fix;
+        };
+        for (auto& bad : {refusal{"old", "", "--cert " + pki + "/old.crt names no host (it has no subjectAltName",
+                                  "make it again with rfork-agent keygen --host NAME"},
+                          refusal{"b", "c", "--name c is not a name of --cert " + pki + "/b.crt (it names b)",
+                                  "make the certificate again with rfork-agent keygen --host c"}}) {
+            CAPTURE(bad.cert);
+            auto run_dir = dir.path / ("run-" + bad.cert);
+            fs::create_directory(run_dir);
+            std::vector<std::string> credentials{"--cert", pki + "/" + bad.cert + ".crt", "--key",
+                                                 pki + "/" + bad.cert + ".key", "--ca", pki + "/ca.crt"};
+            if (!bad.name.empty()) credentials.insert(credentials.end(), {"--name", bad.name});
+            auto [started, doctor] = start_refused(run_dir, credentials);
+            INFO("agent's stderr: " << started.err);
+            CHECK(started.err.find(bad.error) != std::string::npos);
+            CHECK(started.err.find(bad.fix) != std::string::npos);
+            INFO("doctor's stdout: " << doctor.out << "\ndoctor's stderr: " << doctor.err);
+            if (bad.name.empty()) {
+                CHECK(only_line(doctor.out, "FAIL credentials load").find("names no host") != std::string::npos);
+            } else {
+                CHECK(only_line(doctor.out, "FAIL certificate names").find("not --name c") != std::string::npos);
+            }
+        }
+    }
+
+    TEST_CASE("a stolen node key does not pass for another node and nothing is sent to it") {
+        require_fork_environment();
+        temp_dir dir("auth");
+        auto pki = dir.path.string();
+        make_certificates(pki, {"a", "c"});
+        // b's agent holds c's certificate and key, signed by the authority a
+        // trusts, and calls itself c, as a thief of c's key would.
+        test_hosts hosts({"a", "b"}, {.agent_args = {"a=" + certificate_args(pki, "a"),
+                                                     "b=" + certificate_args(pki, "c") + " --name c"},
+                                      .certificates = true});
+        for (const auto& host : {std::string("b"), hosts.address("b")}) {
+            CAPTURE(host);
+            auto r = hosts.run("a", {program_path("fork_or_report"), host + ":7000"});
+            INFO(agent_logs(hosts, {"a", "b"}));
+            auto error = expect_failed_fork(r, rfork::errc::not_permitted);
+            CHECK(error.find("the agent at " + host + ":7000 showed a certificate for c, not " + host) !=
+                  std::string::npos);
+        }
+        // doctor --peer on a says the same.
+        auto doctor = hosts.run("a", {program_path("rfork-agent"), "doctor", "--listen", "0.0.0.0:7000", "--cert",
+                                      pki + "/a.crt", "--key", pki + "/a.key", "--ca", pki + "/ca.crt", "--allow-root",
+                                      "--peer", "b:7000"});
+        INFO("doctor's stdout: " << doctor.out << "\ndoctor's stderr: " << doctor.err);
+        CHECK(doctor.status != 0);
+        CHECK(only_line(doctor.out, "ok   certificate names").find("a: peers must dial") != std::string::npos);
+        CHECK(only_line(doctor.out, "FAIL peer b:7000").find("showed a certificate for c, not b") != std::string::npos);
+        // b saw the handshakes fail (failed handshakes are logged at most
+        // once a second), and took no image.
+        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return !lines_with(log, "refused ").empty(); }));
+        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+        check_nothing_left(hosts, {"a", "b"}, {});
+    }
+
+    TEST_CASE("a peer may claim as origin only a name its certificate holds") {
+        require_fork_environment();
+        temp_dir dir("auth");
+        auto pki = dir.path.string();
+        make_certificates(pki, {"a", "b", "c"});
+        test_hosts hosts({"a", "b"}, {.agent_args = {"a=" + certificate_args(pki, "a"), "b=" + certificate_args(pki, "b")},
+                                      .certificates = true});
+        // A peer with c's certificate, valid, claims to be a: refused before anything is received.
+        auto claim = hosts.raw_tls_peer_with_certificate("a", hosts.address("b"), 7000, "origin=a", pki + "/c.crt",
+                                                         pki + "/c.key", pki + "/ca.crt");
+        INFO("raw peer claiming a: " << claim.out << agent_logs(hosts, {"b"}));
+        CHECK(claim.status == 0);
+        auto refusals = lines_with(claim.out, "error code=" + error_value(rfork::errc::not_permitted));
+        REQUIRE(refusals.size() == 1);
+        CHECK(refusals[0].find("claims to be a, but its certificate names c") != std::string::npos);
+        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("claims to be a") != std::string::npos; }));
+        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+
+        // The same peer as itself gets past that check (and no further: its image never comes).
+        auto honest = hosts.raw_tls_peer_with_certificate("a", hosts.address("b"), 7000, "origin=c", pki + "/c.crt",
+                                                          pki + "/c.key", pki + "/ca.crt");
+        INFO("raw peer claiming c: " << honest.out);
+        CHECK(honest.status == 0);
+        CHECK(lines_with(honest.out, "error code=").size() == 1);
+        CHECK(lines_with(honest.out, "error code=" + error_value(rfork::errc::not_permitted)).empty());
+        CHECK(hosts.wait_for_log("b", [](const std::string& log) {
+            return log.find("receiving an image of 4096 bytes") != std::string::npos;
+        }));
+        CHECK(lines_with(hosts.agent_log("b"), "receiving an image").size() == 1);
+        CHECK(lines_with(hosts.agent_log("b"), "(pid 1234 on c)").size() == 1);
+        check_nothing_left(hosts, {"a", "b"}, {});
     }
 
     TEST_CASE("an agent whose certificate another authority signed is refused and nothing is restored") {
         require_fork_environment();
         temp_dir dir("auth");
         auto pki = dir.path.string();
-        make_certificates(pki, "b");
+        make_certificates(pki, {"b"});
         test_hosts hosts({"a", "b"}, {.agent_args = {"b=--cert " + pki + "/b.crt --key " + pki + "/b.key --ca " + pki +
                                                      "/ca.crt"},
                                       .certificates = true});
@@ -481,7 +779,7 @@ TEST_SUITE("integration.auth") {
         REQUIRE(running_program({agent, "keygen", good}).finish(30s).status == 0);
         auto pki = (dir.path / "pki").string();
         fs::create_directory(pki);
-        make_certificates(pki, "b");
+        make_certificates(pki, {"b"});
         const auto good_key = pki + "/b.key";
         using p = fs::perms;
         auto copy = [](const std::string& from, const std::string& to, fs::perms mode) {
@@ -519,27 +817,13 @@ TEST_SUITE("integration.auth") {
             std::vector<std::string> credentials =
                 bad.is_key ? std::vector<std::string>{"--cert", pki + "/b.crt", "--key", path, "--ca", pki + "/ca.crt"}
                            : std::vector<std::string>{"--secret-file", path};
-            std::vector<std::string> args{"--listen", "127.0.0.1:7999", "--socket", (run_dir / "agent.sock").string(),
-                                          "--work-dir", (run_dir / "work").string()};
-            args.insert(args.end(), credentials.begin(), credentials.end());
-
-            std::vector<std::string> argv{agent};
-            argv.insert(argv.end(), args.begin(), args.end());
-            auto started = running_program(argv).finish(30s);
+            auto [started, doctor] = start_refused(run_dir, credentials);
             INFO("agent's stderr: " << started.err);
-            CHECK(started.status == 1);
             CHECK(started.err.find("refusing " + std::string(bad.is_key ? "--key " : "--secret-file ") + path + ": ") !=
                   std::string::npos);  // the file is named
             CHECK(started.err.find(bad.why) != std::string::npos);
             CHECK(started.err.find("Fix: " + bad.fix) != std::string::npos);
-            // It listened on nothing and made nothing.
-            CHECK_FALSE(fs::exists(run_dir / "agent.sock"));
-            CHECK_FALSE(fs::exists(run_dir / "work"));
-
-            argv.insert(argv.begin() + 1, "doctor");
-            auto doctor = running_program(argv).finish(60s);
             INFO("doctor's stdout: " << doctor.out << "\ndoctor's stderr: " << doctor.err);
-            CHECK(doctor.status != 0);
             auto failure = only_line(doctor.out, std::string(bad.is_key ? "FAIL key " : "FAIL secret file ") + path);
             CHECK(failure.find(bad.why) != std::string::npos);
             if (!bad.fix.empty()) CHECK(doctor.out.find("  fix: " + bad.fix) != std::string::npos);
@@ -551,7 +835,7 @@ TEST_SUITE("integration.auth") {
         require_fork_environment();
         temp_dir dir("auth");
         auto pki = dir.path.string();
-        make_certificates(pki, "mitm");
+        make_certificates(pki, {"mitm"});
         test_hosts hosts({"a"});
         certificate_server server(hosts, "a", pki + "/mitm.crt", pki + "/mitm.key");
         auto where = "127.0.0.1:" + std::to_string(server.port());

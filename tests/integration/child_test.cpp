@@ -1,7 +1,8 @@
 // The forked child as its parent sees it: its output in the parent's stdout
 // and stderr, its exit status through wait(), signals through kill(), the
 // parent's stdin, a life after the parent's, rfork-agent list and kill on its
-// host, and chains of forks. The programs are programs/child_program.cpp and
+// host, and chains of forks; stdio the agent must use with care (a silent
+// socket, a stdout open only for reading, regular files). The programs are programs/child_program.cpp and
 // programs/chain_probe.cpp.
 #include "event_wait.hpp"
 #include "harness.hpp"
@@ -12,6 +13,7 @@
 
 #include <poll.h>
 #include <sys/inotify.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -379,6 +381,110 @@ TEST_SUITE("integration.child") {
         CHECK(field(child, "eof") == "1");
         CHECK(field(child, "bytes") == "0");
         check_nothing_left(hosts, {"a", "b"}, {{"b", 2}});
+    }
+
+    TEST_CASE("a forwarded stdin that is a silent socket holds up neither the agent nor other forks") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        // The program's stdin is one end of a socket pair; the test holds the
+        // other, and says nothing until the checks below are done. CRIU finds
+        // unix sockets in the process's own network namespace: a's.
+        int pair[2] = {-1, -1};
+        hosts.in_network("a", [&] { ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair); });
+        REQUIRE(pair[0] >= 0);
+        auto program = hosts.start("a", {program_path(child_program), "stdin", "b:7000", "forward", "120"}, {}, false,
+                                   pair[0]);
+        ::close(pair[0]);
+        bool restored = hosts.wait_for_log("b", [](const std::string& log) { return !restored_ids(log).empty(); });
+        // While a's agent waits on that socket for the child's stdin, it
+        // forks another program and answers rfork-agent list.
+        auto other = hosts.run("a", {program_path("fork_or_report"), "b:7000"}, {}, 60s);
+        auto list = hosts.run("a", {program_path("rfork-agent"), "list"}, {}, 30s);
+        // Then the socket speaks and ends: the child reads all of it.
+        const std::string hello = "hello\n";
+        auto written = ::send(pair[1], hello.data(), hello.size(), MSG_NOSIGNAL);
+        ::close(pair[1]);
+        auto r = program.finish(120s);
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << "\nother fork: " << other.out << other.err
+                        << "\nlist on a: " << list.out << list.err << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(restored);
+        CHECK(other.status == 0);
+        CHECK(lines_with(other.out, "parent id=").size() == 1);
+        CHECK(list.status == 0);
+        CHECK(lines_of(list.out).size() == 1);  // the header: a runs no child
+        CHECK(written == static_cast<ssize_t>(hello.size()));
+        REQUIRE(r.status == 0);
+        auto child = only_line(r.out, "child stdin ");
+        CHECK(field(child, "eof") == "1");
+        CHECK(field(child, "data") == "hello\\n");
+        auto waited = only_line(r.out, "parent waited ");
+        CHECK(field(waited, "status") == "0");
+        // The agent waited on the socket without making it non-blocking: its open file is the parent's too.
+        CHECK(field(waited, "stdin_nonblocking") == "0");
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 2}});
+    }
+
+    TEST_CASE("the agent never writes the child's output into a parent's stdout that is open only for reading") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        shared_dir dir;
+        auto report_path = dir.path + "/report";
+        auto r = hosts.run("a", {program_path(child_program), "readonly-stdout", "b:7000", report_path});
+        auto report = read_file(report_path);
+        INFO("program status: " << r.status << "\nreport: " << report << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(r.status == 0);
+        // The fork worked: the parent got the child's own exit code.
+        CHECK(field(only_line(report, "parent waited "), "status") == "7");
+        // And its stdout, a pipe's read end, holds nothing once the child has ended.
+        auto held = only_line(report, "parent stdout ");
+        CHECK(field(held, "bytes") == "0");
+        CHECK(field(held, "data") == "");
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
+    TEST_CASE("the child's output reaches a parent's stdout and stderr that are regular files") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        shared_dir dir;
+        auto out_path = dir.path + "/out", err_path = dir.path + "/err";
+        const int lines_out = 300, lines_err = 200;
+        auto r = hosts.run("a", {"/bin/sh", "-c", "exec \"$0\" \"$@\" >\"$RFORK_TEST_OUTPUT\" 2>\"$RFORK_TEST_ERRORS\"",
+                                 program_path(child_program), "output", "b:7000", std::to_string(lines_out),
+                                 std::to_string(lines_err)},
+                           {{"RFORK_TEST_OUTPUT", out_path}, {"RFORK_TEST_ERRORS", err_path}});
+        auto out = read_file(out_path), err = read_file(err_path);
+        INFO("status: " << r.status << "\nstderr file: " << err.substr(0, 2000) << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(r.status == 0);
+        auto forked = only_line(out, "parent forked id=");
+        std::string expected_out = "parent before fork\n";
+        for (int i = 0; i < lines_out; ++i) expected_out += "out " + std::to_string(i) + "\n";
+        expected_out += forked + "\nparent waited status=0\n";
+        bool same_out = out == expected_out;
+        CHECK_MESSAGE(same_out, "stdout file: " << describe_difference(out, expected_out));
+        std::string expected_err = "parent stderr before fork\n";
+        for (int i = 0; i < lines_err; ++i) expected_err += "err " + std::to_string(i) + "\n";
+        expected_err += "parent stderr waited\n";
+        bool same_err = err == expected_err;
+        CHECK_MESSAGE(same_err, "stderr file: " << describe_difference(err, expected_err));
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
+    TEST_CASE("with forward_stdin the child reads a parent's stdin that is a regular file to its end") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        shared_dir dir;
+        auto input = dir.path + "/input";
+        std::ofstream(input) << "from\na file\n";
+        auto r = hosts.run("a", {"/bin/sh", "-c", "exec \"$0\" stdin b:7000 forward <\"$RFORK_TEST_INPUT\"",
+                                 program_path(child_program)},
+                           {{"RFORK_TEST_INPUT", input}});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(r.status == 0);
+        auto child = only_line(r.out, "child stdin ");
+        CHECK(field(child, "eof") == "1");
+        CHECK(field(child, "data") == "from\\na\\sfile\\n");
+        CHECK(field(only_line(r.out, "parent waited "), "status") == "0");
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
 
     TEST_CASE("rfork-agent list shows a running child on its host and rfork-agent kill ends it") {

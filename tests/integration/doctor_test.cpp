@@ -158,6 +158,19 @@ TEST_SUITE("integration.doctor") {
         INFO("stdout: " << bad.out << "\nstderr: " << bad.err);
         auto failure = the_one_failure(bad, "FAIL local secret " + secret);
         CHECK(line_after(bad.out, failure).starts_with("  fix: rm " + secret));
+
+        // Another local secret than the agent's: its TLS fails, and doctor
+        // says why in terms of credentials, not of certificates.
+        temp_dir other("doctor");
+        auto own = (other.path / "local.secret").string();
+        REQUIRE(running_program({program_path("rfork-agent"), "keygen", own}).finish(30s).status == 0);
+        auto apart = doctor(hosts, "a", {"--listen", "127.0.0.1:7002", "--socket", (other.path / "agent.sock").string(),
+                                         "--peer", "127.0.0.1:7000"});
+        INFO("stdout: " << apart.out << "\nstderr: " << apart.err);
+        auto refused = the_one_failure(apart, "FAIL peer 127.0.0.1:7000");
+        CHECK(refused.find("without credentials") != std::string::npos);
+        CHECK(refused.find(own) != std::string::npos);
+        CHECK(refused.find("certificate") == std::string::npos);
     }
 
     TEST_CASE("doctor fails a listen port that another program holds") {

@@ -7,6 +7,9 @@
 #include <rfork/error.hpp>
 #include <rfork/protocol.hpp>
 
+#include <filesystem>
+#include <fstream>
+
 using namespace rfork::test;
 
 TEST_SUITE("integration.failure") {
@@ -91,4 +94,26 @@ TEST_SUITE("integration.failure") {
         CHECK(lines_with(r.out, "parent id=").size() == 1);
         CHECK(lines_with(r.out, "child goes on").size() == 1);
     }
+
+    TEST_CASE("an agent given a CRIU that is a script refuses to start and makes nothing") {
+        // CRIU runs through an fd, where no #! script can run: refused at
+        // start, not at the first fork.
+        require_fork_environment();
+        temp_dir dir("criu-script");
+        auto script = (dir.path / "criu").string();
+        {
+            std::ofstream out(script);
+            out << "#!/bin/sh\nexec " << RFORK_AGENT_CRIU << " \"$@\"\n";
+        }
+        std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+        auto state = dir.path / "agent";
+        auto r = running_program({program_path("rfork-agent"), "--listen", "127.0.0.1:7999", "--criu", script,
+                                  "--socket", (state / "agent.sock").string(), "--work-dir", (state / "work").string()})
+                     .finish(30s);
+        INFO("stderr: " << r.err);
+        CHECK(r.status == 1);
+        CHECK(r.err.find("no usable CRIU binary at " + script) != std::string::npos);
+        CHECK_FALSE(std::filesystem::exists(state));  // no socket, secret or work dir
+    }
 }
+

@@ -55,6 +55,8 @@ bool executable(const std::string& path) {
 struct raw_request {
     rfork::detail::bytes bytes;
     bool end_sending = true;
+    // Sent every 200 ms until the agent answers: one byte of the image at a time.
+    rfork::detail::bytes trickle;
 };
 
 raw_request raw_request_of(const std::string& mode) {
@@ -76,6 +78,21 @@ raw_request raw_request_of(const std::string& mode) {
         append(protocol::encode_handshake(protocol::role::sender));
         append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 4096}));
         append(protocol::encode(protocol::image_file{"pages-1.img", 4096}));
+        r.end_sending = false;
+    } else if (mode.starts_with("origin=")) {
+        // The start of an image from the origin named; then the stream ends.
+        append(protocol::encode_handshake(protocol::role::sender));
+        append(protocol::encode(protocol::image_begin{mode.substr(7), 1234, 5678, {}, 4096}));
+    } else if (mode == "big_file") {
+        append(protocol::encode_handshake(protocol::role::sender));
+        append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 1 << 30}));
+        append(protocol::encode(protocol::image_file{"mm-1.img", (64 << 20) + 1}));
+    } else if (mode == "trickle") {
+        append(protocol::encode_handshake(protocol::role::sender));
+        append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 1 << 20}));
+        append(protocol::encode(protocol::image_file{"pages-1.img", 1 << 20}));
+        unsigned char byte = 0;
+        r.trickle = protocol::encode_frame(protocol::message_type::image_data, std::span(&byte, 1));
         r.end_sending = false;
     } else if (mode == "silent") {
         r.end_sending = false;
@@ -114,15 +131,6 @@ std::string describe_answer(const rfork::detail::bytes& answer) {
     return out + "closed\n";
 }
 
-std::vector<unsigned char> read_secret_bytes(const std::string& path) {
-    auto text = read_file(path);
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-    if (text.size() < 64 || text.size() % 2) fail_setup("not a secret file: " + path);
-    std::vector<unsigned char> secret;
-    for (std::size_t i = 0; i < text.size(); i += 2)
-        secret.push_back(static_cast<unsigned char>(std::stoi(text.substr(i, 2), nullptr, 16)));
-    return secret;
-}
 
 int secret_index() {
     static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
@@ -148,9 +156,30 @@ std::string openssl_error(SSL* ssl, int ret) {
     return "SSL error " + std::to_string(error) + ": " + text;
 }
 
+using ctx_ptr = std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)>;
+
+// TLS 1.3 as the agents speak it: with their PSK (see offer_psk), or with a
+// certificate and its key, checking the agent's against `ca`.
+ctx_ptr tls_client(bool psk) {
+    ctx_ptr ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
+    if (psk) SSL_CTX_set_ciphersuites(ctx.get(), "TLS_AES_128_GCM_SHA256");
+    return ctx;
+}
+
+ctx_ptr certificate_client(const std::string& cert, const std::string& key, const std::string& ca) {
+    auto ctx = tls_client(false);
+    if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_load_verify_locations(ctx.get(), ca.c_str(), nullptr) != 1)
+        fail_setup("raw_tls_peer: cannot load " + cert + ", " + key + " and " + ca);
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    return ctx;
+}
+
 // Sends `request` inside TLS (blocking, each step bounded by `deadline`) and
-// reads the answer until the agent closes.
-run_result tls_exchange(int fd, const std::vector<unsigned char>& secret, const raw_request& request,
+// reads the answer until the agent closes. `secret`: the PSK, for a context of tls_client(true).
+run_result tls_exchange(int fd, SSL_CTX* ctx, const std::vector<unsigned char>* secret, const raw_request& request,
                         std::chrono::steady_clock::time_point deadline) {
     run_result result;
     auto bound_io = [&] {
@@ -161,12 +190,11 @@ run_result tls_exchange(int fd, const std::vector<unsigned char>& secret, const 
         ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         return true;
     };
-    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
-    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
-    SSL_CTX_set_ciphersuites(ctx.get(), "TLS_AES_128_GCM_SHA256");
-    std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx.get()), SSL_free);
-    SSL_set_ex_data(ssl.get(), secret_index(), const_cast<std::vector<unsigned char>*>(&secret));
-    SSL_set_psk_client_callback(ssl.get(), offer_psk);
+    std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx), SSL_free);
+    if (secret) {
+        SSL_set_ex_data(ssl.get(), secret_index(), const_cast<std::vector<unsigned char>*>(secret));
+        SSL_set_psk_client_callback(ssl.get(), offer_psk);
+    }
     SSL_set_fd(ssl.get(), fd);
     int ret = bound_io() ? SSL_connect(ssl.get()) : -1;
     if (ret != 1) {
@@ -176,9 +204,23 @@ run_result tls_exchange(int fd, const std::vector<unsigned char>& secret, const 
     }
     if (!request.bytes.empty() && bound_io())
         SSL_write(ssl.get(), request.bytes.data(), static_cast<int>(request.bytes.size()));
+    rfork::detail::bytes answer;
+    // Far more often than any idle timeout, until the agent says more than its handshake.
+    auto handshake_size = rfork::protocol::encode_handshake(rfork::protocol::role::agent).size();
+    while (!request.trickle.empty() && answer.size() <= handshake_size) {
+        pollfd readable{fd, POLLIN, 0};
+        if (SSL_pending(ssl.get()) > 0 || ::poll(&readable, 1, 200) != 0) {
+            unsigned char buffer[4096];
+            int n = bound_io() ? SSL_read(ssl.get(), buffer, sizeof buffer) : -1;
+            if (n <= 0) break;
+            answer.insert(answer.end(), buffer, buffer + n);
+            continue;
+        }
+        if (!bound_io() || SSL_write(ssl.get(), request.trickle.data(), static_cast<int>(request.trickle.size())) <= 0)
+            break;
+    }
     // close_notify: the agent reads an end of stream, as after raw_peer's shutdown.
     if (request.end_sending && bound_io()) SSL_shutdown(ssl.get());
-    rfork::detail::bytes answer;
     for (;;) {
         unsigned char buffer[4096];
         int n = bound_io() ? SSL_read(ssl.get(), buffer, sizeof buffer) : -1;
@@ -192,6 +234,16 @@ run_result tls_exchange(int fd, const std::vector<unsigned char>& secret, const 
 }
 
 }  // namespace
+
+std::vector<unsigned char> read_secret_bytes(const std::string& path) {
+    auto text = read_file(path);
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    if (text.size() < 64 || text.size() % 2) fail_setup("not a secret file: " + path);
+    std::vector<unsigned char> secret;
+    for (std::size_t i = 0; i < text.size(); i += 2)
+        secret.push_back(static_cast<unsigned char>(std::stoi(text.substr(i, 2), nullptr, 16)));
+    return secret;
+}
 
 void require_fork_environment() {
     std::string missing;
@@ -211,7 +263,7 @@ void require_fork_environment() {
 // ---- running_program -------------------------------------------------------
 
 running_program::running_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
-                                 bool terminal) {
+                                 bool terminal, int stdin_fd) {
     int out[2], err[2];
     if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) fail_setup("pipe2 failed");
     int master = -1;
@@ -238,8 +290,7 @@ running_program::running_program(const std::vector<std::string>& argv, const std
             ::setsid();
             ::dup2(out[1], 1);
             ::dup2(err[1], 2);
-            int null = ::open("/dev/null", O_RDONLY);
-            ::dup2(null, 0);
+            ::dup2(stdin_fd >= 0 ? stdin_fd : ::open("/dev/null", O_RDONLY), 0);
         }
         // Nothing else of ours (CTest leaks its log to tests) may reach a program CRIU dumps.
         ::close_range(3, ~0u, 0);
@@ -345,13 +396,13 @@ test_hosts::~test_hosts() {
 }
 
 running_program test_hosts::start(const std::string& host, const std::vector<std::string>& argv,
-                                  const std::map<std::string, std::string>& env, bool terminal) const {
+                                  const std::map<std::string, std::string>& env, bool terminal, int stdin_fd) const {
     std::vector<std::string> full{hosts_script, "exec", state_, host, "--"};
     full.insert(full.end(), argv.begin(), argv.end());
     // From a terminal, as from an interactive shell: the shell leads the
     // session and the program is its child, not the session leader.
     if (terminal) full.insert(full.begin(), {"/bin/sh", "-c", "\"$@\"; exit $?", "sh"});
-    return running_program(full, env, terminal);
+    return running_program(full, env, terminal, stdin_fd);
 }
 
 run_result test_hosts::run(const std::string& host, const std::vector<std::string>& argv,
@@ -446,6 +497,21 @@ run_result test_hosts::raw_tls_peer(const std::string& from, const std::string& 
                                     std::chrono::milliseconds bound) const {
     if (secret.empty()) secret = secret_file();
     if (secret.empty()) fail_setup("raw_tls_peer: these hosts share no secret");
+    auto bytes = read_secret_bytes(secret);
+    return raw_tls_exchange(from, address, port, mode, tls_client(true).get(), &bytes, bound);
+}
+
+run_result test_hosts::raw_tls_peer_with_certificate(const std::string& from, const std::string& address,
+                                                     std::uint16_t port, const std::string& mode,
+                                                     const std::string& cert, const std::string& key,
+                                                     const std::string& ca, std::chrono::milliseconds bound) const {
+    return raw_tls_exchange(from, address, port, mode, certificate_client(cert, key, ca).get(), nullptr, bound);
+}
+
+run_result test_hosts::raw_tls_exchange(const std::string& from, const std::string& address, std::uint16_t port,
+                                        const std::string& mode, SSL_CTX* ctx,
+                                        const std::vector<unsigned char>* secret,
+                                        std::chrono::milliseconds bound) const {
     auto request = raw_request_of(mode);
     auto deadline = std::chrono::steady_clock::now() + bound;
     int fd = -1;
@@ -463,7 +529,7 @@ run_result test_hosts::raw_tls_peer(const std::string& from, const std::string& 
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);  // bounds connect() too
     if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0)
         return {0, "connect failed: " + std::string(std::strerror(errno)) + "\n", {}};
-    return tls_exchange(fd, read_secret_bytes(secret), request, deadline);
+    return tls_exchange(fd, ctx, secret, request, deadline);
 }
 
 // ---- helpers ---------------------------------------------------------------

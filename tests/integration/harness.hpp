@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+struct ssl_ctx_st;  // OpenSSL's SSL_CTX
+
 namespace rfork::test {
 
 using namespace std::chrono_literals;
@@ -35,8 +37,9 @@ public:
     // With `terminal`, the program runs in a session of its own whose
     // controlling terminal is a new pseudo-terminal, on stdin, stdout and
     // stderr, as from an interactive shell; its output arrives in `out`.
+    // With `stdin_fd`, its stdin is that fd (the caller's stays the caller's) instead of /dev/null.
     running_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
-                    bool terminal = false);
+                    bool terminal = false, int stdin_fd = -1);
     running_program(running_program&&) noexcept;
     running_program& operator=(running_program&&) = delete;
     ~running_program();
@@ -70,7 +73,8 @@ public:
 
     // Starts argv (argv[0] a path) on `host`.
     running_program start(const std::string& host, const std::vector<std::string>& argv,
-                          const std::map<std::string, std::string>& env = {}, bool terminal = false) const;
+                          const std::map<std::string, std::string>& env = {}, bool terminal = false,
+                          int stdin_fd = -1) const;
     run_result run(const std::string& host, const std::vector<std::string>& argv,
                    const std::map<std::string, std::string>& env = {}, std::chrono::milliseconds bound = 60s) const;
 
@@ -108,13 +112,25 @@ public:
     // program raw_peer MODE does, but inside TLS with `secret` (a secret
     // file, by default the hosts' own), and reports the same lines; only
     // "connect failed: WHY" or "tls failed: WHY" when it got no further.
-    // Modes: garbage, version, role, truncated, silent, stall. Status -1:
-    // the agent had not closed within `bound`.
+    // Modes: garbage, version, role, truncated, silent, stall; origin=NAME:
+    // the start of an image from NAME, then the end of the stream; big_file:
+    // an image whose mm-1.img is announced one byte over its cap; and
+    // trickle: the start of an image, then one byte of it every 200 ms.
+    // Status -1: the agent had not closed within `bound`.
     run_result raw_tls_peer(const std::string& from, const std::string& address, std::uint16_t port,
                             const std::string& mode, std::string secret = {},
                             std::chrono::milliseconds bound = 30s) const;
+    // The same with a certificate and its key instead of a secret, as an
+    // agent with certificates speaks; the agent's is checked against `ca`.
+    run_result raw_tls_peer_with_certificate(const std::string& from, const std::string& address, std::uint16_t port,
+                                             const std::string& mode, const std::string& cert, const std::string& key,
+                                             const std::string& ca, std::chrono::milliseconds bound = 30s) const;
 
 private:
+    run_result raw_tls_exchange(const std::string& from, const std::string& address, std::uint16_t port,
+                                const std::string& mode, ssl_ctx_st* ctx, const std::vector<unsigned char>* secret,
+                                std::chrono::milliseconds bound) const;
+
     std::string state_;
     std::vector<std::string> names_;
 };
@@ -163,6 +179,9 @@ std::string error_value(rfork::errc e);
 // rfork's category with the `expected` code, and then the parent went on.
 // Returns that line, for checks of its message.
 std::string expect_failed_fork(const run_result& r, rfork::errc expected);
+
+// The bytes of a secret file, as the agents read it.
+std::vector<unsigned char> read_secret_bytes(const std::string& path);
 
 // Lines of `text` that contain `needle`.
 std::vector<std::string> lines_with(const std::string& text, const std::string& needle);

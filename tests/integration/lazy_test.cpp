@@ -6,6 +6,8 @@
 
 #include <doctest/doctest.h>
 
+#include <signal.h>
+
 using namespace rfork::test;
 
 namespace {
@@ -115,6 +117,45 @@ TEST_SUITE("integration.lazy") {
         CHECK(hosts.work_dir_entries("a").empty());
         CHECK(hosts.processes_besides_agent("a").empty());
         CHECK(hosts.agent_fds("a") == fds_a);
+    }
+
+    TEST_CASE("lazy pages: memory that stops arriving on a live connection gets the child killed at the image timeout") {
+        // a's agent is held still once the child runs: its connection stays
+        // up (the kernel still answers), so only b's --image-timeout, counted
+        // from the restore, ends the wait for the rest of the memory.
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.agent_args = {"b=--image-timeout 3"}});
+        auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "1024"});
+        bool restored = hosts.wait_for_log("b", [](const std::string& log) {
+            return log.find(" restored: ") != std::string::npos;
+        });
+        REQUIRE(restored);
+        int a_agent = hosts.agent_pid("a");
+        REQUIRE(::kill(a_agent, SIGSTOP) == 0);
+        struct resume {
+            int pid;
+            ~resume() { ::kill(pid, SIGCONT); }
+        } resume_a{a_agent};
+
+        // Well within the idle timeout (60 s), which plays no part here.
+        CHECK(hosted_child_ended(hosts, "b"));
+        INFO(agent_logs(hosts, {"a", "b"}));
+        CHECK(hosts.agent_log("b").find("complete") == std::string::npos);
+        CHECK(hosts.work_dir_entries("b").empty());
+        CHECK(hosts.processes_besides_agent("b").empty());
+
+        ::kill(a_agent, SIGCONT);
+        auto r = program.finish(60s);
+        INFO("stdout: " << r.out << "\nstderr: " << r.err);
+        CHECK(r.status == 0);
+        CHECK(lines_with(r.out, "parent id=").size() == 1);
+        CHECK(lines_with(r.out, "child id=").empty());
+        bool a_done = hosts.wait_for_log("a", [](const std::string& log) {
+            return log.find("lost child") != std::string::npos || log.find(" ended ") != std::string::npos;
+        });
+        CHECK(a_done);
+        CHECK(hosts.work_dir_entries("a").empty());
+        CHECK(hosts.processes_besides_agent("a").empty());
     }
 
     TEST_CASE("lazy pages: memory beyond the receiver's maximum image size gets the child killed") {

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -173,6 +174,32 @@ TEST_SUITE("integration.limits") {
         check_nothing_left(hosts, {"a", "b"}, {});
     }
 
+    TEST_CASE("an image kept alive by frames within the idle timeout is refused at the image timeout") {
+        // A frame every 200 ms never lets the idle timeout fire; the image's
+        // own bound does. The one restore slot comes back: a fork follows.
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.agent_args = {"--idle-timeout 2 --image-timeout 3 --max-restores 1"}});
+        auto started = std::chrono::steady_clock::now();
+        auto r = hosts.raw_tls_peer("a", hosts.address("b"), 7000, "trickle");
+        auto took = std::chrono::steady_clock::now() - started;
+        auto line = refusal_line(r, rfork::errc::timed_out);
+        CHECK(line.find("--image-timeout") != std::string::npos);
+        CHECK(took >= std::chrono::seconds(3));
+        CHECK(hosts.work_dir_entries("b") == std::vector<std::string>{});
+        auto fork = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
+        check_fork_succeeded(fork);
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
+    TEST_CASE("an image file larger than CRIU writes is refused as it is announced") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"});
+        auto r = hosts.raw_tls_peer("a", hosts.address("b"), 7000, "big_file");
+        auto line = refusal_line(r, rfork::errc::limit_exceeded);
+        CHECK(line.find("mm-1.img") != std::string::npos);
+        check_nothing_left(hosts, {"a", "b"}, {});
+    }
+
     TEST_CASE("an image over the receiver's maximum size is refused with a clear error") {
         require_fork_environment();
         test_hosts hosts({"a", "b"}, {.agent_args = {"--max-image-size 100000"}});
@@ -195,11 +222,20 @@ TEST_SUITE("integration.limits") {
 
     TEST_CASE("a receiver at its maximum of concurrent restores refuses with a clear error") {
         require_fork_environment();
-        test_hosts hosts({"a", "b"}, {.agent_args = {"--max-restores 0"}});
+        // The one place is held by an image that stalls (until --idle-timeout).
+        test_hosts hosts({"a", "b"}, {.agent_args = {"b=--max-restores 1 --idle-timeout 5"}});
+        run_result stalled;
+        std::thread holder([&] { stalled = hosts.raw_tls_peer("a", hosts.address("b"), 7000, "stall"); });
+        bool held = hosts.wait_for_log("b", [](const std::string& log) {
+            return log.find("receiving an image") != std::string::npos;
+        });
         auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
+        holder.join();
+        REQUIRE(held);
         auto line = expect_failed_fork(r, rfork::errc::limit_exceeded);
         CHECK(line.find("busy") != std::string::npos);
-        CHECK(line.find("--max-restores 0") != std::string::npos);
+        CHECK(line.find("--max-restores 1") != std::string::npos);
+        refusal_line(stalled, rfork::errc::timed_out);
         check_nothing_left(hosts, {"a", "b"}, {});
     }
 

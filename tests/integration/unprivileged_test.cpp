@@ -140,7 +140,7 @@ TEST_SUITE("integration.unprivileged") {
         // The attack of a user with a fork in flight: b's agent is held still
         // (as a slow endpoint would be), the program is killed after its agent
         // checked who it is, and a process of root's takes its pid. The agent
-        // then checkpoints that pid, with CRIU as the user: the kernel refuses.
+        // holds a pidfd of the caller: it sees the caller ended and dumps nothing.
         require_fork_environment();
         test_hosts hosts({"a", "b"}, {.agent_args = {std::string("a=--local-users ") + nobody}});
         temp_dir dir("reused");
@@ -178,11 +178,12 @@ TEST_SUITE("integration.unprivileged") {
                    log.find("forked pid " + p + " ") != std::string::npos;
         }));
         INFO(agent_logs(hosts, {"a", "b"}));
-        // It ended where CRIU, as the user, was refused root's process (not
-        // on a timeout or another check): an error of the checkpoint itself.
+        // It ended on the agent's pidfd of the caller, taken when it
+        // connected: the caller is gone, so CRIU never ran on its pid (and,
+        // had it run, as the user it could not have dumped root's process).
         auto failed = lines_with(hosts.agent_log("a"), "fork request from pid " + p + " failed");
         REQUIRE(failed.size() == 1);
-        CHECK(failed[0].find("CRIU could not checkpoint pid " + p) != std::string::npos);
+        CHECK(failed[0].find("pid " + p + " ended before its checkpoint was complete") != std::string::npos);
         // Root's process is untouched (not stopped, still running), and
         // nothing of it reached b: no image, no restored process.
         auto stat = read_file("/proc/" + std::to_string(pid) + "/stat");
@@ -193,5 +194,33 @@ TEST_SUITE("integration.unprivileged") {
         CHECK(hosts.work_dir_entries("b").empty());
         CHECK(hosts.work_dir_entries("a").empty());
         root->kill_now();
+    }
+
+    TEST_CASE("a user's connection held by a set-uid program gets no checkpoint of it") {
+        // The user connects, then runs a set-uid program in the same process,
+        // which keeps the connection; a child of the user's asks the fork.
+        // The process is root's now (and not dumpable): the agent refuses it
+        // before any CRIU runs.
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.agent_args = {std::string("a=--local-users ") + nobody}});
+        temp_dir dir("setid");
+        auto caller = runnable_copy(dir, "setid_caller");
+        auto setid = (dir.path / "setid_tail").string();
+        fs::copy_file("/usr/bin/tail", setid);
+        REQUIRE(::chown(setid.c_str(), 0, 0) == 0);
+        REQUIRE(::chmod(setid.c_str(), 04755) == 0);
+
+        auto r = hosts.run("a", as_nobody(dir, {caller, "b:7000", setid, "-f", "/dev/null"}));
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        auto refused = lines_starting_with(r.out, "refused: ");
+        REQUIRE(refused.size() == 1);
+        CHECK(refused[0].starts_with("refused: " + std::to_string(static_cast<int>(rfork::errc::not_permitted)) + " "));
+        CHECK(refused[0].find("no longer runs as uid 65534") != std::string::npos);
+        // No CRIU ran on a, nothing reached b.
+        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+        CHECK(hosts.processes_besides_agent("a").empty());
+        CHECK(hosts.processes_besides_agent("b").empty());
+        CHECK(hosts.work_dir_entries("a").empty());
+        CHECK(hosts.work_dir_entries("b").empty());
     }
 }

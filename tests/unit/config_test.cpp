@@ -122,7 +122,8 @@ TEST_CASE("config: refusals name the line") {
 
 TEST_CASE("config: every option of the agent is known with or without a value") {
     for (auto name : {"listen", "secret-file", "cert", "key", "ca", "allow-uid", "local-users", "socket", "criu",
-                      "work-dir", "name", "ready-fd", "handshake-timeout", "idle-timeout", "max-image-size",
+                      "work-dir", "name", "ready-fd", "handshake-timeout", "idle-timeout", "image-timeout",
+                      "max-image-size",
                       "max-restores", "max-image-files", "max-pending-connections",
                       "max-pending-per-source", "max-children", "child-max-pids", "child-max-memory", "config"}) {
         CAPTURE(name);
@@ -238,6 +239,20 @@ TEST_CASE("config: parse_options reads it where --config stands and names the fi
     }
 }
 
+TEST_CASE("config: --image-timeout bounds an image's whole arrival and has a default of an hour") {
+    options_error error;
+    auto defaults = parse_options({"--listen", "7000"}, error);
+    REQUIRE(defaults);
+    CHECK(defaults->limits.image_timeout == std::chrono::seconds(3600));
+    auto set = parse_options({"--listen", "7000", "--image-timeout", "5"}, error);
+    REQUIRE(set);
+    CHECK(set->limits.image_timeout == std::chrono::seconds(5));
+    for (auto bad : {"0", "86401", "x", "-1"}) {
+        CAPTURE(bad);
+        CHECK_FALSE(parse_options({"--listen", "7000", "--image-timeout", bad}, error));
+    }
+}
+
 TEST_CASE("config: --insecure was removed and says what to do instead") {
     SUBCASE("on the command line") {
         options_error error;
@@ -301,3 +316,14 @@ TEST_CASE("config: --listen may be left out only where the caller says so (docto
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("config: a limit of 0 is refused for it would refuse everything") {
+    for (const char* limit : {"--handshake-timeout", "--idle-timeout", "--max-image-size", "--max-restores",
+                              "--max-pending-connections", "--max-pending-per-source", "--max-image-files"}) {
+        CAPTURE(limit);
+        options_error error;
+        CHECK_FALSE(parse_options({"--listen", "7000", limit, "0"}, error));
+        CHECK(error.what.starts_with(std::string(limit) + " takes a whole number"));
+        CHECK(parse_options({"--listen", "7000", limit, "1"}, error));
+    }
+}

@@ -41,6 +41,18 @@ TEST_CASE("endpoint: invalid endpoints") {
     }
 }
 
+TEST_CASE("endpoint: a numeric host is a plain IPv4 address or refused") {
+    // The resolver reads these otherwise than a name check would (octal, short forms).
+    for (std::string_view text : {"10.0.0.010:7000", "10.1:7000", "167772161:7000", "10.0.0.256:7000", "1.2.3.4.:7000",
+                                  "0xa.0.0.8:7000", "0x0a000008:7000", "10.0.0.0x8:7000"}) {
+        CAPTURE(text);
+        CHECK_FALSE(endpoint::parse(text).has_value());
+    }
+    CHECK(endpoint::parse("10.0.0.10:7000").has_value());
+    CHECK(endpoint::parse("0.0.0.0:7000").has_value());
+    CHECK(endpoint::parse("node10:7000").has_value());
+}
+
 TEST_CASE("endpoint: to_string round trip") {
     for (std::string_view text : {"host:1", "a.b:65535", "[::1]:7000", "10.0.0.1:7000", "[fe80::1:2]:443"}) {
         CAPTURE(text);

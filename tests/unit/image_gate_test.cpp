@@ -54,6 +54,48 @@ image_bundle seed(const std::string& kind) {
     return *files;
 }
 
+// A seed image written to a directory of its own, removed with the object.
+struct temp_image {
+    std::filesystem::path path;
+    image_bundle files;
+    explicit temp_image(const std::string& kind) : files(seed(kind)) {
+        std::string pattern = (std::filesystem::temp_directory_path() / "rfork-gate-test-XXXXXX").string();
+        REQUIRE(::mkdtemp(pattern.data()));
+        path = pattern;
+        for (auto& [name, _] : files) restore(name);
+    }
+    ~temp_image() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path, ignored);
+    }
+    temp_image(const temp_image&) = delete;
+    temp_image& operator=(const temp_image&) = delete;
+    // The file as the seed has it (empty if the seed has none).
+    void restore(const std::string& name) {
+        std::ofstream out(path / name, std::ios::binary | std::ios::trunc);
+        auto found = files.find(name);
+        if (found != files.end())
+            out.write(reinterpret_cast<const char*>(found->second.data()),
+                      static_cast<std::streamsize>(found->second.size()));
+    }
+    void resize(const std::string& name, std::uint64_t size) {
+        if (!std::filesystem::exists(path / name)) restore(name);
+        std::filesystem::resize_file(path / name, size);
+    }
+};
+
+// Bytes this process has read so far (rchar of /proc/self/io).
+std::uint64_t bytes_read() {
+    std::ifstream in("/proc/self/io");
+    for (std::string key; in >> key;) {
+        std::uint64_t value = 0;
+        in >> value;
+        if (key == "rchar:") return value;
+    }
+    FAIL("no rchar in /proc/self/io");
+    return 0;
+}
+
 gate_result<image_facts> facts_of(const image_bundle& image) {
     std::vector<std::string> names;
     for (auto& [name, _] : image) names.push_back(name);
@@ -551,6 +593,55 @@ TEST_SUITE("unit.image_gate") {
         CHECK(std::get<image_identity>(verdict).uid == 0);
         CHECK(has(refusal(refused), "--allow-root"));
         CHECK(has(refusal(check_image_dir(dir.string(), root_allowed)), "cannot list the image"));
+    }
+
+    TEST_CASE("only memory pages are uncapped and every other image file has a cap") {
+        CHECK_FALSE(max_image_file_size("pages-1.img"));
+        CHECK_FALSE(max_image_file_size("pages-12.img"));
+        CHECK(max_image_file_size("core-1.img") == 16u << 20);
+        for (auto name : {"pagemap-1.img", "mm-1.img", "files.img", "pstree.img", "ghost-file-1.img",
+                          "pipes-data.img", "tcp-stream-1.img", "inventory.img", "stats-dump", "pages.img.x"}) {
+            CAPTURE(name);
+            CHECK(max_image_file_size(name) == 64u << 20);
+        }
+    }
+
+    TEST_CASE("image files beyond their cap are refused before any byte of them is read") {
+        temp_image dir("threads");
+        auto core = first_core(seed("threads"));
+        // Sparse: the size is claimed, not written.
+        for (auto [name, size] : {std::pair<std::string, std::uint64_t>{core, (16u << 20) + 1},
+                                  {"mm-1.img", (64u << 20) + 1},
+                                  {"files.img", std::uint64_t(1) << 40}}) {
+            CAPTURE(name);
+            dir.resize(name, size);
+            auto before = bytes_read();
+            auto verdict = check_image_dir(dir.path.string(), root_allowed);
+            CHECK(bytes_read() - before < (1u << 20));
+            CHECK(has(refusal(verdict), name + " of the image is " + std::to_string(size) + " bytes"));
+            dir.restore(name);
+            CHECK(refusal(check_image_dir(dir.path.string(), root_allowed)).empty());
+        }
+    }
+
+    TEST_CASE("a file at its cap passes and memory pages of any size are never read") {
+        temp_image dir("threads");
+        dir.resize("pages-1.img", std::uint64_t(1) << 40);
+        dir.resize("mm-1.img", 64u << 20);
+        auto before = bytes_read();
+        auto verdict = check_image_dir(dir.path.string(), root_allowed);
+        CHECK(bytes_read() - before < (1u << 20));
+        CHECK(refusal(verdict).empty());
+    }
+
+    TEST_CASE("an image file that is not a regular file is refused") {
+        temp_image dir("threads");
+        std::filesystem::remove(dir.path / "files.img");
+        std::filesystem::create_symlink("/etc/passwd", dir.path / "files.img");
+        CHECK(has(refusal(check_image_dir(dir.path.string(), root_allowed)), "files.img of the image is not a regular file"));
+        std::filesystem::remove(dir.path / "files.img");
+        std::filesystem::create_directory(dir.path / "mm-1.img");
+        CHECK(has(refusal(check_image_dir(dir.path.string(), root_allowed)), "mm-1.img of the image is not a regular file"));
     }
 
     TEST_CASE("an image without any core image is refused") {

@@ -12,7 +12,11 @@
 //   child_program late-wait ENDPOINT DIR    child: exits 7 at once; parent: waits for DIR/go, then waits twice
 //   child_program many ENDPOINT COUNT       COUNT children, child I busy for (COUNT-I)*100 ms, exits 10+I; all waited at once
 //   child_program outlive ENDPOINT DIR      parent: writes DIR/parent-pid, exits; child: waits for DIR/go, then writes
-//   child_program stdin ENDPOINT forward|noforward   child: reads stdin to its end (bounded)
+//   child_program stdin ENDPOINT forward|noforward [SECONDS]   child: reads stdin to its end (bounded: 10 s or
+//                                           SECONDS); parent: waits, and reports whether its stdin is non-blocking
+//   child_program readonly-stdout ENDPOINT REPORT   parent: stdout becomes a pipe's read end, stderr its write
+//                                           end (the child's stderr is then relayed as its stdout); child: a
+//                                           line to stderr, exits 7; parent: writes to REPORT what its stdout holds
 //
 // A parent that cannot do its part exits 1 with "error ..." on stderr.
 #include "../event_wait.hpp"
@@ -21,6 +25,7 @@
 
 #include <asio.hpp>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
@@ -312,12 +317,12 @@ asio::awaitable<int> outlive_mode(asio::io_context& ctx, std::string endpoint, s
     co_return 0;
 }
 
-asio::awaitable<int> stdin_mode(asio::io_context& ctx, std::string endpoint, bool forward) {
+asio::awaitable<int> stdin_mode(asio::io_context& ctx, std::string endpoint, bool forward, std::chrono::seconds bound) {
     rfork::fork_options options;
     options.forward_stdin = forward;
     rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint, options);
     if (r.is_child()) {
-        auto got = read_stdin(10s);
+        auto got = read_stdin(bound);
         say(1, "child stdin eof=%d bytes=%zu ms=%ld data=%s", got.eof ? 1 : 0, got.data.size(), got.ms,
             escaped(got.data).c_str());
         end_child(0);
@@ -329,7 +334,36 @@ asio::awaitable<int> stdin_mode(asio::io_context& ctx, std::string endpoint, boo
         auto got = read_stdin(10s);
         say(1, "parent stdin eof=%d bytes=%zu data=%s", got.eof ? 1 : 0, got.data.size(), escaped(got.data).c_str());
     }
-    say(1, "parent waited status=%d", status);
+    // Its agent shares the open file of its stdin, flags included, and must leave them as they were.
+    say(1, "parent waited status=%d stdin_nonblocking=%d", status, (::fcntl(0, F_GETFL) & O_NONBLOCK) ? 1 : 0);
+    co_return 0;
+}
+
+// A stdout open only for reading: the agent must not write the child's
+// output into it. Both ends of one pipe are one stdio file to rfork, so the
+// child's stderr comes back as its stdout.
+asio::awaitable<int> readonly_stdout_mode(asio::io_context& ctx, std::string endpoint, std::string report) {
+    int ends[2];
+    if (::pipe(ends) != 0 || ::dup2(ends[0], 1) < 0 || ::dup2(ends[1], 2) < 0) co_return 1;
+    ::close(ends[0]);
+    ::close(ends[1]);
+    rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint);
+    if (r.is_child()) {
+        say(2, "child line");
+        end_child(7);
+    }
+    // wait() returns once the child's output has been relayed: whatever the
+    // agent wrote into the pipe is in it now.
+    int status = co_await r.wait();
+    ::fcntl(1, F_SETFL, O_NONBLOCK);
+    char buffer[4096];
+    auto n = ::read(1, buffer, sizeof buffer);
+    std::string held(buffer, static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+    FILE* out = std::fopen(report.c_str(), "w");
+    if (!out) co_return 1;
+    std::fprintf(out, "parent forked id=%s\nparent waited status=%d\nparent stdout bytes=%zu data=%s\n",
+                 r.child().id.c_str(), status, held.size(), escaped(held).c_str());
+    std::fclose(out);
     co_return 0;
 }
 
@@ -364,8 +398,12 @@ int main(int argc, char** argv) {
         done = asio::co_spawn(ctx, many_mode(ctx, endpoint, std::stoi(args[0]), &children, &statuses), asio::use_future);
     else if (mode == "outlive" && args.size() == 1)
         done = asio::co_spawn(ctx, outlive_mode(ctx, endpoint, args[0]), asio::use_future);
-    else if (mode == "stdin" && args.size() == 1 && (args[0] == "forward" || args[0] == "noforward"))
-        done = asio::co_spawn(ctx, stdin_mode(ctx, endpoint, args[0] == "forward"), asio::use_future);
+    else if (mode == "stdin" && (args.size() == 1 || args.size() == 2) && (args[0] == "forward" || args[0] == "noforward"))
+        done = asio::co_spawn(ctx, stdin_mode(ctx, endpoint, args[0] == "forward",
+                                              std::chrono::seconds(args.size() == 2 ? std::stoi(args[1]) : 10)),
+                              asio::use_future);
+    else if (mode == "readonly-stdout" && args.size() == 1)
+        done = asio::co_spawn(ctx, readonly_stdout_mode(ctx, endpoint, args[0]), asio::use_future);
     else
         return usage();
     try {
