@@ -416,8 +416,9 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     };
     std::string spawn_failure;
     try {
-        child->init = spawn(argv, fds, CLONE_NEWPID | CLONE_NEWNS, nullptr, -1,
+        child->init = spawn(argv, fds, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC, nullptr, -1,
                             child->cgroup ? child->cgroup->procs_fds() : std::vector<int>{});
+        if (child->cgroup) child->cgroup->close_procs();  // joined: no one else may be moved in by them
     } catch (const std::exception& e) {
         spawn_failure = e.what();
     }

@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +27,7 @@ namespace {
 
 constexpr std::string_view child_prefix = "rfork-child-";
 constexpr std::string_view agent_leaf = "rfork-agent";
+constexpr std::string_view probe_prefix = "probe-";  // the cgroup an agent makes and removes at start
 
 // 0 or an errno.
 int write_file(const std::string& path, std::string_view text) {
@@ -132,6 +135,10 @@ void remove_leftovers(const std::string& dir) {
     for (auto& entry : fs::directory_iterator(dir, ec)) {
         auto name = entry.path().filename().string();
         if (!name.starts_with(child_prefix) || !entry.is_directory()) continue;
+        if (auto probe = std::string(child_prefix) + std::string(probe_prefix); name.starts_with(probe)) {
+            auto pid = std::atoi(name.c_str() + probe.size());
+            if (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)) continue;  // an agent starting now
+        }
         if (::rmdir(entry.path().c_str()) == 0)
             log("removed {}, left empty by an earlier agent", entry.path().string());
         else
@@ -140,26 +147,63 @@ void remove_leftovers(const std::string& dir) {
     }
 }
 
+// The pids in a cgroup.procs file other than this process.
+std::vector<std::string> other_processes(const std::string& procs) {
+    auto pids = split(read_text(procs), '\n');
+    std::erase_if(pids, [](const std::string& pid) { return pid.empty() || pid == std::to_string(::getpid()); });
+    return pids;
+}
+
+// What prepare_v2 changed, undone if the agent cannot go on with it.
+struct v2_changes {
+    std::string dir, leaf;  // the leaf the agent moved into from dir, if it did
+    bool enabled = false;   // whether it enabled the controllers in dir
+
+    void undo() {
+        if (enabled) write_file(dir + "/cgroup.subtree_control", "-pids -memory");
+        if (!leaf.empty() && write_file(dir + "/cgroup.procs", std::to_string(::getpid())) == 0) ::rmdir(leaf.c_str());
+        enabled = false;
+        leaf.clear();
+    }
+};
+
 // v2: the agent out of the cgroup it gives children (no internal
-// processes), and the controllers enabled for them. Returns why not, or empty.
-std::string prepare_v2(std::string& dir) {
-    auto path = own_cgroup("").value_or("/");
+// processes), and the controllers enabled for them. Returns why not, or
+// empty; on failure the agent is back where it was and has made nothing.
+std::string prepare_v2(std::string& dir, v2_changes& changes) {
+    // Only the hierarchy's real root (it alone has no cgroup.type) may hold
+    // processes beside children with controllers; a cgroup namespace's
+    // root is not it.
+    bool real_root = !fs::exists(dir + "/cgroup.type");
     if (fs::path(dir).filename() == agent_leaf) {
         dir = fs::path(dir).parent_path().string();  // an agent started again in its own leaf
-    } else if (path != "/") {
+    } else if (!real_root) {
+        // With others left beside it, the controllers could not be enabled
+        // (EBUSY): refused before the agent moves.
+        if (auto others = other_processes(dir + "/cgroup.procs"); !others.empty())
+            return fmt::format("other processes share the agent's cgroup {} (pid {}{}): give it one of its own, as "
+                               "systemd does for the service (Delegate=)",
+                               dir, others.front(), others.size() > 1 ? " and more" : "");
         auto leaf = dir + "/" + std::string(agent_leaf);
         if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST)
             return fmt::format("cannot make {}: {}", leaf, std::strerror(errno));
-        if (int e = write_file(leaf + "/cgroup.procs", std::to_string(::getpid())))
+        if (int e = write_file(leaf + "/cgroup.procs", std::to_string(::getpid()))) {
+            ::rmdir(leaf.c_str());
             return fmt::format("cannot move the agent into {}: {}", leaf, std::strerror(e));
+        }
+        changes.leaf = leaf;
     }
+    changes.dir = dir;
     auto enabled = read_text(dir + "/cgroup.subtree_control");
     if (has_word(enabled, "pids") && has_word(enabled, "memory")) return {};
-    if (int e = write_file(dir + "/cgroup.subtree_control", "+pids +memory"))
+    if (int e = write_file(dir + "/cgroup.subtree_control", "+pids +memory")) {
+        changes.undo();
         return fmt::format("cannot enable the pids and memory controllers in {}: {}{}", dir, std::strerror(e),
                            e == EBUSY ? " (other processes share the agent's cgroup: give it one of its own, "
                                         "as systemd does with Delegate=)"
                                       : "");
+    }
+    changes.enabled = true;
     return {};
 }
 
@@ -167,6 +211,7 @@ std::string prepare_v2(std::string& dir) {
 
 std::string cgroup_parent::describe() const {
     if (v2) return fmt::format("cgroup v2, under {}", dirs.at(0));
+    if (dirs.size() == 1) return fmt::format("cgroup v1, under {} (pids and memory together)", dirs.at(0));
     return fmt::format("cgroup v1, under {} and {}", dirs.at(0), dirs.at(1));
 }
 
@@ -177,6 +222,7 @@ std::variant<cgroup_parent, std::string> find_cgroup_parent() {
         if (has_word(available, "pids") && has_word(available, "memory")) return cgroup_parent{true, {dir}};
     }
     auto pids = find_directory("pids"), memory = find_directory("memory");
+    if (!pids.empty() && pids == memory) return cgroup_parent{false, {pids}};  // mounted together
     if (!pids.empty() && !memory.empty()) return cgroup_parent{false, {pids, memory}};
     return std::string(
         "no cgroup hierarchy with the pids and memory controllers is mounted where this agent's cgroup is "
@@ -187,15 +233,23 @@ std::variant<cgroup_parent, std::string> prepare_cgroup_parent() {
     auto found = find_cgroup_parent();
     auto* parent = std::get_if<cgroup_parent>(&found);
     if (!parent) return found;
+    v2_changes changes;
     if (parent->v2)
-        if (auto why = prepare_v2(parent->dirs[0]); !why.empty()) return why;
+        if (auto why = prepare_v2(parent->dirs[0], changes); !why.empty()) return why;
     for (auto& dir : parent->dirs) remove_leftovers(dir);
     // A cgroup made and limited as a child's is, once: then they all can be.
+    // (Named for this agent: another one starting beside it has its own.)
+    std::string why;
     try {
-        child_cgroup probe(*parent, "probe", {1, 1 << 20});
-        if (int e = probe.remove()) return fmt::format("cannot remove {}: {}", probe.path(), std::strerror(e));
+        child_cgroup probe(*parent, fmt::format("{}{}", probe_prefix, ::getpid()), {1, 1 << 20});
+        parent->swap_limited = probe.swap_limited();
+        if (int e = probe.remove()) why = fmt::format("cannot remove {}: {}", probe.path(), std::strerror(e));
     } catch (const std::system_error& e) {
-        return e.what();
+        why = e.what();
+    }
+    if (!why.empty()) {
+        changes.undo();
+        return why;
     }
     return found;
 }
@@ -210,6 +264,9 @@ child_cgroup::child_cgroup(const cgroup_parent& parent, const std::string& id, c
         auto dir = fmt::format("{}/{}{}", base, child_prefix, id);
         if (::mkdir(dir.c_str(), 0755) != 0) fail(errno, "mkdir " + dir);
         dirs_.push_back(dir);
+        // Readable by the child whatever the agent's umask (the unit's is
+        // 0077): runtimes size themselves by their cgroup's limits.
+        if (::chmod(dir.c_str(), 0755) != 0) fail(errno, "chmod " + dir);
     }
     // A new cgroup has no limit of its own: only those asked for are written.
     auto& pids_dir = dirs_.front();
@@ -223,7 +280,8 @@ child_cgroup::child_cgroup(const cgroup_parent& parent, const std::string& id, c
         if (int e = write_file(memory, bytes)) fail(e, "write " + memory);
         // Swap too (where the kernel accounts it): the limit holds for memory swapped out.
         auto swap = memory_dir + (v2_ ? "/memory.swap.max" : "/memory.memsw.limit_in_bytes");
-        if (int e = write_file(swap, v2_ ? "0" : bytes); e && e != ENOENT) fail(e, "write " + swap);
+        if (int e = write_file(swap, v2_ ? "0" : bytes); e == ENOENT) swap_limited_ = false;
+        else if (e) fail(e, "write " + swap);
     }
     for (auto& dir : dirs_) {
         unique_fd procs(::open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));

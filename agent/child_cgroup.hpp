@@ -33,7 +33,10 @@ struct child_limits {
 // Where children's cgroups are made, found once at start.
 struct cgroup_parent {
     bool v2 = false;
-    std::vector<std::string> dirs;  // v2: the agent's cgroup; v1: its cgroup in the pids and memory hierarchies
+    // v2: the agent's cgroup; v1: its cgroup in the pids and memory
+    // hierarchies (one directory where they are mounted together)
+    std::vector<std::string> dirs;
+    bool swap_limited = true;  // whether a child's swap is limited too (v1 kernels may not account it)
 
     std::string describe() const;
 };
@@ -60,6 +63,9 @@ public:
     // cgroup.procs of each directory, open for writing: a process that
     // writes "0" to each joins the cgroup (see spawn).
     std::vector<int> procs_fds() const;
+    // Closes those fds once the namespace init has joined: each lets whoever
+    // holds it move any process in.
+    void close_procs() { procs_.clear(); }
     // Removes it: 0, or the errno of the first directory that stays (EBUSY
     // while a process of it has not quite ended). Once gone, a no-op.
     int remove();
@@ -67,12 +73,16 @@ public:
     // a child whose pid namespace has ended, where none should be left.
     void kill_all();
     bool removed() const { return dirs_.empty(); }
+    // False where the kernel does not account swap (a v1 memory controller
+    // without memsw): memory beyond the limit may then go to swap.
+    bool swap_limited() const { return swap_limited_; }
     std::string path() const;  // its first directory, for the log
 
 private:
     std::vector<std::string> dirs_;
     std::vector<unique_fd> procs_;
     bool v2_ = false;
+    bool swap_limited_ = true;
 };
 
 }  // namespace rfork::agent

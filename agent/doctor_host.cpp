@@ -47,8 +47,10 @@ check_result check_child_cgroups(const options& opts) {
     const char* what = "cgroups for children";
     auto found = find_cgroup_parent();
     if (auto* parent = std::get_if<cgroup_parent>(&found))
-        return passed(what, fmt::format("{}: at most {} tasks and {} bytes each", parent->describe(),
-                                        opts.limits.child_max_pids, opts.limits.child_max_memory));
+        return passed(what, fmt::format("{}, as seen from doctor's own cgroup (the service's comes from "
+                                        "Delegate=); each child at most {} tasks and {} bytes",
+                                        parent->describe(), opts.limits.child_max_pids,
+                                        opts.limits.child_max_memory));
     auto why = std::get<std::string>(found);
     auto fix = "mount the cgroup v2 hierarchy with the pids and memory controllers (systemd does; the service "
                "needs Delegate=pids memory), or accept children without limits: allow-unlimited-children";

@@ -163,18 +163,6 @@ int serve(agent_state& agent) {
             opts.criu.empty() ? "" : " at " + opts.criu);
         return 1;
     }
-    // Before anything is spawned: on cgroup v2 the agent moves into a leaf of its own.
-    auto cgroups = prepare_cgroup_parent();
-    if (auto* parent = std::get_if<cgroup_parent>(&cgroups)) {
-        agent.cgroups = *parent;
-    } else if (!opts.allow_unlimited_children) {
-        log("cannot give children cgroups of their own: {}. Without them a child could take every pid and all "
-            "the memory of this host, so the agent does not start. Mount the cgroup v2 hierarchy with the pids "
-            "and memory controllers (under systemd: Delegate=pids memory in rfork-agent.service), or accept children "
-            "without limits: --allow-unlimited-children",
-            std::get<std::string>(cgroups));
-        return 1;
-    }
     try {
         // Every connection between agents is authenticated, loopback included:
         // without credentials, by a secret only this host's root can read.
@@ -197,6 +185,19 @@ int serve(agent_state& agent) {
         agent.host = name;
     }
     set_log_name(agent.host);
+    // Once its options are known good, before anything is spawned: on cgroup v2
+    // the agent moves into a leaf of its own.
+    auto cgroups = prepare_cgroup_parent();
+    if (auto* parent = std::get_if<cgroup_parent>(&cgroups)) {
+        agent.cgroups = *parent;
+    } else if (!opts.allow_unlimited_children) {
+        log("cannot give children cgroups of their own: {}. Without them a child could take every pid and all "
+            "the memory of this host, so the agent does not start. Mount the cgroup v2 hierarchy with the pids "
+            "and memory controllers (under systemd: Delegate=pids memory in rfork-agent.service), or accept children "
+            "without limits: --allow-unlimited-children",
+            std::get<std::string>(cgroups));
+        return 1;
+    }
     prepare_work_dir(opts.work_dir);
 
     asio::local::stream_protocol::acceptor local(io);
@@ -239,6 +240,10 @@ int serve(agent_state& agent) {
         log("each child runs in a cgroup of its own ({}): {}, {}; at most {} children", agent.cgroups->describe(),
             limit(opts.limits.child_max_pids, "tasks"), limit(opts.limits.child_max_memory, "bytes"),
             opts.limits.max_children);
+        if (!agent.cgroups->swap_limited && opts.limits.child_max_memory)
+            log("warning: this kernel does not account swap in cgroups (v1 without memsw): a child's memory beyond "
+                "--child-max-memory may go to swap rather than meet the OOM killer. Boot with swapaccount=1, or "
+                "run without swap");
     } else {
         log("warning: children run without cgroups, unlimited in tasks and memory (--allow-unlimited-children): {}",
             std::get<std::string>(cgroups));

@@ -96,7 +96,7 @@ int exec_from_clone(void* arg) {
 [[noreturn]] void exec_in_namespaces_of(int pidfd, int program, char* const* argv, const std::vector<fd_mapping>& fds,
                                         int devnull, const run_as* as) {
     // A pidfd names that very process: if it ended, nothing else is joined.
-    if (::setns(pidfd, CLONE_NEWPID | CLONE_NEWNS) != 0) ::_exit(125);
+    if (::setns(pidfd, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC) != 0) ::_exit(125);
     pid_t inner = ::fork();  // a pid namespace takes only new processes
     if (inner < 0) ::_exit(125);
     if (inner == 0) {

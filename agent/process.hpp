@@ -63,7 +63,7 @@ struct child_process {
 // flags such as CLONE_NEWPID: the child is then the first process of them.
 // With `as`, the program runs with that identity (see run_as.hpp); a child
 // that cannot take it exits with status 126 before exec. With `join` (a
-// pidfd), the program runs in that process's pid and mount namespaces: the
+// pidfd), the program runs in that process's pid, mount and IPC namespaces: the
 // child joins them, forks the program there (killed with it) and exits with
 // its status, or with 125 if that process has ended. `cgroups`: fds of
 // cgroup.procs files (not with `join`); the child joins each before anything

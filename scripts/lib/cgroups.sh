@@ -31,29 +31,45 @@ mount_machine_cgroups() {
     done
 }
 
-# join_host_cgroup NAME: where the unified hierarchy (cgroup v2) is the
-# only one, this shell goes into a cgroup of its own, rfork-hosts/NAME, as
-# systemd's Delegate= gives a service one: an agent makes its children's
-# cgroups beside itself, which the "no internal processes" rule forbids in
-# a cgroup it shares with others. With v1 hierarchies, nothing to do.
+# join_host_cgroup NAME RECORD: this shell goes into cgroups of its own,
+# rfork-hosts/NAME, as systemd gives a service (Delegate=) on a real
+# machine, so that test hosts never share the cgroup their agents make
+# children's cgroups in. Cgroup v2 alone: under the hierarchy's root, with
+# the pids and memory controllers enabled down to it (an agent makes its
+# children's cgroups beside itself, which the "no internal processes" rule
+# forbids in a cgroup shared with others). v1: under this shell's own cgroup
+# in the pids and memory hierarchies. The directories made go to RECORD.
 join_host_cgroup() {
-    local top=/sys/fs/cgroup
-    [[ $(stat -f -c %T "$top" 2>/dev/null) == cgroup2fs ]] || return 0
-    mkdir -p "$top/rfork-hosts/$1" &&
-        echo "+pids +memory" >"$top/cgroup.subtree_control" &&
-        echo "+pids +memory" >"$top/rfork-hosts/cgroup.subtree_control" &&
-        echo "$BASHPID" >"$top/rfork-hosts/$1/cgroup.procs"
+    local name=$1 record=$2 top=/sys/fs/cgroup
+    : >"$record"
+    if [[ $(stat -f -c %T "$top" 2>/dev/null) == cgroup2fs ]]; then
+        mkdir -p "$top/rfork-hosts/$name" &&
+            echo "+pids +memory" >"$top/cgroup.subtree_control" &&
+            echo "+pids +memory" >"$top/rfork-hosts/cgroup.subtree_control" &&
+            echo "$top/rfork-hosts/$name" >>"$record" &&
+            echo "$BASHPID" >"$top/rfork-hosts/$name/cgroup.procs"
+        return
+    fi
+    local controller own dir
+    for controller in pids memory; do
+        [[ -d $top/$controller ]] || continue
+        own=$(awk -F: -v c="$controller" '$2 ~ "(^|,)" c "(,|$)" { print $3 }' /proc/self/cgroup)
+        dir=$top/$controller${own%/}/rfork-hosts/$name
+        mkdir -p "$dir" && echo "$dir" >>"$record" && echo "$BASHPID" >"$dir/cgroup.procs" || return 1
+    done
 }
 
-# remove_host_cgroup NAME: what join_host_cgroup made, once its processes
+# remove_host_cgroup RECORD: what join_host_cgroup made, once its processes
 # have ended (with the agent's own leaf and any child's left in it).
 remove_host_cgroup() {
-    local dir=/sys/fs/cgroup/rfork-hosts/$1
-    [[ -d $dir ]] || return 0
-    local sub
-    for sub in "$dir"/rfork-*/; do
-        [[ -d $sub ]] && rmdir "$sub"
-    done
-    rmdir "$dir"
-    rmdir "${dir%/*}" 2>/dev/null || true # shared by every setup: only once empty
+    local record=$1 dir sub
+    [[ -f $record ]] || return 0
+    while IFS= read -r dir; do
+        [[ -d $dir ]] || continue
+        for sub in "$dir"/rfork-*/; do
+            [[ -d $sub ]] && rmdir "$sub"
+        done
+        rmdir "$dir" || return 1
+        rmdir "${dir%/*}" 2>/dev/null || true # rfork-hosts, shared by every setup: only once empty
+    done <"$record"
 }

@@ -79,7 +79,7 @@ std::string first_line(const std::string& path) {
 }  // namespace
 
 TEST_SUITE("integration.cgroup") {
-    TEST_CASE("a restored child runs in a cgroup of its own with the agent's limits and forks no further") {
+    TEST_CASE("a restored child runs in a cgroup of its own with the agent's limits and its own shared memory and forks no further") {
         require_fork_environment();
         test_hosts hosts({"a", "b"},
                          {.agent_args = {std::string("b=--child-max-pids ") + max_pids + " --child-max-memory " +
@@ -111,6 +111,15 @@ TEST_SUITE("integration.cgroup") {
             CHECK(field(only_line(report, "forks="), "errno") == "EAGAIN");
             CHECK(forks > 0);
             CHECK(forks <= std::stoi(max_pids) - 2);
+            // Shared memory of its own: nothing it leaves there outlives it on the host.
+            char agent_ipc[64] = {};
+            auto agent_ns = "/proc/" + std::to_string(hosts.agent_pid("b")) + "/ns/ipc";
+            REQUIRE(::readlink(agent_ns.c_str(), agent_ipc, sizeof agent_ipc - 1) > 0);
+            CHECK(report_value(report, "ipc").starts_with("ipc:["));
+            CHECK(report_value(report, "ipc") != agent_ipc);
+            struct stat host_shm {};
+            REQUIRE(::stat("/dev/shm", &host_shm) == 0);
+            CHECK(report_value(report, "shm") != std::to_string(host_shm.st_dev));
 
             auto r = child.release();
             INFO("stdout: " << r.out << "\nstderr: " << r.err);

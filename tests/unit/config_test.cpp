@@ -319,7 +319,8 @@ TEST_CASE("config: --listen may be left out only where the caller says so (docto
 
 TEST_CASE("config: a limit of 0 is refused for it would refuse everything") {
     for (const char* limit : {"--handshake-timeout", "--idle-timeout", "--max-image-size", "--max-restores",
-                              "--max-pending-connections", "--max-pending-per-source", "--max-image-files"}) {
+                              "--max-pending-connections", "--max-pending-per-source", "--max-image-files",
+                              "--max-children", "--image-timeout"}) {
         CAPTURE(limit);
         options_error error;
         CHECK_FALSE(parse_options({"--listen", "7000", limit, "0"}, error));

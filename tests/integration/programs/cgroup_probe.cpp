@@ -4,7 +4,8 @@
 //   cgroup_probe HOST:PORT DIR
 //
 // The child appends to DIR/report, in one write: "id=ID", a "cgroup LINE"
-// for each line of its /proc/self/cgroup, "forks=N errno=NAME" (processes it
+// for each line of its /proc/self/cgroup, "ipc=ipc:[INODE]" (its IPC
+// namespace), "shm=DEVICE" (of its /dev/shm), "forks=N errno=NAME" (processes it
 // forked, each waiting on a pipe, until fork failed), then "done". Then it
 // reads DIR/release (a FIFO, opened before that "done") to its end, lets its processes go, reaps them
 // and exits 0. The parent prints "parent waited status=N".
@@ -15,6 +16,7 @@
 #include <asio.hpp>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +32,11 @@ int child_main(const std::string& id, const std::string& dir) {
     std::string report = "id=" + id + "\n";
     std::ifstream cgroups("/proc/self/cgroup");
     for (std::string line; std::getline(cgroups, line);) report += "cgroup " + line + "\n";
+    char ipc[64] = {};
+    if (::readlink("/proc/self/ns/ipc", ipc, sizeof ipc - 1) < 0) return 1;
+    struct stat shm {};
+    if (::stat("/dev/shm", &shm) != 0) return 1;
+    report += std::string("ipc=") + ipc + "\nshm=" + std::to_string(shm.st_dev) + "\n";
 
     int hold[2];
     if (::pipe(hold) != 0) return 1;
