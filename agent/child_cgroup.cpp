@@ -137,7 +137,8 @@ void remove_leftovers(const std::string& dir) {
         if (!name.starts_with(child_prefix) || !entry.is_directory()) continue;
         if (auto probe = std::string(child_prefix) + std::string(probe_prefix); name.starts_with(probe)) {
             auto pid = std::atoi(name.c_str() + probe.size());
-            if (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)) continue;  // an agent starting now
+            // Another agent starting now; one named for this agent's own pid is an old one's.
+            if (pid > 0 && pid != ::getpid() && (::kill(pid, 0) == 0 || errno == EPERM)) continue;
         }
         if (::rmdir(entry.path().c_str()) == 0)
             log("removed {}, left empty by an earlier agent", entry.path().string());
@@ -157,12 +158,15 @@ std::vector<std::string> other_processes(const std::string& procs) {
 // What prepare_v2 changed, undone if the agent cannot go on with it.
 struct v2_changes {
     std::string dir, leaf;  // the leaf the agent moved into from dir, if it did
-    bool enabled = false;   // whether it enabled the controllers in dir
+    std::string enabled;    // the controllers it enabled in dir, e.g. "+pids +memory"
 
     void undo() {
-        if (enabled) write_file(dir + "/cgroup.subtree_control", "-pids -memory");
+        if (!enabled.empty()) {
+            std::ranges::replace(enabled, '+', '-');
+            write_file(dir + "/cgroup.subtree_control", enabled);
+        }
         if (!leaf.empty() && write_file(dir + "/cgroup.procs", std::to_string(::getpid())) == 0) ::rmdir(leaf.c_str());
-        enabled = false;
+        enabled.clear();
         leaf.clear();
     }
 };
@@ -195,15 +199,18 @@ std::string prepare_v2(std::string& dir, v2_changes& changes) {
     }
     changes.dir = dir;
     auto enabled = read_text(dir + "/cgroup.subtree_control");
-    if (has_word(enabled, "pids") && has_word(enabled, "memory")) return {};
-    if (int e = write_file(dir + "/cgroup.subtree_control", "+pids +memory")) {
+    std::string missing;
+    for (std::string controller : {"pids", "memory"})
+        if (!has_word(enabled, controller)) missing += (missing.empty() ? "+" : " +") + controller;
+    if (missing.empty()) return {};
+    if (int e = write_file(dir + "/cgroup.subtree_control", missing)) {
         changes.undo();
         return fmt::format("cannot enable the pids and memory controllers in {}: {}{}", dir, std::strerror(e),
                            e == EBUSY ? " (other processes share the agent's cgroup: give it one of its own, "
                                         "as systemd does with Delegate=)"
                                       : "");
     }
-    changes.enabled = true;
+    changes.enabled = missing;
     return {};
 }
 

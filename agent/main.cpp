@@ -241,9 +241,9 @@ int serve(agent_state& agent) {
             limit(opts.limits.child_max_pids, "tasks"), limit(opts.limits.child_max_memory, "bytes"),
             opts.limits.max_children);
         if (!agent.cgroups->swap_limited && opts.limits.child_max_memory)
-            log("warning: this kernel does not account swap in cgroups (v1 without memsw): a child's memory beyond "
-                "--child-max-memory may go to swap rather than meet the OOM killer. Boot with swapaccount=1, or "
-                "run without swap");
+            log("warning: this kernel does not account swap in cgroups (no memory.swap.max or "
+                "memory.memsw.limit_in_bytes): a child's memory beyond --child-max-memory may go to swap rather than "
+                "meet the OOM killer. Turn swap accounting on (a kernel option), or run without swap");
     } else {
         log("warning: children run without cgroups, unlimited in tasks and memory (--allow-unlimited-children): {}",
             std::get<std::string>(cgroups));

@@ -49,7 +49,8 @@ int run_ns_init(int argc, char** argv) {
     // Shared memory of the child's own (with its IPC namespace): what it
     // leaves there goes with the namespace, never outliving its cgroup on
     // the host's /dev/shm or in the host's SysV segments.
-    if (::mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) {
+    // (A host without /dev/shm has none to leave things in.)
+    if (::mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0 && errno != ENOENT) {
         report(status_fd, std::string("failed cannot mount /dev/shm: ") + std::strerror(errno));
         return 1;
     }

@@ -43,18 +43,26 @@ join_host_cgroup() {
     local name=$1 record=$2 top=/sys/fs/cgroup
     : >"$record"
     if [[ $(stat -f -c %T "$top" 2>/dev/null) == cgroup2fs ]]; then
-        mkdir -p "$top/rfork-hosts/$name" &&
+        mkdir -p "$top/rfork-hosts/$name" && echo "$top/rfork-hosts/$name" >>"$record" &&
             echo "+pids +memory" >"$top/cgroup.subtree_control" &&
             echo "+pids +memory" >"$top/rfork-hosts/cgroup.subtree_control" &&
-            echo "$top/rfork-hosts/$name" >>"$record" &&
             echo "$BASHPID" >"$top/rfork-hosts/$name/cgroup.procs"
         return
     fi
+    # Where this shell is, read before it moves; one directory per
+    # hierarchy (pids and memory may be mounted together).
     local controller own dir
+    local -A seen=()
+    local -a dirs=()
     for controller in pids memory; do
         [[ -d $top/$controller ]] || continue
         own=$(awk -F: -v c="$controller" '$2 ~ "(^|,)" c "(,|$)" { print $3 }' /proc/self/cgroup)
-        dir=$top/$controller${own%/}/rfork-hosts/$name
+        dir=$(realpath "$top/$controller")${own%/}/rfork-hosts/$name
+        [[ -z ${seen[$dir]:-} ]] || continue
+        seen[$dir]=1
+        dirs+=("$dir")
+    done
+    for dir in "${dirs[@]}"; do
         mkdir -p "$dir" && echo "$dir" >>"$record" && echo "$BASHPID" >"$dir/cgroup.procs" || return 1
     done
 }
@@ -66,7 +74,7 @@ remove_host_cgroup() {
     [[ -f $record ]] || return 0
     while IFS= read -r dir; do
         [[ -d $dir ]] || continue
-        for sub in "$dir"/rfork-*/; do
+        for sub in "$dir"/rfork-agent/ "$dir"/rfork-child-*/; do
             [[ -d $sub ]] && rmdir "$sub"
         done
         rmdir "$dir" || return 1
