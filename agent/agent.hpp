@@ -1,6 +1,7 @@
 // What every part of a running agent shares.
 #pragma once
 
+#include "child_cgroup.hpp"
 #include "children.hpp"
 #include "job_dir.hpp"
 #include "options.hpp"
@@ -16,8 +17,33 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 
 namespace rfork::agent {
+
+// One place of --max-children: held from a fork's admission until its child
+// has ended (or its restore failed), so a count of them is exact.
+class child_slot {
+public:
+    child_slot() = default;
+    explicit child_slot(unsigned& count) : count_(&++count) {}
+    child_slot(child_slot&& other) noexcept : count_(std::exchange(other.count_, nullptr)) {}
+    child_slot& operator=(child_slot&& other) noexcept {
+        if (this != &other) {
+            release();
+            count_ = std::exchange(other.count_, nullptr);
+        }
+        return *this;
+    }
+    ~child_slot() { release(); }
+    void release() {
+        if (count_) --*count_;
+        count_ = nullptr;
+    }
+
+private:
+    unsigned* count_ = nullptr;
+};
 
 // Connections from other agents that have not yet got through TLS and their
 // handshake (--max-pending-connections, --max-pending-per-source): what a
@@ -38,6 +64,9 @@ struct agent_state {
     std::string host{};    // this host's name, as told to peers
     std::uint64_t next_job = 1;
     unsigned receiving = 0;            // images being received or restored (--max-restores)
+    unsigned children = 0;             // forks admitted whose child has not ended (--max-children)
+    // Where each child's cgroup goes; none only with --allow-unlimited-children.
+    std::optional<cgroup_parent> cgroups{};
     pending_peers pending{};           // connections from agents still authenticating
     child_table<forked_child> forked{};// children of this host's programs, elsewhere
     child_table<hosted_child> hosted{};// children running here

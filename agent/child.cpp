@@ -1,5 +1,6 @@
 #include "child.hpp"
 
+#include "child_cgroup.hpp"
 #include "conversation.hpp"
 #include "criu.hpp"
 #include "criu_workspace.hpp"
@@ -19,6 +20,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/streambuf.hpp>
+#include <asio/this_coro.hpp>
 
 #include <fcntl.h>
 #include <sched.h>
@@ -31,6 +33,7 @@
 #include <chrono>
 #include <cstring>
 #include <csignal>
+#include <filesystem>
 #include <map>
 #include <memory>
 
@@ -87,6 +90,8 @@ struct restored_child {
     std::shared_ptr<page_relay> pages;  // with lazy pages: to `criu lazy-pages`
     pid_t lazy_daemon = -1;             // and that daemon
     bool running = false;               // restored: the init's child is the child, no longer CRIU
+    std::optional<child_cgroup> cgroup; // every process of the child, from its init on
+    child_slot slot;                    // its place among --max-children
 };
 
 void log_image_complete(const std::string& id, std::uint64_t bytes) {
@@ -126,6 +131,20 @@ asio::awaitable<void> pump_output(std::shared_ptr<restored_child> child, restore
         if (ec) break;  // end of file, or EIO from a pty master whose slave is closed
     }
     if (!pending.empty()) fmt::print("[{}] {}\n", label, pending), std::fflush(stdout);
+}
+
+// The cgroup of a child whose pid namespace has ended. The kernel unlinks
+// an exiting task from its cgroup a moment after its parent has reaped it,
+// so an attempt may find it busy still: a few more, bounded.
+asio::awaitable<void> remove_cgroup(std::shared_ptr<restored_child> child) {
+    if (!child->cgroup) co_return;
+    asio::steady_timer pause(co_await asio::this_coro::executor);
+    for (int attempt = 0; child->cgroup->remove() == EBUSY && attempt < 100; ++attempt) {
+        if (attempt == 0) child->cgroup->kill_all();
+        pause.expires_after(std::chrono::milliseconds(10));
+        co_await pause.async_wait(as_tuple_awaitable);
+    }
+    child->cgroup.reset();  // logs it if it stayed
 }
 
 void end_input(restored_child& child) {
@@ -246,6 +265,9 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
             co_await memory->wait();
         }
     }
+    // Its cgroup and its place among --max-children go before its parent learns the end.
+    co_await remove_cgroup(child);
+    child->slot.release();
 
     auto& record = *child->record;
     auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - record.started).count();
@@ -264,7 +286,8 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
 
 asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protocol::image_begin& image,
                                                const std::string& id, job_dir& job,
-                                               std::shared_ptr<peer_connection> peer, std::optional<run_as> as) {
+                                               std::shared_ptr<peer_connection> peer, std::optional<run_as> as,
+                                               child_slot slot) {
     auto ex = agent.io.get_executor();
     if (as && (image.flags & protocol::image_begin::lazy_pages))
         co_return restore_outcome{errc::restore_failed,
@@ -272,6 +295,12 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
                                               "root; its agent must send it whole",
                                               as->uid),
                                   0, nullptr};
+    // CRIU restores no cgroup here (--manage-cgroups=ignore), yet the sets an
+    // image names (a root child's: a user's image has none) make it start a
+    // helper in the child's pid namespace, where that helper can take a pid
+    // the image needs: a chain's, whose pids are small.
+    std::error_code no_sets;
+    std::filesystem::remove(job.path() / "images" / "cgroup.img", no_sets);
     unique_fd criu(::open(agent.criu.c_str(), O_PATH | O_CLOEXEC));  // for ns-init, see ns_init.hpp
     if (!criu)
         co_return restore_outcome{errc::internal_error,
@@ -288,6 +317,17 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     ours.reset();  // the child reads its answer, then end of stream
 
     auto child = std::make_shared<restored_child>(ex);
+    child->slot = std::move(slot);
+    // Made before anything of the child runs; it goes with `child` on any failure.
+    if (agent.cgroups) {
+        try {
+            child->cgroup.emplace(*agent.cgroups, id,
+                                  child_limits{agent.opts.limits.child_max_pids, agent.opts.limits.child_max_memory});
+        } catch (const std::exception& e) {
+            co_return restore_outcome{errc::internal_error, fmt::format("cannot make the child's cgroup: {}", e.what()),
+                                      0, nullptr};
+        }
+    }
 
     // New pipes take the place of the parent's stdio; files shared between fds stay shared.
     std::vector<fd_mapping> fds;
@@ -376,13 +416,17 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     };
     std::string spawn_failure;
     try {
-        child->init = spawn(argv, fds, CLONE_NEWPID | CLONE_NEWNS);
+        child->init = spawn(argv, fds, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC, nullptr, -1,
+                            child->cgroup ? child->cgroup->procs_fds() : std::vector<int>{});
+        if (child->cgroup) child->cgroup->close_procs();  // joined: no one else may be moved in by them
     } catch (const std::exception& e) {
         spawn_failure = e.what();
     }
     if (!spawn_failure.empty()) {
         auto ended = end_lazy_pages();
         co_await std::move(ended);
+        child->cgroup.reset();
+        child->slot.release();
         job.remove();
         co_return restore_outcome{errc::internal_error, "cannot start the restore: " + spawn_failure, 0,
                                   lazy ? child : nullptr};
@@ -415,6 +459,8 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     if (!line.starts_with("restored ")) {
         agent.hosted.remove(id);
         co_await wait_for_exit(child->init);
+        co_await remove_cgroup(child);
+        child->slot.release();
         auto ended = end_lazy_pages();
         co_await std::move(ended);
         if (record->memory_here) record->memory_here->set();  // a chained fork waiting for it gives up

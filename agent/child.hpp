@@ -35,10 +35,13 @@ struct restore_outcome {
 // pages, once all of them are here). With lazy pages the child reads the
 // connection from the start, for its pages; the outcome then has the child
 // also on failure. `as`: the user a child that is not root's runs as (its
-// capabilities are chosen here); CRIU then runs as that user too.
+// capabilities are chosen here); CRIU then runs as that user too. The child
+// runs in a cgroup of its own (child_cgroup.hpp) when the agent has a place
+// for them; it and `slot` go once the child has ended.
 asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protocol::image_begin& image,
                                                const std::string& id, job_dir& job,
-                                               std::shared_ptr<peer_connection> peer, std::optional<run_as> as);
+                                               std::shared_ptr<peer_connection> peer, std::optional<run_as> as,
+                                               child_slot slot);
 
 // Logs that all of a child's image is here, with the wall clock for scripts/bench.
 void log_image_complete(const std::string& id, std::uint64_t bytes);

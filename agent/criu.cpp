@@ -150,9 +150,9 @@ std::vector<std::string> restore_command(const std::string& criu,
                                          const std::vector<std::pair<int, std::string>>& inherit, bool lazy,
                                          bool unprivileged) {
     // --tcp-close: the parent's connections are the parent's; the child sees them closed.
-    // --manage-cgroups=ignore: the child joins this agent's cgroup (its
-    // service's, on a systemd machine), never the cgroups its image names:
-    // those are another machine's.
+    // --manage-cgroups=ignore: the child stays in the cgroup its namespace
+    // init joined (its own, child_cgroup.hpp), never the cgroups its image
+    // names: those are another machine's.
     std::vector<std::string> argv{criu,
                                   "restore",
                                   "--images-dir",

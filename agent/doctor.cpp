@@ -125,6 +125,7 @@ int run_doctor(const std::vector<std::string>& args) {
     // Without userfaultfd its own check said all there is to say about lazy pages.
     if (!opts.lazy_pages || (as_root && userfaultfd)) print(check_lazy_pages(opts), count);
     print(check_run_tmpfs(), count);
+    print(check_child_cgroups(opts), count);
 
     std::optional<asio::ssl::context> tls;
     for (auto& r : check_credentials(opts, tls)) print(r, count);

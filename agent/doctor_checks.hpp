@@ -37,6 +37,9 @@ inline check_result warned(std::string what, std::string why, std::string fix) {
 check_result check_root();
 check_result check_pidfd();
 check_result check_run_tmpfs();
+// Whether children can get cgroups of their own (child_cgroup.hpp), looked
+// for from doctor's own cgroup: the service's may differ (Delegate=).
+check_result check_child_cgroups(const options& opts);
 // A directory the agent creates; `option` moves it, e.g. "work-dir DIR".
 check_result check_directory(const std::string& what, const std::string& dir, const std::string& option);
 

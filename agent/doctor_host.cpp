@@ -1,6 +1,7 @@
 // Doctor's checks of this host, apart from CRIU.
 #include "doctor_checks.hpp"
 
+#include "child_cgroup.hpp"
 #include "criu.hpp"
 #include "host_facts.hpp"
 
@@ -40,6 +41,22 @@ check_result check_run_tmpfs() {
                   "not a tmpfs: CRIU cannot cache its kernel checks there, so every fork pays for them on both "
                   "hosts (~15 ms each)",
                   "mount -t tmpfs -o mode=0755 tmpfs /run (systemd does so at boot)");
+}
+
+check_result check_child_cgroups(const options& opts) {
+    const char* what = "cgroups for children";
+    auto found = find_cgroup_parent();
+    if (auto* parent = std::get_if<cgroup_parent>(&found))
+        return passed(what, fmt::format("{}, as seen from doctor's own cgroup (the service's comes from "
+                                        "Delegate=); each child at most {} tasks and {} bytes",
+                                        parent->describe(), opts.limits.child_max_pids,
+                                        opts.limits.child_max_memory));
+    auto why = std::get<std::string>(found);
+    auto fix = "mount the cgroup v2 hierarchy with the pids and memory controllers (systemd does; the service "
+               "needs Delegate=pids memory), or accept children without limits: allow-unlimited-children";
+    if (opts.allow_unlimited_children)
+        return warned(what, why + "; children run without limits (allow-unlimited-children)", fix);
+    return failed(what, why + "; the agent does not start without them", fix);
 }
 
 check_result check_directory(const std::string& what, const std::string& dir, const std::string& option) {

@@ -1,6 +1,7 @@
 // rfork-agent: one binary on every machine, in both roles (see sender.hpp and
 // receiver.hpp).
 #include "agent.hpp"
+#include "child_cgroup.hpp"
 #include "cli.hpp"
 #include "criu.hpp"
 #include "doctor.hpp"
@@ -34,6 +35,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -183,6 +185,19 @@ int serve(agent_state& agent) {
         agent.host = name;
     }
     set_log_name(agent.host);
+    // Once its options are known good, before anything is spawned: on cgroup v2
+    // the agent moves into a leaf of its own.
+    auto cgroups = prepare_cgroup_parent();
+    if (auto* parent = std::get_if<cgroup_parent>(&cgroups)) {
+        agent.cgroups = *parent;
+    } else if (!opts.allow_unlimited_children) {
+        log("cannot give children cgroups of their own: {}. Without them a child could take every pid and all "
+            "the memory of this host, so the agent does not start. Mount the cgroup v2 hierarchy with the pids "
+            "and memory controllers (under systemd: Delegate=pids memory in rfork-agent.service), or accept children "
+            "without limits: --allow-unlimited-children",
+            std::get<std::string>(cgroups));
+        return 1;
+    }
     prepare_work_dir(opts.work_dir);
 
     asio::local::stream_protocol::acceptor local(io);
@@ -218,6 +233,21 @@ int serve(agent_state& agent) {
     else
         log("no credentials: on loopback only, agents must prove this host's own secret {} (TLS 1.3); "
             "to fork between machines, give the agents a --secret-file", local_secret_path(opts.socket_path));
+    if (agent.cgroups) {
+        auto limit = [](std::uint64_t n, std::string_view unit) {
+            return n ? fmt::format("{} {}", n, unit) : fmt::format("no limit of {}", unit);
+        };
+        log("each child runs in a cgroup of its own ({}): {}, {}; at most {} children", agent.cgroups->describe(),
+            limit(opts.limits.child_max_pids, "tasks"), limit(opts.limits.child_max_memory, "bytes"),
+            opts.limits.max_children);
+        if (!agent.cgroups->swap_limited && opts.limits.child_max_memory)
+            log("warning: this kernel does not account swap in cgroups (no memory.swap.max or "
+                "memory.memsw.limit_in_bytes): a child's memory beyond --child-max-memory may go to swap rather than "
+                "meet the OOM killer. Turn swap accounting on (a kernel option), or run without swap");
+    } else {
+        log("warning: children run without cgroups, unlimited in tasks and memory (--allow-unlimited-children): {}",
+            std::get<std::string>(cgroups));
+    }
     agent.no_lazy_pages = opts.lazy_pages ? lazy_pages_problem() : "--no-lazy-pages";
     if (opts.lazy_pages && !agent.no_lazy_pages.empty())
         log("note: no lazy pages on this host: {}; children start once all of their memory is here",

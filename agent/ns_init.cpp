@@ -46,6 +46,14 @@ int run_ns_init(int argc, char** argv) {
         report(status_fd, std::string("failed cannot mount /proc: ") + std::strerror(errno));
         return 1;
     }
+    // Shared memory of the child's own (with its IPC namespace): what it
+    // leaves there goes with the namespace, never outliving its cgroup on
+    // the host's /dev/shm or in the host's SysV segments.
+    // (A host without /dev/shm has none to leave things in.)
+    if (::mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0 && errno != ENOENT) {
+        report(status_fd, std::string("failed cannot mount /dev/shm: ") + std::strerror(errno));
+        return 1;
+    }
 
     // From here on the namespace holds only the user's processes: this init
     // takes the user's identity (with CRIU's few capabilities, for CRIU to

@@ -71,6 +71,18 @@ const char* const usage_text =
     "  --max-pending-per-source N\n"
     "                        the same from one address, or one IPv6 /64 (default 16)\n"
     "  --max-image-files N   files accepted per image, empty ones too (default 16384)\n"
+    "  --max-children N      children running here at once, those being restored\n"
+    "                        included; more forks are refused (default 64)\n"
+    "  --child-max-pids N    tasks (processes and threads) each child may have, its\n"
+    "                        pid namespace's init included; 0: no limit of its own\n"
+    "                        (default 1024)\n"
+    "  --child-max-memory B  bytes of memory (and swap) each child may use; 0: no\n"
+    "                        limit of its own (default 4 GiB). Each child runs in a\n"
+    "                        cgroup of its own with these limits, under the agent's\n"
+    "  --allow-unlimited-children\n"
+    "                        if this host has no cgroup with the pids and memory\n"
+    "                        controllers for children, restore them without limits\n"
+    "                        (default: the agent refuses to start)\n"
     "  --help                this text\n";
 
 bool is_loopback(const std::string& host) {
@@ -98,7 +110,9 @@ constexpr option_spec known_options[] = {
     {"max-image-size", option_kind::takes_value},    {"max-restores", option_kind::takes_value},
     {"max-pending-connections", option_kind::takes_value},
     {"max-pending-per-source", option_kind::takes_value},
-    {"max-image-files", option_kind::takes_value},
+    {"max-image-files", option_kind::takes_value},   {"max-children", option_kind::takes_value},
+    {"child-max-pids", option_kind::takes_value},    {"child-max-memory", option_kind::takes_value},
+    {"allow-unlimited-children", option_kind::flag},
 };
 
 struct parser {
@@ -138,6 +152,8 @@ std::string parser::apply(const std::string& arg, const std::string* value) {
         o.allow_root = true;
     } else if (arg == "--no-lazy-pages") {
         o.lazy_pages = false;
+    } else if (arg == "--allow-unlimited-children") {
+        o.allow_unlimited_children = true;
     } else if (arg == "--allow-uid" || arg == "--local-users") {
         auto& uids = arg == "--allow-uid" ? o.allow_uids : o.local_users;
         uids.clear();  // the last list given is the list, as for every other option
@@ -155,14 +171,22 @@ std::string parser::apply(const std::string& arg, const std::string* value) {
     } else if (arg == "--handshake-timeout" || arg == "--idle-timeout" || arg == "--image-timeout" ||
                arg == "--max-image-size" ||
                arg == "--max-pending-connections" || arg == "--max-pending-per-source" ||
-               arg == "--max-restores" || arg == "--max-image-files") {
+               arg == "--max-restores" || arg == "--max-image-files" || arg == "--max-children" ||
+               arg == "--child-max-pids" || arg == "--child-max-memory") {
         std::uint64_t n = 0;
         auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
         bool seconds = arg.ends_with("timeout");
-        // 0 would not mean "no limit": it would refuse everything (or time out at once).
-        if (ec != std::errc{} || end != value->data() + value->size() || n == 0 || (seconds && n > 86400) ||
-            ((arg == "--max-restores" || arg.starts_with("--max-pending-")) && n > 100000))
-            return bad(seconds ? "a whole number of seconds from 1 to 86400" : "a whole number from 1");
+        // 0 would not mean "no limit" (it would refuse everything, or time out at
+        // once), but for a child's own cgroup limits, where it means none of its own.
+        bool zero_means_none = arg == "--child-max-pids" || arg == "--child-max-memory";
+        if (ec != std::errc{} || end != value->data() + value->size() || (n == 0 && !zero_means_none) ||
+            (seconds && n > 86400) ||
+            ((arg == "--max-restores" || arg == "--max-children" || arg.starts_with("--max-pending-")) &&
+             n > 100000) ||
+            (arg == "--child-max-pids" && n > 4194304))  // the kernel's most (PID_MAX_LIMIT)
+            return bad(seconds                ? "a whole number of seconds from 1 to 86400"
+                       : zero_means_none      ? "a whole number (0: no limit of the child's own)"
+                                              : "a whole number from 1");
         if (arg == "--handshake-timeout") o.limits.handshake_timeout = std::chrono::seconds(n);
         else if (arg == "--idle-timeout") o.limits.idle_timeout = std::chrono::seconds(n);
         else if (arg == "--image-timeout") o.limits.image_timeout = std::chrono::seconds(n);
@@ -170,6 +194,9 @@ std::string parser::apply(const std::string& arg, const std::string* value) {
         else if (arg == "--max-pending-connections") o.limits.max_pending_connections = static_cast<unsigned>(n);
         else if (arg == "--max-pending-per-source") o.limits.max_pending_per_source = static_cast<unsigned>(n);
         else if (arg == "--max-image-files") o.limits.max_image_files = n;
+        else if (arg == "--max-children") o.limits.max_children = static_cast<unsigned>(n);
+        else if (arg == "--child-max-pids") o.limits.child_max_pids = n;
+        else if (arg == "--child-max-memory") o.limits.child_max_memory = n;
         else o.limits.max_restores = static_cast<unsigned>(n);
     } else if (arg == "--ready-fd") {
         auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), o.ready_fd);

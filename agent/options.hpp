@@ -26,6 +26,10 @@ struct limits {
     unsigned max_pending_connections = 64;
     unsigned max_pending_per_source = 16;
     std::uint64_t max_image_files = 16384;       // files in one image: each costs an inode, empty or not
+    unsigned max_children = 64;                  // children restored here and not yet ended
+    // Each child's cgroup (child_cgroup.hpp); 0: no limit of its own.
+    std::uint64_t child_max_pids = 1024;         // its tasks, threads and its namespace's init included
+    std::uint64_t child_max_memory = 4ull << 30; // bytes of its memory and swap
 };
 
 struct options {
@@ -40,6 +44,7 @@ struct options {
     std::string criu;                           // empty: search, see criu.hpp
     std::string work_dir = "/run/rfork/work";
     bool lazy_pages = true;                     // memory after the child starts, when possible
+    bool allow_unlimited_children = false;      // start without cgroups for children if none can be made
     std::string name;                           // host name told to peers; empty: gethostname()
     int ready_fd = -1;                          // write "ready\n" here once listening
     struct limits limits;

@@ -41,7 +41,10 @@ namespace {
 // runs it may have taken a user's identity, or entered another mount
 // namespace, where its path leads elsewhere or nowhere.
 [[noreturn]] void exec_child(int program, char* const* argv, const std::vector<fd_mapping>& fds, int devnull,
-                             const run_as* as) {
+                             const run_as* as, const std::vector<int>& cgroups) {
+    // Into its cgroups first: nothing it starts ever runs outside them.
+    for (int procs : cgroups)
+        if (::write(procs, "0", 1) != 1) ::_exit(126);
     // Fds from `keep` up are free for the program's own: first copies of
     // every source above them (so no dup2 clobbers a later source), then the
     // program fd at `keep`. Any step that fails ends the child: it must never
@@ -81,18 +84,19 @@ struct exec_request {
     const std::vector<fd_mapping>* fds;
     int devnull;
     const run_as* as;
+    const std::vector<int>* cgroups;
 };
 
 int exec_from_clone(void* arg) {
     auto* request = static_cast<exec_request*>(arg);
-    exec_child(request->program, request->argv, *request->fds, request->devnull, request->as);
+    exec_child(request->program, request->argv, *request->fds, request->devnull, request->as, *request->cgroups);
 }
 
 // The child's part of spawn(..., join): only async-signal-safe calls.
 [[noreturn]] void exec_in_namespaces_of(int pidfd, int program, char* const* argv, const std::vector<fd_mapping>& fds,
                                         int devnull, const run_as* as) {
     // A pidfd names that very process: if it ended, nothing else is joined.
-    if (::setns(pidfd, CLONE_NEWPID | CLONE_NEWNS) != 0) ::_exit(125);
+    if (::setns(pidfd, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC) != 0) ::_exit(125);
     pid_t inner = ::fork();  // a pid namespace takes only new processes
     if (inner < 0) ::_exit(125);
     if (inner == 0) {
@@ -100,7 +104,7 @@ int exec_from_clone(void* arg) {
         // Its parent is outside its pid namespace: getppid() is 0 while that
         // parent lives, and the namespace init's pid once it has died.
         if (::getppid() != 0) ::_exit(125);
-        exec_child(program, argv, fds, devnull, as);
+        exec_child(program, argv, fds, devnull, as, {});
     }
     int status = 0;
     while (::waitpid(inner, &status, 0) < 0 && errno == EINTR) {
@@ -111,7 +115,7 @@ int exec_from_clone(void* arg) {
 }  // namespace
 
 child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_mapping>& fds, int namespaces,
-                    const run_as* as, int join) {
+                    const run_as* as, int join, const std::vector<int>& cgroups) {
     if (fds.size() > 16) throw std::invalid_argument("spawn: too many fds");
     std::vector<char*> cargv;
     for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
@@ -125,10 +129,10 @@ child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_m
     if (namespaces == 0) {
         pid = ::fork();
         if (pid == 0 && join >= 0) exec_in_namespaces_of(join, program.get(), cargv.data(), fds, devnull.get(), as);
-        if (pid == 0) exec_child(program.get(), cargv.data(), fds, devnull.get(), as);
+        if (pid == 0) exec_child(program.get(), cargv.data(), fds, devnull.get(), as, cgroups);
     } else {
         // clone(2) without CLONE_VM copies the address space, stack included.
-        exec_request request{program.get(), cargv.data(), &fds, devnull.get(), as};
+        exec_request request{program.get(), cargv.data(), &fds, devnull.get(), as, &cgroups};
         std::vector<char> stack(64 * 1024);
         pid = ::clone(exec_from_clone, stack.data() + stack.size(), namespaces | SIGCHLD, &request);
     }

@@ -63,12 +63,15 @@ struct child_process {
 // flags such as CLONE_NEWPID: the child is then the first process of them.
 // With `as`, the program runs with that identity (see run_as.hpp); a child
 // that cannot take it exits with status 126 before exec. With `join` (a
-// pidfd), the program runs in that process's pid and mount namespaces: the
+// pidfd), the program runs in that process's pid, mount and IPC namespaces: the
 // child joins them, forks the program there (killed with it) and exits with
-// its status, or with 125 if that process has ended.
+// its status, or with 125 if that process has ended. `cgroups`: fds of
+// cgroup.procs files (not with `join`); the child joins each before anything
+// else, or exits with status 126.
 // Throws std::system_error.
 child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_mapping>& fds,
-                    int namespaces = 0, const run_as* as = nullptr, int join = -1);
+                    int namespaces = 0, const run_as* as = nullptr, int join = -1,
+                    const std::vector<int>& cgroups = {});
 
 // Waits for the child to end and reaps it; returns its wait status.
 asio::awaitable<int> wait_for_exit(child_process& child);

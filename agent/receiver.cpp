@@ -229,12 +229,22 @@ asio::awaitable<peer_answer> handle_peer(
     if (agent.receiving >= limits.max_restores)
         co_return failure{errc::limit_exceeded, fmt::format("busy: {} forks are arriving here already (--max-restores {})",
                                                             agent.receiving, limits.max_restores)};
+    if (agent.children >= limits.max_children)
+        co_return failure{errc::limit_exceeded, fmt::format("busy: {} children run here already (--max-children {})",
+                                                            agent.children, limits.max_children)};
+    // Its memory alone would pass its cgroup's limit: CRIU would be killed midway.
+    if (agent.cgroups && limits.child_max_memory && image.total_size > limits.child_max_memory)
+        co_return failure{errc::limit_exceeded,
+                          fmt::format("an image of {} bytes cannot run within the memory each child may use here "
+                                      "(--child-max-memory {} bytes)",
+                                      image.total_size, limits.child_max_memory)};
     bool lazy = image.flags & protocol::image_begin::lazy_pages;
     if (lazy && !agent.no_lazy_pages.empty())
         co_return failure{errc::restore_failed, "this host cannot take lazy pages: " + agent.no_lazy_pages};
     log("receiving an image of {} bytes from {} (pid {} on {}){}", image.total_size, from, image.pid,
         image.origin_host, lazy ? ", its memory to follow" : "");
     ++agent.receiving;
+    child_slot slot(agent.children);
     struct release {
         unsigned& count;
         ~release() { --count; }
@@ -252,7 +262,7 @@ asio::awaitable<peer_answer> handle_peer(
     // Root's child is restored by root's CRIU; any other by CRIU as that user.
     std::optional<run_as> as;
     if (who.uid != 0) as = run_as{who.uid, who.gid, who.groups, 0};
-    auto outcome = co_await restore_child(agent, image, id, job, connection, as);
+    auto outcome = co_await restore_child(agent, image, id, job, connection, as, std::move(slot));
     child = outcome.child;  // with lazy pages, also after a failure: it reads the connection
     if (outcome.ec) co_return failure{outcome.ec, outcome.message};
     log("child {} restored: pid {} from {} (origin pid {}, from {})", id, outcome.pid, image.origin_host, image.pid,

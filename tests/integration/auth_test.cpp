@@ -673,10 +673,12 @@ TEST_SUITE("integration.auth") {
         temp_dir dir("auth");
         auto log = (dir.path / "second.log").string();
         std::ofstream{log};  // watched from the start
-        // A second agent beside the host's, its socket in the same directory.
+        // A second agent beside the host's, its socket in the same directory;
+        // in this test's cgroup, where on cgroup v2 it cannot make children's.
         auto second = hosts.start("a", {"/bin/sh", "-c", "exec \"$@\" 2>" + log, "sh", program_path("rfork-agent"),
                                         "--listen", "127.0.0.1:7001", "--socket", "/run/rfork/second.sock",
-                                        "--work-dir", "/run/rfork/second-work", "--name", "second", "--allow-root"});
+                                        "--work-dir", "/run/rfork/second-work", "--name", "second", "--allow-root",
+                                        "--allow-unlimited-children"});
         REQUIRE(wait_for_file(log, [](const std::string& text) { return text.find("listening on") != std::string::npos; },
                               30s));
         INFO("second agent's log: " << read_file(log) << agent_logs(hosts, {"a"}));

@@ -111,6 +111,7 @@ TEST_SUITE("integration.doctor") {
         CHECK(only_line(r.out, "ok   listen address 0.0.0.0:7000").find("rfork-agent") != std::string::npos);
         CHECK(lines_starting_with(r.out, "ok   secret file ").size() == 1);
         CHECK(lines_starting_with(r.out, "ok   criu check").size() == 1);
+        CHECK(lines_starting_with(r.out, "ok   cgroups for children: cgroup v").size() == 1);
         // A probe is answered and restores nothing.
         CHECK(hosts.wait_for_log("b", [](const std::string& log) {
             return log.find("answered a probe") != std::string::npos;

@@ -570,7 +570,39 @@ void check_nothing_left(const test_hosts& hosts, const std::vector<std::string>&
         CAPTURE(host);
         CHECK(hosts.work_dir_entries(host) == std::vector<std::string>{});
         CHECK(hosts.processes_besides_agent(host) == std::vector<int>{});
+        CHECK(child_cgroups(hosts, host) == std::vector<std::string>{});
     }
+}
+
+std::string cgroup_directory(const std::string& proc_cgroup, const std::string& controller) {
+    bool v2 = fs::exists("/sys/fs/cgroup/cgroup.controllers");  // the unified hierarchy alone
+    std::istringstream in(proc_cgroup);
+    for (std::string line; std::getline(in, line);) {
+        auto first = line.find(':'), second = line.find(':', first + 1);
+        if (first == std::string::npos || second == std::string::npos) continue;
+        auto controllers = "," + line.substr(first + 1, second - first - 1) + ",";
+        auto path = line.substr(second + 1);
+        if (path == "/") path.clear();
+        if (v2 && line.starts_with("0::")) return "/sys/fs/cgroup" + path;
+        if (!v2 && controllers.find("," + controller + ",") != std::string::npos)
+            return "/sys/fs/cgroup/" + controller + path;
+    }
+    return {};
+}
+
+std::vector<std::string> child_cgroups(const test_hosts& hosts, const std::string& host) {
+    auto own = read_file("/proc/" + std::to_string(hosts.agent_pid(host)) + "/cgroup");
+    std::vector<std::string> found;
+    for (const char* controller : {"pids", "memory"}) {
+        fs::path dir = cgroup_directory(own, controller);
+        if (dir.filename() == "rfork-agent") dir = dir.parent_path();  // v2: the agent's leaf
+        std::error_code ec;
+        for (auto& entry : fs::directory_iterator(dir, ec))
+            if (entry.path().filename().string().starts_with("rfork-child-")) found.push_back(entry.path().string());
+    }
+    std::sort(found.begin(), found.end());  // on v2 both controllers name one directory
+    found.erase(std::unique(found.begin(), found.end()), found.end());
+    return found;
 }
 
 std::string agent_logs(const test_hosts& hosts, const std::vector<std::string>& names) {

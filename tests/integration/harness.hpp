@@ -141,6 +141,15 @@ private:
 void check_nothing_left(const test_hosts& hosts, const std::vector<std::string>& names,
                         const std::map<std::string, std::size_t>& ended);
 
+// The directory, as this machine mounts its cgroups, of the cgroup that
+// `proc_cgroup` (the text of a /proc/PID/cgroup) names for `controller`
+// ("pids", "memory"): on cgroup v2 the one cgroup, on v1 that controller's.
+// Empty if it names none.
+std::string cgroup_directory(const std::string& proc_cgroup, const std::string& controller);
+
+// Cgroups of children (rfork-child-*) under `host`'s agent's cgroups.
+std::vector<std::string> child_cgroups(const test_hosts& hosts, const std::string& host);
+
 // The agent logs of the hosts in `names`, for a test's INFO.
 std::string agent_logs(const test_hosts& hosts, const std::vector<std::string>& names);
 

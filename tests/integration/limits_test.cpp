@@ -336,7 +336,10 @@ TEST_SUITE("integration.limits") {
                           std::vector<std::string>{"--max-image-size", "-1"},
                           std::vector<std::string>{"--max-restores", "1e3"},
                           std::vector<std::string>{"--max-pending-connections", "-1"},
-                          std::vector<std::string>{"--max-pending-per-source", "100001"}}) {
+                          std::vector<std::string>{"--max-pending-per-source", "100001"},
+                          std::vector<std::string>{"--max-children", "100001"},
+                          std::vector<std::string>{"--child-max-pids", "4194305"},
+                          std::vector<std::string>{"--child-max-memory", "4G"}}) {
             std::vector<std::string> argv{program_path("rfork-agent"), "--listen", "7999"};
             argv.insert(argv.end(), args.begin(), args.end());
             auto r = running_program(argv).finish(30s);

@@ -83,7 +83,9 @@ TEST_SUITE("integration.service") {
         // A second agent on host a, as systemd would start it.
         auto agent = hosts.start("a", {program_path("rfork-agent"), "--listen", "127.0.0.1:7001", "--socket",
                                        local_socket.string(), "--work-dir", (manager.dir / "work").string(),
-                                       "--name", "service"},
+                                       "--name", "service",
+                                       // in this test's cgroup, where on v2 it cannot make children's
+                                       "--allow-unlimited-children"},
                                  {{"NOTIFY_SOCKET", manager.path.string()}});
         auto ready = manager.receive(30s);
         INFO("agent log: " << hosts.agent_log("a"));

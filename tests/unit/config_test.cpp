@@ -125,11 +125,11 @@ TEST_CASE("config: every option of the agent is known with or without a value") 
                       "work-dir", "name", "ready-fd", "handshake-timeout", "idle-timeout", "image-timeout",
                       "max-image-size",
                       "max-restores", "max-image-files", "max-pending-connections",
-                      "max-pending-per-source", "config"}) {
+                      "max-pending-per-source", "max-children", "child-max-pids", "child-max-memory", "config"}) {
         CAPTURE(name);
         CHECK(kind_of_option(name) == option_kind::takes_value);
     }
-    for (auto name : {"allow-root", "no-lazy-pages"}) {
+    for (auto name : {"allow-root", "no-lazy-pages", "allow-unlimited-children"}) {
         CAPTURE(name);
         CHECK(kind_of_option(name) == option_kind::flag);
     }
@@ -288,6 +288,24 @@ TEST_CASE("config: --insecure was removed and says what to do instead") {
     }
 }
 
+TEST_CASE("config: children's limits have defaults and 0 means no limit of a child's own") {
+    options_error error;
+    auto defaults = parse_options({"--listen", "7000"}, error);
+    REQUIRE(defaults);
+    CHECK(defaults->limits.max_children == 64);
+    CHECK(defaults->limits.child_max_pids == 1024);
+    CHECK(defaults->limits.child_max_memory == 4ull << 30);
+    CHECK_FALSE(defaults->allow_unlimited_children);
+    auto set = parse_options({"--listen", "7000", "--max-children", "3", "--child-max-pids", "0", "--child-max-memory",
+                              "0", "--allow-unlimited-children"},
+                             error);
+    REQUIRE(set);
+    CHECK(set->limits.max_children == 3);
+    CHECK(set->limits.child_max_pids == 0);
+    CHECK(set->limits.child_max_memory == 0);
+    CHECK(set->allow_unlimited_children);
+}
+
 TEST_CASE("config: --listen may be left out only where the caller says so (doctor)") {
     options_error error;
     CHECK_FALSE(parse_options({}, error));
@@ -301,7 +319,8 @@ TEST_CASE("config: --listen may be left out only where the caller says so (docto
 
 TEST_CASE("config: a limit of 0 is refused for it would refuse everything") {
     for (const char* limit : {"--handshake-timeout", "--idle-timeout", "--max-image-size", "--max-restores",
-                              "--max-pending-connections", "--max-pending-per-source", "--max-image-files"}) {
+                              "--max-pending-connections", "--max-pending-per-source", "--max-image-files",
+                              "--max-children", "--image-timeout"}) {
         CAPTURE(limit);
         options_error error;
         CHECK_FALSE(parse_options({"--listen", "7000", limit, "0"}, error));
