@@ -163,7 +163,8 @@ struct v2_changes {
     void undo() {
         if (!enabled.empty()) {
             std::ranges::replace(enabled, '+', '-');
-            write_file(dir + "/cgroup.subtree_control", enabled);
+            if (int e = write_file(dir + "/cgroup.subtree_control", enabled))
+                log("cannot disable {} again in {}: {}", enabled, dir, std::strerror(e));
         }
         if (!leaf.empty() && write_file(dir + "/cgroup.procs", std::to_string(::getpid())) == 0) ::rmdir(leaf.c_str());
         enabled.clear();

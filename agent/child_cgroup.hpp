@@ -72,7 +72,6 @@ public:
     // Kills every process in it (cgroup v2; v1 has no such file): only for
     // a child whose pid namespace has ended, where none should be left.
     void kill_all();
-    bool removed() const { return dirs_.empty(); }
     // False where the kernel does not account swap (a v1 memory controller
     // without memsw): memory beyond the limit may then go to swap.
     bool swap_limited() const { return swap_limited_; }

@@ -57,7 +57,8 @@ join_host_cgroup() {
     for controller in pids memory; do
         [[ -d $top/$controller ]] || continue
         own=$(awk -F: -v c="$controller" '$2 ~ "(^|,)" c "(,|$)" { print $3 }' /proc/self/cgroup)
-        dir=$(realpath "$top/$controller")${own%/}/rfork-hosts/$name
+        dir=$(realpath -e "$top/$controller") || return 1
+        dir+=${own%/}/rfork-hosts/$name
         [[ -z ${seen[$dir]:-} ]] || continue
         seen[$dir]=1
         dirs+=("$dir")
