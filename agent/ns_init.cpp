@@ -2,6 +2,7 @@
 
 #include "criu.hpp"
 #include "criu_workspace.hpp"
+#include "file_placement.hpp"
 #include "run_as.hpp"
 
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace rfork::agent {
 
@@ -29,20 +31,49 @@ void report(int fd, const std::string& line) {
 }  // namespace
 
 int run_ns_init(int argc, char** argv) {
-    // ns-init STATUS_FD root|UID:GID:GROUPS:CAPS -- CRIU...
+    // ns-init STATUS_FD root|UID:GID:GROUPS:CAPS PLAN_FD|- -- CRIU...
     std::optional<run_as> as;
-    if (argc >= 6 && std::strcmp(argv[3], "root") != 0) as = from_argument(argv[3]);
-    if (argc < 6 || std::strcmp(argv[4], "--") != 0 || getpid() != 1 || (std::strcmp(argv[3], "root") != 0 && !as)) {
+    if (argc >= 7 && std::strcmp(argv[3], "root") != 0) as = from_argument(argv[3]);
+    if (argc < 7 || std::strcmp(argv[5], "--") != 0 || getpid() != 1 || (std::strcmp(argv[3], "root") != 0 && !as)) {
         std::fprintf(stderr, "rfork-agent ns-init is started by the agent only\n");
         return 2;
     }
     int status_fd = std::atoi(argv[2]);
-    char** criu_argv = argv + 5;
+    int plan_fd = std::strcmp(argv[4], "-") == 0 ? -1 : std::atoi(argv[4]);
+    char** criu_argv = argv + 6;
 
     ::setsid();  // out of the agent's session: its terminal's signals are not the child's
     // A /proc of this pid namespace, which CRIU needs, in a mount namespace of our own.
-    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-        ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+        report(status_fd, std::string("failed cannot make its mounts private: ") + std::strerror(errno));
+        return 1;
+    }
+    // The files the child uses that this host lacks, at their paths, before
+    // anything of the child's runs (and before its /proc, which the plan may
+    // move: the namespace's root may be new).
+    if (plan_fd >= 0) {
+        std::vector<unsigned char> bytes;
+        unsigned char buffer[65536];
+        for (ssize_t n; (n = ::read(plan_fd, buffer, sizeof buffer)) != 0;) {
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 || bytes.size() > (64u << 20)) {
+                report(status_fd, "files-failed cannot read the plan");
+                return 1;
+            }
+            bytes.insert(bytes.end(), buffer, buffer + n);
+        }
+        ::close(plan_fd);
+        auto plan = decode_plan(bytes);
+        if (!plan) {
+            report(status_fd, "files-failed the plan does not decode");
+            return 1;
+        }
+        if (auto why = carry_out(*plan); !why.empty()) {
+            report(status_fd, "files-failed " + why);
+            return 1;
+        }
+    }
+    if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
         report(status_fd, std::string("failed cannot mount /proc: ") + std::strerror(errno));
         return 1;
     }

@@ -77,6 +77,7 @@ raw_request raw_request_of(const std::string& mode) {
     } else if (mode == "stall") {
         append(protocol::encode_handshake(protocol::role::sender));
         append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 4096}));
+        append(protocol::encode(protocol::file_manifest{}));  // it uses no files
         append(protocol::encode(protocol::image_file{"pages-1.img", 4096}));
         r.end_sending = false;
     } else if (mode.starts_with("origin=")) {
@@ -86,10 +87,12 @@ raw_request raw_request_of(const std::string& mode) {
     } else if (mode == "big_file") {
         append(protocol::encode_handshake(protocol::role::sender));
         append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 1 << 30}));
+        append(protocol::encode(protocol::file_manifest{}));  // it uses no files
         append(protocol::encode(protocol::image_file{"mm-1.img", (64 << 20) + 1}));
     } else if (mode == "trickle") {
         append(protocol::encode_handshake(protocol::role::sender));
         append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 1 << 20}));
+        append(protocol::encode(protocol::file_manifest{}));  // it uses no files
         append(protocol::encode(protocol::image_file{"pages-1.img", 1 << 20}));
         unsigned char byte = 0;
         r.trickle = protocol::encode_frame(protocol::message_type::image_data, std::span(&byte, 1));
