@@ -7,6 +7,7 @@
 #include <rfork/protocol.hpp>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #include <arpa/inet.h>
@@ -59,6 +60,15 @@ struct raw_request {
     rfork::detail::bytes trickle;
 };
 
+// SHA-256 of some bytes (OpenSSL), as a sending agent announces a file's.
+std::array<unsigned char, 32> sha256_of_bytes(const rfork::detail::bytes& data) {
+    std::array<unsigned char, 32> digest{};
+    unsigned int n = 0;
+    if (::EVP_Digest(data.data(), data.size(), digest.data(), &n, ::EVP_sha256(), nullptr) != 1 || n != 32)
+        fail_setup("EVP_Digest failed");
+    return digest;
+}
+
 raw_request raw_request_of(const std::string& mode) {
     namespace protocol = rfork::protocol;
     raw_request r;
@@ -97,6 +107,43 @@ raw_request raw_request_of(const std::string& mode) {
         unsigned char byte = 0;
         r.trickle = protocol::encode_frame(protocol::message_type::image_data, std::span(&byte, 1));
         r.end_sending = false;
+    } else if (mode.starts_with("files_")) {
+        // An image of no files of its own whose manifest names one file
+        // this host lacks, hostile in the way the mode says; its bytes follow.
+        protocol::file_description f;
+        f.path = "/rfork-hostile/file";
+        f.mode = 0755;
+        std::string content = "the bytes of a file";
+        f.size = content.size();
+        append(protocol::encode_handshake(protocol::role::sender));
+        append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 0}));
+        if (mode == "files_dotdot") {
+            // A path through "..": no manifest may hold it (encoded by hand, as no agent would).
+            f.path = "/rfork-hostile/../etc/passwd";
+        } else if (mode == "files_huge") {
+            f.size = 1ull << 60;
+        } else if (mode == "files_bad_hash") {
+            f.sha256.fill(0x5a);  // not these bytes' hash
+        } else if (mode == "files_overrun") {
+            content += " and then some";  // more bytes than announced
+        } else {
+            fail_setup("raw_tls_peer: unknown mode " + mode);
+        }
+        if (mode != "files_bad_hash") {
+            rfork::detail::bytes data(content.begin(), content.end());
+            f.sha256 = {};
+            auto digest = sha256_of_bytes(data);
+            std::copy(digest.begin(), digest.end(), f.sha256.begin());
+        }
+        rfork::detail::bytes payload;
+        rfork::detail::wire_writer w(payload);
+        w.u32(1);
+        f.encode(w);
+        append(protocol::encode_frame(protocol::message_type::file_manifest, payload));
+        append(protocol::encode(protocol::image_end{}));
+        append(protocol::encode_frame(protocol::message_type::file_data,
+                                      std::span(reinterpret_cast<const unsigned char*>(content.data()), content.size())));
+        append(protocol::encode(protocol::files_end{}));
     } else if (mode == "silent") {
         r.end_sending = false;
     } else {
