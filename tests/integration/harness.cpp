@@ -295,6 +295,19 @@ std::vector<unsigned char> read_secret_bytes(const std::string& path) {
     return secret;
 }
 
+namespace {
+
+// Exit code 77 (CTest: skipped) for what this machine lacks; a failure under CI=true.
+void skip_or_fail(const std::string& missing) {
+    const char* ci = std::getenv("CI");
+    if (ci && std::string(ci) == "true") FAIL("cannot run the integration tests under CI: " << missing);
+    std::printf("SKIPPED: %s\n", missing.c_str());
+    std::fflush(stdout);
+    std::_Exit(77);
+}
+
+}  // namespace
+
 void require_fork_environment() {
     std::string missing;
     if (::geteuid() != 0) missing = "not root (CRIU and network namespaces need root)";
@@ -302,12 +315,17 @@ void require_fork_environment() {
         missing = "no ip(8) (install iproute2, or run scripts/setup)";
     else if (!executable(RFORK_AGENT_CRIU) && std::system("command -v criu >/dev/null 2>&1") != 0)
         missing = "no CRIU (run scripts/setup)";
-    if (missing.empty()) return;
-    const char* ci = std::getenv("CI");
-    if (ci && std::string(ci) == "true") FAIL("cannot run the integration tests under CI: " << missing);
-    std::printf("SKIPPED: %s\n", missing.c_str());
-    std::fflush(stdout);
-    std::_Exit(77);
+    if (!missing.empty()) skip_or_fail(missing);
+}
+
+fs::path installed_agent_root() {
+    const char* root = std::getenv("RFORK_TEST_AGENT_ROOT");
+    if (!root || !*root)
+        skip_or_fail("no installed agent's root: RFORK_TEST_AGENT_ROOT is unset (ctest sets it, "
+                     "after its fixture own_files.agent_root made it)");
+    else if (!executable(std::string(root) + "/usr/bin/rfork-agent"))
+        skip_or_fail(std::string("RFORK_TEST_AGENT_ROOT=") + root + " has no /usr/bin/rfork-agent installed");
+    return root;
 }
 
 // ---- running_program -------------------------------------------------------
@@ -419,20 +437,29 @@ run_result running_program::finish(std::chrono::milliseconds bound) {
 // ---- test_hosts ------------------------------------------------------------
 
 test_hosts::test_hosts(std::vector<std::string> names, const setup& how) : names_(std::move(names)) {
-    char templ[] = "/tmp/rfork-test-XXXXXX";
-    if (!::mkdtemp(templ)) fail_setup("mkdtemp failed");
-    state_ = templ;
-    std::vector<std::string> argv{hosts_script, "up", state_, RFORK_AGENT_BINARY};
-    argv.insert(argv.end(), names_.begin(), names_.end());
     std::map<std::string, std::string> env{{"RFORK_HOSTS_ALLOW_ROOT", how.allow_root ? "1" : "0"},
                                            {"RFORK_HOSTS_CERTIFICATES", how.certificates ? "1" : "0"},
                                            {"RFORK_HOSTS_NO_CREDENTIALS", how.no_credentials ? "1" : "0"}};
+    // Before the state dir exists: a skip or a mistake here leaves nothing.
+    if (!how.own_files.empty()) {
+        auto base = installed_agent_root().string();
+        for (auto& host : how.own_files) {
+            if (std::find(names_.begin(), names_.end(), host) == names_.end())
+                fail_setup("own_files names " + host + ", which is not one of the hosts");
+            env["RFORK_HOSTS_OVERLAY_" + host] = base;
+        }
+    }
     for (auto& args : how.agent_args) {
         auto eq = args.find('=');
         bool per_host = eq != std::string::npos && eq < args.find(' ');
         env[per_host ? "RFORK_AGENT_ARGS_" + args.substr(0, eq) : "RFORK_AGENT_ARGS"] =
             per_host ? args.substr(eq + 1) : args;
     }
+    char templ[] = "/tmp/rfork-test-XXXXXX";
+    if (!::mkdtemp(templ)) fail_setup("mkdtemp failed");
+    state_ = templ;
+    std::vector<std::string> argv{hosts_script, "up", state_, RFORK_AGENT_BINARY};
+    argv.insert(argv.end(), names_.begin(), names_.end());
     auto up = running_program(argv, env).finish(60s);
     if (up.status != 0) {
         running_program({hosts_script, "down", state_}).finish(60s);
@@ -458,6 +485,17 @@ running_program test_hosts::start(const std::string& host, const std::vector<std
 run_result test_hosts::run(const std::string& host, const std::vector<std::string>& argv,
                            const std::map<std::string, std::string>& env, std::chrono::milliseconds bound) const {
     return start(host, argv, env).finish(bound);
+}
+
+fs::path test_hosts::root_of(const std::string& host) const {
+    auto file = state_ + "/" + host + ".root";
+    if (!fs::exists(file)) return {};
+    auto text = read_file(file);
+    return text.substr(0, text.find('\n'));
+}
+
+std::string test_hosts::agent_program(const std::string& host) const {
+    return root_of(host).empty() ? RFORK_AGENT_BINARY : "/usr/bin/rfork-agent";
 }
 
 std::string test_hosts::address(const std::string& host) const {
@@ -498,7 +536,7 @@ void test_hosts::set_link(const std::string& host, bool up) const {
 }
 
 std::size_t test_hosts::agent_fds(const std::string& host) const {
-    auto list = run(host, {RFORK_AGENT_BINARY, "list"}, {}, 30s);
+    auto list = run(host, {agent_program(host), "list"}, {}, 30s);
     if (list.status != 0) fail_setup("rfork-agent list failed on " + host + ": " + list.err);
     return fd_count(agent_pid(host));
 }

@@ -1,0 +1,209 @@
+// Test hosts of their own files, as separate machines: each one's root is a
+// layer of its own over the installed agent's root (a fresh Debian with the
+// rfork-agent package alone, made once per ctest run), and its agent is the
+// installed one. What such a host has and lacks, and forks onto it.
+#include "harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <rfork/error.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+using namespace rfork::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Whether `path` exists as `host` sees it, asked there.
+bool exists_on(const test_hosts& hosts, const std::string& host, const std::string& path) {
+    auto r = hosts.run(host, {"/usr/bin/test", "-e", path}, {}, 30s);
+    INFO("test -e " << path << " on " << host << ": status " << r.status << " " << r.err);
+    REQUIRE((r.status == 0 || r.status == 1));
+    return r.status == 0;
+}
+
+void write_file(const fs::path& path, const std::string& text) {
+    std::ofstream out(path, std::ios::binary);
+    out << text;
+    REQUIRE(out.flush());
+}
+
+bool mounted_under(const fs::path& dir) {
+    return !lines_with(read_file("/proc/self/mountinfo"), " " + dir.string()).empty();
+}
+
+// argv run with `dir` as its working directory (CRIU restores it: it must
+// be on the other host too).
+std::vector<std::string> in_dir(const fs::path& dir, std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {"/bin/sh", "-c", "cd \"$1\" && shift && exec \"$@\"", "sh", dir.string()});
+    return argv;
+}
+
+// Where programs are deployed, as a user puts them on each machine: a
+// directory on this machine and, at the same path and with the same mode
+// (CRIU checks it), in `host`'s root. Not under /tmp or /run, which a host
+// of its own files has of its own.
+struct deploy_dir {
+    fs::path path, in_root;
+
+    deploy_dir(const test_hosts& hosts, const std::string& host) {
+        std::string pattern = "/var/tmp/rfork-own-files-XXXXXX";
+        if (!::mkdtemp(pattern.data())) FAIL("mkdtemp failed");
+        path = pattern;
+        in_root = hosts.root_of(host) / path.relative_path();
+        fs::create_directories(in_root);
+        fs::permissions(in_root, fs::status(path).permissions());
+    }
+    ~deploy_dir() {
+        std::error_code ignored;
+        fs::remove_all(path, ignored);
+        fs::remove_all(in_root, ignored);
+    }
+    deploy_dir(const deploy_dir&) = delete;
+    deploy_dir& operator=(const deploy_dir&) = delete;
+
+    // Copies `from` here as `name` (mode and all), and into the root too when `there`.
+    std::string put(const std::string& from, const std::string& name, bool there) const {
+        fs::copy_file(from, path / name);
+        if (there) fs::copy_file(from, in_root / name);
+        return (path / name).string();
+    }
+};
+
+}  // namespace
+
+TEST_SUITE("integration.own_files") {
+    TEST_CASE("a host of its own files has the installed agent and its CRIU and nothing of the build tree") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.own_files = {"b"}});
+        REQUIRE(hosts.root_of("a").empty());
+        auto root = hosts.root_of("b");
+        REQUIRE_FALSE(root.empty());
+
+        // What only this machine has: a sees it, b does not.
+        for (std::string path : {std::string(RFORK_SOURCE_DIR), std::string(RFORK_BINARY_DIR),
+                                 program_path("fork_or_report"), program_path("rfork-agent")}) {
+            CAPTURE(path);
+            CHECK(exists_on(hosts, "a", path));
+            CHECK_FALSE(exists_on(hosts, "b", path));
+            CHECK_FALSE(fs::exists(root / fs::path(path).relative_path()));
+        }
+
+        // b's agent is the installed program, and it answers at the default socket.
+        CHECK(hosts.agent_program("b") == "/usr/bin/rfork-agent");
+        CHECK(fs::equivalent("/proc/" + std::to_string(hosts.agent_pid("b")) + "/exe", root / "usr/bin/rfork-agent"));
+        auto list = hosts.run("b", {hosts.agent_program("b"), "list"});
+        INFO("list on b: " << list.out << list.err << agent_logs(hosts, {"b"}));
+        CHECK(list.status == 0);
+        // With the installed CRIU ("listening on ... (CRIU PATH)"), which runs there.
+        auto listening = lines_with(hosts.agent_log("b"), " (CRIU ");
+        REQUIRE(listening.size() == 1);
+        auto criu_path = listening[0].substr(listening[0].find(" (CRIU ") + 7);
+        criu_path.pop_back();
+        CAPTURE(listening[0]);
+        CHECK((criu_path == "/usr/libexec/rfork/criu" || criu_path == "/usr/sbin/criu"));
+        auto version = hosts.run("b", {criu_path, "--version"});
+        CHECK(version.status == 0);
+        CHECK(version.out.starts_with("Version: "));
+
+        // The setup's secret, in b's own /etc/rfork, root's alone.
+        auto secret = root / "etc/rfork/secret";
+        CHECK(read_file(secret) == read_file(hosts.secret_file()));
+        CHECK((fs::status(secret).permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
+        check_nothing_left(hosts, {"a", "b"}, {});
+    }
+
+    TEST_CASE("a file written on one host of its own files appears neither on another nor on this machine") {
+        require_fork_environment();
+        const auto base = installed_agent_root();
+        const std::string path = "/var/lib/rfork-written-on-b-" + std::to_string(::getpid());
+        const std::string other = "/var/lib/rfork-written-for-c-" + std::to_string(::getpid());
+        fs::path b_root, c_root;
+        {
+            test_hosts hosts({"a", "b", "c"}, {.own_files = {"b", "c"}});
+            b_root = hosts.root_of("b");
+            c_root = hosts.root_of("c");
+            REQUIRE_FALSE(b_root.empty());
+            REQUIRE_FALSE(c_root.empty());
+            CHECK(b_root != c_root);
+
+            auto write = hosts.run("b", {"/bin/sh", "-c", "echo from-b > \"$0\"", path});
+            INFO("write on b: " << write.err);
+            REQUIRE(write.status == 0);
+            CHECK(exists_on(hosts, "b", path));
+            CHECK(read_file(b_root / fs::path(path).relative_path()) == "from-b\n");
+            CHECK_FALSE(exists_on(hosts, "c", path));
+            CHECK_FALSE(fs::exists(c_root / fs::path(path).relative_path()));
+            CHECK_FALSE(exists_on(hosts, "a", path));
+            CHECK_FALSE(fs::exists(path));
+            CHECK_FALSE(fs::exists(base / fs::path(path).relative_path()));  // the shared lower layer is never written
+
+            // And the other way: put into c's root from here, only c has it.
+            write_file(c_root / fs::path(other).relative_path(), "for-c\n");
+            CHECK(exists_on(hosts, "c", other));
+            CHECK_FALSE(exists_on(hosts, "b", other));
+            CHECK_FALSE(fs::exists(other));
+            CHECK_FALSE(fs::exists(base / fs::path(other).relative_path()));
+            check_nothing_left(hosts, {"a", "b", "c"}, {});
+        }
+        // 'down' unmounted both roots and removed what was written there.
+        for (auto& root : {b_root, c_root}) {
+            CAPTURE(root);
+            CHECK_FALSE(mounted_under(root));
+            CHECK_FALSE(fs::exists(root));
+        }
+        CHECK_FALSE(fs::exists(base / fs::path(path).relative_path()));
+    }
+
+    TEST_CASE("a program deployed on a host of its own files forks onto it and its child reads that host's files") {
+        require_fork_environment();
+        // Its agent holds copies of the setup's credentials, either kind.
+        for (bool certificates : {false, true}) {
+            CAPTURE(certificates);
+            test_hosts hosts({"a", "b"}, {.certificates = certificates, .own_files = {"b"}});
+            deploy_dir deployed(hosts, "b");
+            auto program = deployed.put(program_path("fidelity_file_static"), "fidelity_file", true);
+            // The file the program holds open: the same size on both (CRIU
+            // checks it), other bytes on b. What the child reads after the fork is b's.
+            auto data = deployed.path / "data";
+            write_file(data, "start:from-a\n");
+            write_file(deployed.in_root / "data", "start:from-b\n");
+            auto fds_b = hosts.agent_fds("b");
+
+            auto r = hosts.run("a", in_dir(deployed.path, {program, "b:7000", data.string(), "6", "6"}));
+            INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+            REQUIRE(r.status == 0);
+            CHECK(only_line(r.out, "child offset=") == "child offset=6 next=from-b offset_after=12");
+            CHECK(only_line(r.out, "parent offset=") == "parent offset=6 next=from-a offset_after=12");
+            CHECK(lines_with(r.out, "parent waited status=0").size() == 1);
+            CHECK(lines_with(hosts.agent_log("b"), "restored: pid").size() == 1);
+            check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+            CHECK(hosts.agent_fds("b") == fds_b);
+        }
+    }
+
+    // Today's behaviour, which sending what the other host lacks will change.
+    TEST_CASE("a fork onto a host of its own files that lacks the program fails today naming the missing file") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.own_files = {"b"}});
+        deploy_dir deployed(hosts, "b");  // the directory is on b: only the program is missing
+        auto program = deployed.put(program_path("fork_or_report_static"), "fork_or_report", false);
+        REQUIRE_FALSE(fs::exists(deployed.in_root / "fork_or_report"));
+        auto fds_b = hosts.agent_fds("b");
+
+        auto r = hosts.run("a", in_dir(deployed.path, {program, "b:7000"}));
+        INFO("b's log: " << hosts.agent_log("b"));
+        auto error = expect_failed_fork(r, rfork::errc::restore_failed);
+        // CRIU names it from the root, without the leading slash.
+        CHECK(error.find(" " + fs::path(program).relative_path().string() + " ") != std::string::npos);
+        CHECK(error.find("b:7000") != std::string::npos);
+        check_nothing_left(hosts, {"a", "b"}, {});
+        CHECK(hosts.agent_fds("b") == fds_b);
+    }
+}
