@@ -40,48 +40,53 @@ std::optional<cache_key> parse_entry_name(const std::string& name) {
     return key;
 }
 
-file_cache::file_cache(std::string dir, std::uint64_t capacity) : dir_(std::move(dir)), capacity_(capacity) {
+file_cache::file_cache(std::string path, std::uint64_t capacity) : dir_(std::move(path)), capacity_(capacity) {
     // Made when the first file arrives: an agent that never takes one leaves no trace.
     struct stat st {};
     if (::lstat(dir_.c_str(), &st) != 0 && errno == ENOENT) return;
-    if (auto why = open_dir(false); !why.empty()) throw std::runtime_error(why);
+    std::string error;
+    auto listing = open_dir(false, error);
+    if (!listing) throw std::runtime_error(error);
     // What an earlier run left: its entries, the oldest (by when they were named) first to go.
-    unique_fd listing(::dup(dir_fd_.get()));
-    DIR* d = listing ? ::fdopendir(listing.get()) : nullptr;
+    DIR* d = ::fdopendir(listing.get());
     if (!d) throw std::runtime_error(fmt::format("cannot list the file cache {}", dir_));
-    listing.release();
     std::vector<std::pair<std::int64_t, std::pair<cache_key, std::uint64_t>>> found;
     while (auto* e = ::readdir(d)) {
         auto key = parse_entry_name(e->d_name);
         struct stat est {};
-        if (!key || ::fstatat(dir_fd_.get(), e->d_name, &est, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(est.st_mode))
+        if (!key || ::fstatat(listing.get(), e->d_name, &est, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(est.st_mode))
             continue;
         found.push_back({est.st_ctim.tv_sec, {*key, static_cast<std::uint64_t>(est.st_size)}});
     }
     ::closedir(d);
+    listing.release();  // closedir closed it
     std::sort(found.begin(), found.end(), [](auto& a, auto& b) { return a.first < b.first; });
     for (auto& [when, item] : found) add(item.first, item.second);
     evict();
 }
 
-std::string file_cache::open_dir(bool create) {
-    if (dir_fd_) return {};
+unique_fd file_cache::open_dir(bool create, std::string& error) const {
     if (create) {
         std::error_code ec;
         std::filesystem::create_directories(std::filesystem::path(dir_).parent_path(), ec);
-        if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
-            return fmt::format("cannot make the file cache {}: {}", dir_, std::strerror(errno));
+        if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) {
+            error = fmt::format("cannot make the file cache {}: {}", dir_, std::strerror(errno));
+            return {};
+        }
     }
     unique_fd fd(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     struct stat st {};
-    if (!fd || ::fstat(fd.get(), &st) != 0)
-        return fmt::format("cannot open the file cache {}: {}", dir_, std::strerror(errno));
+    if (!fd || ::fstat(fd.get(), &st) != 0) {
+        error = fmt::format("cannot open the file cache {}: {}", dir_, std::strerror(errno));
+        return {};
+    }
     // Children see its entries: nobody else may have written them.
-    if (st.st_uid != 0 || (st.st_mode & 0077) != 0)
-        return fmt::format("the file cache {} must be root's alone (mode 0700), not uid {} mode {:04o}", dir_,
-                           st.st_uid, st.st_mode & 07777);
-    dir_fd_ = std::move(fd);
-    return {};
+    if (st.st_uid != 0 || (st.st_mode & 0077) != 0) {
+        error = fmt::format("the file cache {} must be root's alone (mode 0700), not uid {} mode {:04o}", dir_,
+                            st.st_uid, st.st_mode & 07777);
+        return {};
+    }
+    return fd;
 }
 
 void file_cache::touch(std::map<cache_key, entry>::iterator it) {
@@ -102,10 +107,12 @@ void file_cache::add(const cache_key& key, std::uint64_t size) {
 
 bool file_cache::has(const cache_key& key) {
     auto it = entries_.find(key);
-    if (it == entries_.end() || !dir_fd_) return false;
+    if (it == entries_.end()) return false;
+    std::string error;
+    auto dir = open_dir(false, error);
     struct stat st {};
     // Gone behind our back (an operator cleaned up): not here after all.
-    if (::fstatat(dir_fd_.get(), entry_name(key).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
+    if (!dir || ::fstatat(dir.get(), entry_name(key).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
         size_ -= it->second.size;
         uses_.erase(it->second.use);
         entries_.erase(it);
@@ -125,11 +132,14 @@ void file_cache::unpin(const cache_key& key) {
 }
 
 void file_cache::evict() {
+    if (size_ <= capacity_) return;
+    std::string error;
+    auto dir = open_dir(false, error);
     for (auto use = uses_.end(); size_ > capacity_ && use != uses_.begin();) {
         --use;
         auto it = entries_.find(*use);
         if (it->second.pins > 0) continue;
-        ::unlinkat(dir_fd_.get(), entry_name(it->first).c_str(), 0);
+        if (dir) ::unlinkat(dir.get(), entry_name(it->first).c_str(), 0);
         size_ -= it->second.size;
         entries_.erase(it);
         use = uses_.erase(use);
@@ -138,9 +148,9 @@ void file_cache::evict() {
 
 file_cache::incoming::incoming(file_cache& cache, cache_key key, std::uint64_t size, std::int64_t mtime_ns)
     : cache_(&cache), key_(key), size_(size), mtime_ns_(mtime_ns), hash_(std::make_unique<sha256_stream>()) {
-    problem_ = cache.open_dir(true);
+    auto dir = cache.open_dir(true, problem_);
     // Unnamed until whole and proven: a failure halfway leaves nothing.
-    if (problem_.empty()) fd_.reset(::openat(cache.dir_fd_.get(), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (dir) fd_.reset(::openat(dir.get(), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
     if (problem_.empty() && !fd_)
         problem_ = fmt::format("cannot make a file in the file cache {}: {}", cache.dir_, std::strerror(errno));
 }
@@ -171,9 +181,11 @@ std::string file_cache::incoming::finish() {
         return fmt::format("cannot set its mode and owner: {}", std::strerror(errno));
     auto name = entry_name(key_);
     auto self = fmt::format("/proc/self/fd/{}", fd_.get());
+    std::string error;
+    auto dir = cache_->open_dir(false, error);
+    if (!dir) return error;
     // (linkat of an O_TMPFILE through /proc needs no CAP_DAC_READ_SEARCH.)
-    if (::linkat(AT_FDCWD, self.c_str(), cache_->dir_fd_.get(), name.c_str(), AT_SYMLINK_FOLLOW) != 0 &&
-        errno != EEXIST)
+    if (::linkat(AT_FDCWD, self.c_str(), dir.get(), name.c_str(), AT_SYMLINK_FOLLOW) != 0 && errno != EEXIST)
         return fmt::format("cannot name it in the file cache {}: {}", cache_->dir_, std::strerror(errno));
     fd_.reset();
     cache_->add(key_, size_);

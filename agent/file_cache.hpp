@@ -82,10 +82,11 @@ private:
     void touch(std::map<cache_key, entry>::iterator it);
     void add(const cache_key& key, std::uint64_t size);
     void evict();
-    std::string open_dir(bool create);  // why not, or empty
+    // The store's directory, checked, for one operation (no descriptor is
+    // kept between them); empty with `error` set if it cannot be.
+    unique_fd open_dir(bool create, std::string& error) const;
 
     std::string dir_;
-    unique_fd dir_fd_;
     std::uint64_t capacity_, size_ = 0;
     std::map<cache_key, entry> entries_;
     std::list<cache_key> uses_;  // most recently used first

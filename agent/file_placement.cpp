@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <set>
 
 namespace rfork::agent {
@@ -299,9 +302,65 @@ std::optional<resolved> resolve(const std::string& path, std::string& error) {
     return resolved{at, {}};
 }
 
+bool copy_bytes(int from, int to) {
+    for (;;) {
+        auto n = ::copy_file_range(from, nullptr, to, nullptr, 1 << 30, 0);
+        if (n == 0) return true;
+        if (n < 0) break;
+    }
+    if (errno != EXDEV && errno != EINVAL && errno != ENOSYS) return false;
+    char buffer[1 << 16];
+    for (;;) {
+        auto n = ::read(from, buffer, sizeof buffer);
+        if (n == 0) return true;
+        if (n < 0) return false;
+        for (ssize_t done = 0; done < n;) {
+            auto w = ::write(to, buffer + done, static_cast<std::size_t>(n - done));
+            if (w < 0) return false;
+            done += w;
+        }
+    }
+}
+
+// Whether an open file lives on one of the kernel's own file systems,
+// wherever they are mounted.
+bool on_kernel_fs(int fd) {
+    struct statfs f {};
+    if (::fstatfs(fd, &f) != 0) return true;
+    switch (static_cast<unsigned long>(f.f_type)) {
+    case PROC_SUPER_MAGIC:
+    case SYSFS_MAGIC:
+    case DEVPTS_SUPER_MAGIC:
+    case CGROUP_SUPER_MAGIC:
+    case CGROUP2_SUPER_MAGIC:
+    case SECURITYFS_MAGIC:
+    case DEBUGFS_MAGIC:
+    case TRACEFS_MAGIC:
+    case BPF_FS_MAGIC: return true;
+    }
+    return false;
+}
+
+// One mount the plan makes in the child's namespace: over a file of the
+// host (a bind of the parent's version), or over a directory of the host
+// (a tmpfs that shows what it holds besides the steps' files).
+struct unit {
+    std::string where;  // its canonical path, as resolved on the host
+    bool directory = false;
+    std::size_t file_step = 0;  // over a file: its step
+    std::vector<std::pair<std::size_t, std::deque<std::string>>> steps;  // over a directory: what is missing under it
+    std::size_t depth() const { return where == "/" ? 0 : static_cast<std::size_t>(std::count(where.begin(), where.end(), '/')); }
+};
+
+// Everything that writes happens through descriptors: of the stage (root's,
+// in the agent's job directory) and of what is made on it. The host's paths
+// are walked only to look (resolve) and once to open each mount's target,
+// so a local user who swaps a directory for a link meanwhile can at most
+// move where a mount lands in the child's own namespace, never write the host.
 struct placer {
     const placement_plan& plan;
-    std::set<dev_t> ours;  // tmpfs mounts made here: directories of the child's own
+    const std::vector<fd_guard>& sources;
+    std::set<std::pair<dev_t, ino_t>> made;  // directories made here
     std::string error;
 
     bool fail(std::string why) {
@@ -309,23 +368,25 @@ struct placer {
         return false;
     }
 
-    bool is_ours(const std::string& dir) {
-        struct stat st {};
-        return ::stat(dir.c_str(), &st) == 0 && ours.count(st.st_dev);
+    // A fresh tmpfs on the stage, and a descriptor of it.
+    fd_guard mount_stage(const std::string& what) {
+        if (::mount("rfork-files", plan.stage.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0) {
+            fail(errno_text("cannot mount a tmpfs for " + what));
+            return fd_guard{};
+        }
+        fd_guard stage(::open(plan.stage.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!stage) fail(errno_text("cannot open the tmpfs for " + what));
+        return stage;
     }
 
-    // A tmpfs on the stage that shows all that `dir` holds: a bind of each
-    // of its entries (with what is mounted under them), a copy of each link.
-    bool fill_stage(const std::string& dir) {
-        if (::mount("rfork-files", plan.stage.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0)
-            return fail(errno_text("cannot mount a tmpfs for " + dir));
-        fd_guard stage(::open(plan.stage.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        fd_guard from(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    // The stage shows all that the directory `from` holds: a bind of each
+    // entry (with what is mounted under it), a copy of each link.
+    bool fill(int stage, int from, const std::string& dir) {
         struct stat st {};
-        if (!stage || !from || ::fstat(from.get(), &st) != 0) return fail(errno_text("cannot open " + dir));
-        if (::fchmod(stage.get(), st.st_mode & 07777) != 0 || ::fchown(stage.get(), st.st_uid, st.st_gid) != 0)
+        if (::fstat(from, &st) != 0 || ::fchmod(stage, st.st_mode & 07777) != 0 ||
+            ::fchown(stage, st.st_uid, st.st_gid) != 0)
             return fail(errno_text("cannot give the tmpfs for " + dir + " its mode"));
-        int listing = ::dup(from.get());
+        int listing = ::openat(from, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         DIR* d = listing >= 0 ? ::fdopendir(listing) : nullptr;
         if (!d) {
             if (listing >= 0) ::close(listing);
@@ -340,141 +401,143 @@ struct placer {
         if (names.size() > 100000) return fail(dir + " holds too many entries to show beside the child's files");
         for (auto& name : names) {
             struct stat e {};
-            if (::fstatat(from.get(), name.c_str(), &e, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone meanwhile
+            if (::fstatat(from, name.c_str(), &e, AT_SYMLINK_NOFOLLOW) != 0)
+                return fail(errno_text("cannot look at " + dir + "/" + name));
             if (S_ISLNK(e.st_mode)) {
                 char target[4096];
-                auto n = ::readlinkat(from.get(), name.c_str(), target, sizeof target - 1);
-                if (n < 0) continue;
+                auto n = ::readlinkat(from, name.c_str(), target, sizeof target - 1);
+                if (n < 0) return fail(errno_text("cannot read the link " + dir + "/" + name));
                 target[n] = 0;
-                if (::symlinkat(target, stage.get(), name.c_str()) != 0)
+                if (::symlinkat(target, stage, name.c_str()) != 0 ||
+                    ::fchownat(stage, name.c_str(), e.st_uid, e.st_gid, AT_SYMLINK_NOFOLLOW) != 0)
                     return fail(errno_text("cannot copy the link " + dir + "/" + name));
-                ::fchownat(stage.get(), name.c_str(), e.st_uid, e.st_gid, AT_SYMLINK_NOFOLLOW);
                 continue;
             }
-            fd_guard tree(::open_tree(from.get(), name.c_str(),
+            fd_guard tree(::open_tree(from, name.c_str(),
                                       OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW));
             struct stat t {};
             if (!tree || ::fstat(tree.get(), &t) != 0) return fail(errno_text("cannot bind " + dir + "/" + name));
-            if (S_ISDIR(t.st_mode)) {
-                if (::mkdirat(stage.get(), name.c_str(), 0755) != 0)
-                    return fail(errno_text("cannot show " + dir + "/" + name));
-            } else {
-                fd_guard point(::openat(stage.get(), name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
-                if (!point) return fail(errno_text("cannot show " + dir + "/" + name));
-            }
-            if (::move_mount(tree.get(), "", stage.get(), name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
+            bool made_point = S_ISDIR(t.st_mode)
+                                  ? ::mkdirat(stage, name.c_str(), 0755) == 0
+                                  : fd_guard(::openat(stage, name.c_str(),
+                                                      O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600))
+                                        .get() >= 0;
+            if (!made_point || ::move_mount(tree.get(), "", stage, name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
                 return fail(errno_text("cannot bind " + dir + "/" + name));
         }
         return true;
     }
 
-    // `dir`, a directory of the host, becomes one of the child's own.
-    bool take_over(const std::string& dir) {
-        if (!fill_stage(dir)) return false;
-        if (dir == "/") {
-            // The tmpfs becomes the namespace's root; the old one goes (its
-            // entries stay, bound in the new one).
-            if (::chdir(plan.stage.c_str()) != 0 || ::syscall(SYS_pivot_root, ".", ".") != 0 ||
-                ::umount2(".", MNT_DETACH) != 0 || ::chdir("/") != 0)
-                return fail(errno_text("cannot make the child's root its own"));
-            ::umount2(plan.stage.c_str(), MNT_DETACH);  // its copy, bound in with the host's /run
-        } else if (::mount(plan.stage.c_str(), dir.c_str(), nullptr, MS_MOVE, nullptr) != 0) {
-            return fail(errno_text("cannot put the child's own " + dir + " in place"));
-        }
-        struct stat st {};
-        if (::stat(dir.c_str(), &st) != 0) return fail(errno_text("cannot look at the child's own " + dir));
-        ours.insert(st.st_dev);
-        return true;
-    }
-
-    static bool copy_bytes(int from, int to) {
-        for (;;) {
-            auto n = ::copy_file_range(from, nullptr, to, nullptr, 1 << 30, 0);
-            if (n == 0) return true;
-            if (n < 0) break;
-        }
-        if (errno != EXDEV && errno != EINVAL && errno != ENOSYS) return false;
-        char buffer[1 << 16];
-        for (;;) {
-            auto n = ::read(from, buffer, sizeof buffer);
-            if (n == 0) return true;
-            if (n < 0) return false;
-            for (ssize_t done = 0; done < n;) {
-                auto w = ::write(to, buffer + done, static_cast<std::size_t>(n - done));
-                if (w < 0) return false;
-                done += w;
-            }
-        }
-    }
-
-    // A file of the child's own at `path`, in a tmpfs: a copy of the source.
-    bool write_copy(const placement& step, int source) {
-        fd_guard out(::open(step.path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600));
+    // A private copy of `source` as `name` in the directory `dir`.
+    bool write_copy(int dir, const std::string& name, const placement& step, int source) {
+        fd_guard out(::openat(dir, name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!out || !copy_bytes(source, out.get())) return fail(errno_text("cannot copy " + step.path));
         timespec times[2] = {{0, UTIME_OMIT}, {step.mtime_ns / 1'000'000'000, step.mtime_ns % 1'000'000'000}};
         if (times[1].tv_nsec < 0) times[1] = {0, UTIME_OMIT};
-        if (::fchown(out.get(), step.uid, step.gid) != 0 || ::fchmod(out.get(), step.mode) != 0)
+        // (chown first: it clears set-id bits, which no copy has anyway.)
+        if (::fchown(out.get(), step.uid, step.gid) != 0 || ::fchmod(out.get(), step.mode & 0777) != 0 ||
+            ::futimens(out.get(), times) != 0)
             return fail(errno_text("cannot give " + step.path + " its mode"));
-        ::futimens(out.get(), times);
         return true;
     }
 
-    // The cache entry itself (a detached bind mount of it, `tree`), at `path`.
-    bool bind(const std::string& path, int tree) {
-        if (::move_mount(tree, "", AT_FDCWD, path.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
-            return fail(errno_text("cannot put the parent's " + path + " in place"));
-        return true;
+    // A directory made here: `name` in `dir`, or the one made by an earlier step.
+    fd_guard make_dir(int dir, const std::string& name, const std::string& path, mode_t mode) {
+        bool fresh = ::mkdirat(dir, name.c_str(), mode) == 0;
+        if (!fresh && errno != EEXIST) {
+            fail(errno_text("cannot make " + path));
+            return fd_guard{};
+        }
+        fd_guard made_dir(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        struct stat st {};
+        if (!made_dir || ::fstat(made_dir.get(), &st) != 0) {
+            fail(errno_text("cannot make " + path));
+            return fd_guard{};
+        }
+        auto id = std::make_pair(st.st_dev, st.st_ino);
+        // Made now, or by an earlier step: anything else appeared on the host
+        // meanwhile (and is bound here), and is not ours to write into.
+        if (fresh) made.insert(id);
+        else if (!made.count(id)) {
+            fail(path + " appeared on the host meanwhile");
+            return fd_guard{};
+        }
+        return made_dir;
     }
 
-    bool place(const placement& step, int source) {
-        std::string why;
-        auto where = resolve(step.path, why);
-        if (!where) return fail(why);
-        auto target = where->existing;
-        for (auto& name : where->missing) target += (target == "/" ? "" : "/") + name;
-        if (in_kernel_tree(target)) return fail(step.path + " leads to " + target + ", under /proc, /sys or /dev");
-        if (where->missing.empty()) {
-            struct stat st {};
-            if (::stat(target.c_str(), &st) != 0) return fail(errno_text("cannot look at " + target));
-            if (step.what == placement::action::make_dir) {
-                // One made here already, as the parent of an earlier step: its mode now.
-                if (S_ISDIR(st.st_mode) && ours.count(st.st_dev))
-                    return ::chmod(target.c_str(), step.mode) == 0 && ::chown(target.c_str(), step.uid, step.gid) == 0
-                               ? true
-                               : fail(errno_text("cannot give " + target + " its mode"));
-                return S_ISDIR(st.st_mode) ? true : fail(target + " is not a directory here");
+    // Over a directory of the host: the steps' files made on the stage, then
+    // the stage moved over the very directory that was listed.
+    bool take_over(const unit& u) {
+        fd_guard host_dir(::open(u.where.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!host_dir) return fail(errno_text("cannot open " + u.where));
+        if (on_kernel_fs(host_dir.get())) return fail(u.where + " is on one of the kernel's file systems");
+        auto stage = mount_stage(u.where);
+        if (!stage || !fill(stage.get(), host_dir.get(), u.where)) return false;
+        for (auto& [i, missing] : u.steps) {
+            auto& step = plan.steps[i];
+            fd_guard dir(::dup(stage.get()));
+            std::string path = u.where;
+            for (std::size_t k = 0; k + 1 < missing.size(); ++k) {
+                path += (path == "/" ? "" : "/") + missing[k];
+                dir = make_dir(dir.get(), missing[k], path, 0755);
+                if (!dir) return false;
             }
-            if (!S_ISREG(st.st_mode)) return fail(target + " is not a regular file here");
-            if (step.what == placement::action::bind_file) return bind(target, source);
-            // A private copy over the host's version: its directory becomes
-            // the child's own, where the copy takes the place of the host's.
-            auto parent = target.substr(0, std::max<std::size_t>(1, target.rfind('/')));
-            if (!is_ours(parent) && !take_over(parent)) return false;
-            ::umount2(target.c_str(), MNT_DETACH);  // the host's version, as bound there
-            if (::unlink(target.c_str()) != 0) return fail(errno_text("cannot replace " + target));
-            return write_copy({step.what, target, {}, step.mode, step.uid, step.gid, step.mtime_ns}, source);
+            auto& name = missing.back();
+            path += (path == "/" ? "" : "/") + name;
+            switch (step.what) {
+            case placement::action::make_dir: {
+                auto made_dir = make_dir(dir.get(), name, path, 0700);
+                if (!made_dir) return false;
+                if (::fchown(made_dir.get(), step.uid, step.gid) != 0 || ::fchmod(made_dir.get(), step.mode) != 0)
+                    return fail(errno_text("cannot give " + path + " its mode"));
+                break;
+            }
+            case placement::action::copy_file:
+                if (!write_copy(dir.get(), name, step, sources[i].get())) return false;
+                break;
+            case placement::action::bind_file: {
+                fd_guard point(::openat(dir.get(), name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC,
+                                        0600));
+                if (!point || ::move_mount(sources[i].get(), "", dir.get(), name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
+                    return fail(errno_text("cannot put the parent's " + path + " in place"));
+                break;
+            }
+            }
         }
-        if (!is_ours(where->existing) && !take_over(where->existing)) return false;
-        // Now inside a tmpfs of the child's: whatever is missing is made.
-        std::string at = where->existing;
-        for (std::size_t i = 0; i + 1 < where->missing.size(); ++i) {
-            at += (at == "/" ? "" : "/") + where->missing[i];
-            if (::mkdir(at.c_str(), 0755) != 0) return fail(errno_text("cannot make " + at));
-        }
-        switch (step.what) {
-        case placement::action::make_dir:
-            if (::mkdir(target.c_str(), step.mode) != 0 || ::chmod(target.c_str(), step.mode) != 0 ||
-                ::chown(target.c_str(), step.uid, step.gid) != 0)
-                return fail(errno_text("cannot make " + target));
+        if (u.where == "/") {
+            // The tmpfs becomes the namespace's root; the old one goes (its
+            // entries stay, bound in the new one).
+            if (::fchdir(stage.get()) != 0 || ::syscall(SYS_pivot_root, ".", ".") != 0 ||
+                ::umount2(".", MNT_DETACH) != 0 || ::chdir("/") != 0)
+                return fail(errno_text("cannot make the child's root its own"));
+            ::umount2(plan.stage.c_str(), MNT_DETACH);  // its copy, bound in with the host's tree
             return true;
-        case placement::action::copy_file: return write_copy({step.what, target, {}, step.mode, step.uid, step.gid,
-                                                              step.mtime_ns}, source);
-        case placement::action::bind_file: {
-            fd_guard point(::open(target.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600));
-            if (!point) return fail(errno_text("cannot make " + target));
-            return bind(target, source);
         }
+        if (::move_mount(AT_FDCWD, plan.stage.c_str(), host_dir.get(), "", MOVE_MOUNT_T_EMPTY_PATH) != 0)
+            return fail(errno_text("cannot put the child's own " + u.where + " in place"));
+        return true;
+    }
+
+    // Over a file of the host: the parent's version, bound on the very file opened.
+    bool cover(const unit& u) {
+        auto& step = plan.steps[u.file_step];
+        fd_guard target(::open(u.where.c_str(), O_PATH | O_CLOEXEC));
+        struct stat st {};
+        if (!target || ::fstat(target.get(), &st) != 0) return fail(errno_text("cannot open " + u.where));
+        if (!S_ISREG(st.st_mode)) return fail(u.where + " is not a regular file here");
+        if (on_kernel_fs(target.get())) return fail(u.where + " is on one of the kernel's file systems");
+        fd_guard tree;
+        if (step.what == placement::action::copy_file) {
+            // A private copy, on a tmpfs of its own that only the bind keeps.
+            auto scratch = mount_stage(u.where);
+            if (!scratch || !write_copy(scratch.get(), "copy", step, sources[u.file_step].get())) return false;
+            tree = fd_guard(::open_tree(scratch.get(), "copy", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+            ::umount2(plan.stage.c_str(), MNT_DETACH);
+            if (!tree) return fail(errno_text("cannot bind the copy of " + u.where));
         }
+        int source = tree ? tree.get() : sources[u.file_step].get();
+        if (::move_mount(source, "", target.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0)
+            return fail(errno_text("cannot put the parent's " + u.where + " in place"));
         return true;
     }
 };
@@ -483,6 +546,11 @@ struct placer {
 
 std::string carry_out(const placement_plan& plan) {
     if (plan.steps.empty()) return {};
+    // Modes are the steps' own, not this process's umask's.
+    struct umask_guard {
+        mode_t old = ::umask(0);
+        ~umask_guard() { ::umask(old); }
+    } no_umask;
     // Every source first, while the cache is in this namespace: once the
     // root is the child's own, the host's mounts are no longer here to bind
     // from. A bind is a detached mount of the entry, read-only, ready to
@@ -506,9 +574,33 @@ std::string carry_out(const placement_plan& plan) {
         if (!sources.back() || ::mount_setattr(sources.back().get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0)
             return errno_text("cannot bind the cached " + step.path);
     }
-    placer p{plan, {}, {}};
-    for (std::size_t i = 0; i < plan.steps.size(); ++i)
-        if (!p.place(plan.steps[i], sources[i].get())) return p.error;
+    // Where each step lands, looked at on the host before anything is mounted.
+    std::map<std::string, unit> dirs;
+    std::vector<unit> units;
+    for (std::size_t i = 0; i < plan.steps.size(); ++i) {
+        auto& step = plan.steps[i];
+        std::string why;
+        auto where = resolve(step.path, why);
+        if (!where) return why;
+        auto target = where->existing;
+        for (auto& name : where->missing) target += (target == "/" ? "" : "/") + name;
+        if (in_kernel_tree(target)) return step.path + " leads to " + target + ", under /proc, /sys or /dev";
+        if (!where->missing.empty()) {
+            auto& u = dirs[where->existing];
+            u.where = where->existing;
+            u.directory = true;
+            u.steps.emplace_back(i, where->missing);
+        } else if (step.what != placement::action::make_dir) {
+            units.push_back(unit{target, false, i, {}});
+        }
+        // (A directory the host has is the host's, whatever its mode: CRIU says so if it matters.)
+    }
+    for (auto& [path, u] : dirs) units.push_back(std::move(u));
+    // The deepest first: a directory taken over later shows them, bound with the rest of its tree.
+    std::stable_sort(units.begin(), units.end(), [](auto& a, auto& b) { return a.depth() > b.depth(); });
+    placer p{plan, sources, {}, {}};
+    for (auto& u : units)
+        if (!(u.directory ? p.take_over(u) : p.cover(u))) return p.error;
     // Nothing from a peer, nor any set-id program reading it, gains rights here.
     mount_attr attr{};
     attr.attr_set = MOUNT_ATTR_NOSUID;

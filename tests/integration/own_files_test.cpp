@@ -13,7 +13,10 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <algorithm>
 #include <fstream>
+#include <string>
+#include <vector>
 
 using namespace rfork::test;
 namespace fs = std::filesystem;
@@ -75,6 +78,23 @@ struct deploy_dir {
         return (path / name).string();
     }
 };
+
+// The receiving agent's line about the files of its last child:
+// "files for child ID: host=N cached=N received=N bytes=N".
+std::string files_line(const test_hosts& hosts, const std::string& host) {
+    auto lines = lines_with(hosts.agent_log(host), "files for child ");
+    REQUIRE_FALSE(lines.empty());
+    return lines.back();
+}
+
+// The entries of `host`'s file cache (its default place, in its own root).
+std::vector<std::string> cache_entries(const test_hosts& hosts, const std::string& host) {
+    std::vector<std::string> names;
+    auto dir = hosts.root_of(host) / "var/cache/rfork/files";
+    if (!fs::exists(dir)) return names;
+    for (auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename());
+    return names;
+}
 
 }  // namespace
 
@@ -161,7 +181,7 @@ TEST_SUITE("integration.own_files") {
         CHECK_FALSE(fs::exists(base / fs::path(path).relative_path()));
     }
 
-    TEST_CASE("a program deployed on a host of its own files forks onto it and its child reads that host's files") {
+    TEST_CASE("a program deployed on a host of its own files forks onto it and its child reads the parent's version of an open file") {
         require_fork_environment();
         // Its agent holds copies of the setup's credentials, either kind.
         for (bool certificates : {false, true}) {
@@ -169,8 +189,9 @@ TEST_SUITE("integration.own_files") {
             test_hosts hosts({"a", "b"}, {.certificates = certificates, .own_files = {"b"}});
             deploy_dir deployed(hosts, "b");
             auto program = deployed.put(program_path("fidelity_file_static"), "fidelity_file", true);
-            // The file the program holds open: the same size on both (CRIU
-            // checks it), other bytes on b. What the child reads after the fork is b's.
+            // The file the program holds open, at the same path on both with
+            // other bytes on b: what the child reads after the fork is the
+            // parent's, and b's own stays as it was.
             auto data = deployed.path / "data";
             write_file(data, "start:from-a\n");
             write_file(deployed.in_root / "data", "start:from-b\n");
@@ -179,31 +200,166 @@ TEST_SUITE("integration.own_files") {
             auto r = hosts.run("a", in_dir(deployed.path, {program, "b:7000", data.string(), "6", "6"}));
             INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
             REQUIRE(r.status == 0);
-            CHECK(only_line(r.out, "child offset=") == "child offset=6 next=from-b offset_after=12");
+            CHECK(only_line(r.out, "child offset=") == "child offset=6 next=from-a offset_after=12");
             CHECK(only_line(r.out, "parent offset=") == "parent offset=6 next=from-a offset_after=12");
             CHECK(lines_with(r.out, "parent waited status=0").size() == 1);
+            CHECK(read_file(deployed.in_root / "data") == "start:from-b\n");
+            // The program is b's own (the same file): only the data travelled.
+            auto files = files_line(hosts, "b");
+            CHECK(field(files, "received") == "1");
+            CHECK(field(files, "bytes") == "13");
             CHECK(lines_with(hosts.agent_log("b"), "restored: pid").size() == 1);
             check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
             CHECK(hosts.agent_fds("b") == fds_b);
         }
     }
 
-    // Today's behaviour, which sending what the other host lacks will change.
-    TEST_CASE("a fork onto a host of its own files that lacks the program fails today naming the missing file") {
+    TEST_CASE("a fork onto a host of its own files that lacks the program brings it and a second fork sends no file bytes") {
         require_fork_environment();
         test_hosts hosts({"a", "b"}, {.own_files = {"b"}});
-        deploy_dir deployed(hosts, "b");  // the directory is on b: only the program is missing
-        auto program = deployed.put(program_path("fork_or_report_static"), "fork_or_report", false);
-        REQUIRE_FALSE(fs::exists(deployed.in_root / "fork_or_report"));
+        auto program = program_path("memory_probe");
+        REQUIRE_FALSE(fs::exists(hosts.root_of("b") / fs::path(program).relative_path()));
         auto fds_b = hosts.agent_fds("b");
+        // 64 MiB: a child that starts before its memory (lazy pages); 1 MiB: a whole image.
+        for (std::string mib : {"64", "1"}) {
+            CAPTURE(mib);
+            auto parent = hosts.run("a", {program, "b:7000", mib});
+            INFO("stdout: " << parent.out << "\nstderr: " << parent.err << agent_logs(hosts, {"a", "b"}));
+            REQUIRE(parent.status == 0);
+            auto parent_line = only_line(parent.out, "parent id=");
+            // The child's line reaches the parent's stdout, as after fork().
+            auto child_line = only_line(parent.out, "child id=");
+            CHECK(field(child_line, "sum") == field(parent_line, "sum"));
+            CHECK(field(child_line, "addrs") == hosts.address("b"));
+            CHECK(field(child_line, "id") == field(parent_line, "id"));
+        }
+        // The first fork brought the program, the second found it in b's cache.
+        auto files = lines_with(hosts.agent_log("b"), "files for child ");
+        REQUIRE(files.size() == 2);
+        CHECK(field(files[0], "received") == "1");
+        CHECK(std::stoull(field(files[0], "bytes")) == fs::file_size(program));
+        CHECK(field(files[1], "received") == "0");
+        CHECK(field(files[1], "bytes") == "0");
+        CHECK(field(files[1], "cached") == "1");
+        CHECK(lines_with(hosts.agent_log("a"), "sent 1 files").size() == 1);
+        // Nowhere in b's own files but its cache, named by its hash.
+        CHECK_FALSE(fs::exists(hosts.root_of("b") / fs::path(program).relative_path()));
+        CHECK(cache_entries(hosts, "b").size() == 1);
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 2}});
+        CHECK(hosts.agent_fds("b") == fds_b);
+    }
 
-        auto r = hosts.run("a", in_dir(deployed.path, {program, "b:7000"}));
+    TEST_CASE("a host with another version of a mapped library gives the child the parent's") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.own_files = {"b"}});
+        auto program = program_path("library_probe");
+        // library_probe maps version 1; b holds version 2 at the very path.
+        auto before = hosts.run("a", {program, "none:1"});
+        auto path = field(only_line(before.out, "before version="), "path");
+        REQUIRE(field(only_line(before.out, "before version="), "version") == "1");
+        auto on_b = hosts.root_of("b") / fs::path(path).relative_path();
+        fs::create_directories(on_b.parent_path());
+        fs::copy_file(RFORK_PROBE_LIBRARY_V2, on_b);
+        auto version_2 = read_file(RFORK_PROBE_LIBRARY_V2);
+
+        auto r = hosts.run("a", {program, "b:7000"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(r.status == 0);
+        auto parent = only_line(r.out, "parent version=");
+        auto child = only_line(r.out, "child version=");
+        CHECK(field(child, "version") == "1");
+        CHECK(field(child, "path") == path);
+        CHECK(field(child, "file_sum") == field(parent, "file_sum"));
+        CHECK(lines_with(r.out, "parent waited status=0").size() == 1);
+        // b's own version is untouched, and still what b's own programs see.
+        CHECK(read_file(on_b) == version_2);
+        CHECK(field(files_line(hosts, "b"), "received") == "2");  // the program and the library
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
+    TEST_CASE("an open data file the host lacks arrives with its offset") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.own_files = {"b"}});
+        deploy_dir here(hosts, "b");
+        fs::remove_all(here.in_root);  // b has nothing of it, not even the directory
+        auto data = here.path / "data";
+        write_file(data, "0123456789abcdefghij");
+        auto r = hosts.run("a", {program_path("fidelity_file"), "b:7000", data.string(), "10", "5"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(r.status == 0);
+        CHECK(only_line(r.out, "child offset=") == "child offset=10 next=abcde offset_after=15");
+        CHECK(only_line(r.out, "parent offset=") == "parent offset=10 next=abcde offset_after=15");
+        CHECK(lines_with(r.out, "parent waited status=0").size() == 1);
+        CHECK_FALSE(fs::exists(here.in_root));
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
+    TEST_CASE("a file over the receiver's size limit fails the fork naming it and leaves nothing") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.agent_args = {"b=--max-file-size 4096"}, .own_files = {"b"}});
+        auto program = program_path("fork_or_report");
+        REQUIRE(fs::file_size(program) > 4096);
+        auto fds_b = hosts.agent_fds("b");
+        auto r = hosts.run("a", {program, "b:7000"});
         INFO("b's log: " << hosts.agent_log("b"));
-        auto error = expect_failed_fork(r, rfork::errc::restore_failed);
-        // CRIU names it from the root, without the leading slash.
-        CHECK(error.find(" " + fs::path(program).relative_path().string() + " ") != std::string::npos);
+        auto error = expect_failed_fork(r, rfork::errc::file_unavailable);
+        CHECK(error.find(program) != std::string::npos);
+        CHECK(error.find("--max-file-size 4096") != std::string::npos);
         CHECK(error.find("b:7000") != std::string::npos);
+        CHECK(cache_entries(hosts, "b").empty());
         check_nothing_left(hosts, {"a", "b"}, {});
         CHECK(hosts.agent_fds("b") == fds_b);
+    }
+
+    TEST_CASE("a peer's hostile file descriptions are refused and nothing is written") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.agent_args = {"b=--max-file-size 1000000"}, .own_files = {"b"}});
+        struct hostile {
+            std::string mode;
+            rfork::errc expected;
+            std::string says;
+        };
+        for (auto& h : {hostile{"files_dotdot", rfork::errc::malformed_message, "manifest"},
+                        hostile{"files_huge", rfork::errc::file_unavailable, "--max-file-size 1000000"},
+                        hostile{"files_bad_hash", rfork::errc::transfer_failed, "SHA-256"},
+                        hostile{"files_overrun", rfork::errc::malformed_message, "beyond"}}) {
+            CAPTURE(h.mode);
+            auto r = hosts.raw_tls_peer("a", hosts.address("b"), 7000, h.mode);
+            INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"b"}));
+            auto errors = lines_with(r.out, "error code=");
+            REQUIRE(errors.size() == 1);
+            CHECK(field(errors[0], "code") == error_value(h.expected));
+            CHECK(errors[0].find(h.says) != std::string::npos);
+            CHECK_FALSE(fs::exists(hosts.root_of("b") / "rfork-hostile"));
+            CHECK(cache_entries(hosts, "b").empty());
+        }
+        check_nothing_left(hosts, {"a", "b"}, {});
+    }
+
+    TEST_CASE("a link on the host's path leads the child's files into its own namespace only") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.own_files = {"b"}});
+        deploy_dir deployed(hosts, "b");
+        auto program = deployed.put(program_path("fork_or_report"), "fork_or_report", false);
+        // On b the program's directory is a link to /etc: the child finds its
+        // program there, in a directory of its own; b's /etc gets nothing.
+        fs::remove_all(deployed.in_root);
+        fs::create_directory_symlink("/etc", deployed.in_root);
+        auto etc_before = fs::directory_iterator(hosts.root_of("b") / "etc");
+        std::vector<std::string> before;
+        for (auto& e : etc_before) before.push_back(e.path().filename());
+        auto r = hosts.run("a", {program, "b:7000"});
+        INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(r.status == 0);
+        CHECK(lines_with(r.out, "child goes on").size() == 1);
+        CHECK(lines_with(r.out, "parent goes on").size() == 1);
+        std::vector<std::string> after;
+        for (auto& e : fs::directory_iterator(hosts.root_of("b") / "etc")) after.push_back(e.path().filename());
+        std::sort(before.begin(), before.end());
+        std::sort(after.begin(), after.end());
+        CHECK(after == before);
+        CHECK(fs::read_symlink(deployed.in_root) == "/etc");
+        fs::remove(deployed.in_root);
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
 }
