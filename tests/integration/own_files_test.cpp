@@ -106,9 +106,10 @@ TEST_SUITE("integration.own_files") {
         auto root = hosts.root_of("b");
         REQUIRE_FALSE(root.empty());
 
-        // What only this machine has: a sees it, b does not.
+        // What only this machine has (the trees, this test, the programs it runs): a sees it, b does not.
         for (std::string path : {std::string(RFORK_SOURCE_DIR), std::string(RFORK_BINARY_DIR),
-                                 program_path("fork_or_report"), program_path("rfork-agent")}) {
+                                 fs::read_symlink("/proc/self/exe").string(), program_path("fork_or_report"),
+                                 program_path("rfork-agent")}) {
             CAPTURE(path);
             CHECK(exists_on(hosts, "a", path));
             CHECK_FALSE(exists_on(hosts, "b", path));
