@@ -122,8 +122,11 @@ bool file_cache::has(const cache_key& key) {
     return true;
 }
 
-void file_cache::pin(const cache_key& key) {
-    if (auto it = entries_.find(key); it != entries_.end()) ++it->second.pins;
+bool file_cache::pin(const cache_key& key) {
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return false;
+    ++it->second.pins;
+    return true;
 }
 
 void file_cache::unpin(const cache_key& key) {

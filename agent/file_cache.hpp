@@ -46,8 +46,9 @@ public:
     // The path of an entry it holds.
     std::string path_of(const cache_key& key) const { return dir_ + "/" + entry_name(key); }
 
-    // Entries in use by a restore are not evicted until released.
-    void pin(const cache_key& key);
+    // Entries in use by a restore are not evicted until released; false if
+    // it holds no such entry (then there is nothing to release).
+    bool pin(const cache_key& key);
     void unpin(const cache_key& key);
 
     // One entry arriving: its bytes, hashed as written, in an unnamed file

@@ -164,6 +164,10 @@ file_decision decide_files(const protocol::file_manifest& manifest, file_cache& 
             continue;
         case file_kind::regular: break;
         }
+        // No larger file travels, nor is one of this host's read to compare.
+        if (file.size > limits.max_file_size)
+            return refuse(fmt::format("it is {} bytes, more than this agent takes (--max-file-size {})", file.size,
+                                      limits.max_file_size));
         if (exists && here == file_kind::regular && same_file(file.path, st, file, host_files)) {
             ++d.host_own;
             continue;
@@ -178,9 +182,6 @@ file_decision decide_files(const protocol::file_manifest& manifest, file_cache& 
             d.cached.push_back(i);  // (asked: arrives once, for both)
             continue;
         }
-        if (file.size > limits.max_file_size)
-            return refuse(fmt::format("it is {} bytes, more than this agent takes (--max-file-size {})", file.size,
-                                      limits.max_file_size));
         d.wanted.push_back(i);
         d.wanted_bytes += file.size;
         asked.insert(key);
@@ -272,7 +273,16 @@ std::optional<resolved> resolve(const std::string& path, std::string& error) {
         auto next = join(at, name);
         struct stat st {};
         if (::lstat(next.c_str(), &st) != 0) {
-            if (errno == ENOENT) return resolved{at, left};
+            // What is missing is made as named: a way back up (a link's "..")
+            // through a directory that does not exist leads nowhere.
+            if (errno == ENOENT && std::find(left.begin(), left.end(), "..") != left.end()) {
+                error = path + " leads through " + next + ", which this host lacks, and back up";
+                return std::nullopt;
+            }
+            if (errno == ENOENT) {
+                std::erase(left, ".");
+                return resolved{at, left};
+            }
             error = errno_text("cannot look at " + next);
             return std::nullopt;
         }

@@ -171,7 +171,8 @@ std::variant<std::vector<image_file_ref>, std::string> files_named_by_image(int 
 }
 
 std::variant<outgoing_files, std::string> describe_files(const std::vector<image_file_ref>& refs, int root_fd,
-                                                         const run_as* as, file_identity_cache& identities) {
+                                                         const run_as* as, file_identity_cache& identities,
+                                                         std::uint64_t max_size) {
     outgoing_files out;
     file_rights rights(as);
     if (!rights.ok(as)) return fmt::format("cannot look at the files with the rights of uid {}", as->uid);
@@ -202,6 +203,10 @@ std::variant<outgoing_files, std::string> describe_files(const std::vector<image
             if (!fd || ::fstat(fd.get(), &opened) != 0 || opened.st_ino != st.st_ino || opened.st_dev != st.st_dev)
                 return fmt::format("cannot read {} (which the process uses){}: {}", ref.path,
                                    as ? fmt::format(" as uid {}", as->uid) : "", std::strerror(errno));
+            if (static_cast<std::uint64_t>(opened.st_size) > max_size)
+                return fmt::format("{} (which the process uses) is {} bytes, more than this agent sends "
+                                   "(--max-file-size {})",
+                                   ref.path, opened.st_size, max_size);
             auto id = identities.identify(fd.get(), opened);
             if (!id) return fmt::format("cannot read {} (which the process uses) whole", ref.path);
             d.size = static_cast<std::uint64_t>(opened.st_size);

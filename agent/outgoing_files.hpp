@@ -43,8 +43,10 @@ struct outgoing_files {
 // directory fd of the process's root) and, with `as`, opened with that
 // user's rights only (the image of a user's process is that user's to
 // write, so its names are not trusted further than that user's reach).
-// Why not, naming the file, if one cannot be read.
+// Why not, naming the file, if one cannot be read, or is larger than
+// `max_size` (--max-file-size): no larger file is read to be hashed.
 std::variant<outgoing_files, std::string> describe_files(const std::vector<image_file_ref>& refs, int root_fd,
-                                                         const run_as* as, file_identity_cache& identities);
+                                                         const run_as* as, file_identity_cache& identities,
+                                                         std::uint64_t max_size);
 
 }  // namespace rfork::agent

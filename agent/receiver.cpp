@@ -20,6 +20,7 @@
 #include <chrono>
 #include <memory>
 #include <random>
+#include <set>
 #include <variant>
 
 namespace rfork::agent {
@@ -171,14 +172,14 @@ public:
     }
     pinned_entries(const pinned_entries&) = delete;
     pinned_entries& operator=(const pinned_entries&) = delete;
+    // Once per key, and only a key the cache holds: each pin is released once.
     void pin(const cache_key& key) {
-        cache_->pin(key);
-        keys_.push_back(key);
+        if (!keys_.count(key) && cache_->pin(key)) keys_.insert(key);
     }
 
 private:
     file_cache* cache_;
-    std::vector<cache_key> keys_;
+    std::set<cache_key> keys_;
 };
 
 // The image gate against --allow-root and --allow-uid: whether this host

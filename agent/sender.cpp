@@ -147,6 +147,7 @@ asio::awaitable<std::error_code> send_wanted_files(peer_connection& peer, const 
                                                    const protocol::file_request& request, std::uint64_t& sent) {
     if (request.wanted.empty()) co_return std::error_code{};  // nothing follows an empty request
     detail::bytes chunk(chunk_size);
+    // Through send(): with lazy pages, the dump's page server writes on the connection too.
     for (auto i : request.wanted) {
         if (i >= files.fds.size() || !files.fds[i]) co_return errc::malformed_message;
         auto size = files.manifest.files[i].size;
@@ -157,13 +158,14 @@ asio::awaitable<std::error_code> send_wanted_files(peer_connection& peer, const 
             if (got <= 0) co_return got < 0 ? std::error_code(errno, std::generic_category()) : errc::truncated;
             auto frame = protocol::encode_frame(protocol::message_type::file_data,
                                                 std::span(chunk.data(), static_cast<std::size_t>(got)));
-            if (auto ec = co_await detail::write_bytes(peer, frame)) co_return ec;
+            if (!co_await peer.send(frame)) co_return errc::transfer_failed;
             at += static_cast<std::uint64_t>(got);
             sent += static_cast<std::uint64_t>(got);
         }
     }
-    protocol::files_end end;
-    co_return co_await detail::write_message(peer, end);
+    auto end = protocol::encode(protocol::files_end{});
+    if (!co_await peer.send(end)) co_return errc::transfer_failed;
+    co_return std::error_code{};
 }
 
 // The numbers on one line of /proc/PID/status: "Uid:" and "Gid:" (real,
@@ -336,7 +338,7 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     if (auto* why = std::get_if<std::string>(&named))
         co_return failure{errc::dump_failed, fmt::format("cannot read the image CRIU wrote: {}", *why)};
     auto described = describe_files(std::get<std::vector<image_file_ref>>(named), root.get(), as ? &*as : nullptr,
-                                    agent.own_files);
+                                    agent.own_files, limits.max_file_size);
     if (auto* why = std::get_if<std::string>(&described)) co_return failure{errc::file_unavailable, *why};
     auto& outgoing = std::get<outgoing_files>(described);
     std::uint64_t file_bytes = 0;  // all the receiver could ask for

@@ -182,10 +182,10 @@ TEST_CASE("file placement: the decision takes this host's own file and asks for 
         CHECK(again.cached == std::vector<std::uint32_t>{2});
     }
     SUBCASE("a file over the size limit is refused by name") {
-        auto again = decide_files(m, cache, ids, file_limits{10});
+        auto again = decide_files(m, cache, ids, file_limits{15});
         REQUIRE(again.refusal);
         CHECK(again.refusal->find((t.path / "other").string()) != std::string::npos);
-        CHECK(again.refusal->find("--max-file-size 10") != std::string::npos);
+        CHECK(again.refusal->find("--max-file-size 15") != std::string::npos);
     }
     SUBCASE("a device this host lacks cannot travel") {
         proto::file_description dev;
@@ -339,6 +339,48 @@ TEST_CASE("file placement: a path this host lacks from its root up gets a root o
     });
     CHECK(seen == "placed: the parent's program|etc|tmp|proc");
     CHECK_FALSE(fs::exists(top));
+}
+
+TEST_CASE("file placement: a directory step never changes a directory of the host seen through links") {
+    // The links on the host make the second step land on the root of the
+    // tmpfs that stands in for a private directory: it keeps that
+    // directory's mode and owner, whatever the step says.
+    if (!is_root()) {
+        MESSAGE("SKIPPED: mount namespaces need root");
+        return;
+    }
+    temp_tree t;
+    fs::create_directories(t.path / "stage");
+    write_file(t.path / "cache/f", "f");
+    fs::create_directories(t.path / "private");
+    ::chmod((t.path / "private").c_str(), 0700);
+    write_file(t.path / "private/secret", "s", 0644);
+    fs::create_directory_symlink(t.path / "private", t.path / "m");
+    fs::create_directory_symlink("m/newdir/..", t.path / "z");
+    placement_plan plan{{{placement::action::bind_file, (t.path / "m/newdir/f").string(), (t.path / "cache/f").string(),
+                          0, 0, 0, 0},
+                         {placement::action::make_dir, (t.path / "z").string(), "", 0755, 65534, 65534, 0}},
+                        (t.path / "stage").string()};
+    auto seen = in_own_namespace(plan, [&] {
+        struct stat st {};
+        if (::stat((t.path / "private").c_str(), &st) != 0) return std::string("gone");
+        return fmt::format("{:o} {}|", st.st_mode & 07777, st.st_uid) + read_text(t.path / "private/newdir/f");
+    });
+    CHECK(seen.starts_with("failed: "));
+    CHECK(seen.find("back up") != std::string::npos);
+    // And where the links lead to an existing directory, the step leaves it be.
+    fs::remove(t.path / "z");
+    fs::create_directory_symlink("m", t.path / "z");
+    seen = in_own_namespace(plan, [&] {
+        struct stat st {};
+        if (::stat((t.path / "private").c_str(), &st) != 0) return std::string("gone");
+        return fmt::format("{:o} {}|", st.st_mode & 07777, st.st_uid) + read_text(t.path / "private/newdir/f");
+    });
+    CHECK(seen == "placed: 700 0|f");
+    struct stat host {};
+    REQUIRE(::stat((t.path / "private").c_str(), &host) == 0);
+    CHECK((host.st_mode & 07777) == 0700);
+    CHECK_FALSE(fs::exists(t.path / "private/newdir"));
 }
 
 TEST_CASE("file placement: nothing is placed under /proc") {

@@ -106,7 +106,12 @@ TEST_CASE("outgoing files: each file is described as found inside the process's 
     REQUIRE(root_fd >= 0);
     file_identity_cache ids;
     auto described = describe_files({{"/usr/lib/libx.so", false}, {"/usr/lib/escape", true}, {"/usr", false}},
-                                    root_fd, nullptr, ids);
+                                    root_fd, nullptr, ids, 1 << 20);
+    // No file over the size limit is read, let alone sent.
+    auto too_large = describe_files({{"/usr/lib/libx.so", false}}, root_fd, nullptr, ids, 12);
+    REQUIRE(std::holds_alternative<std::string>(too_large));
+    CHECK(std::get<std::string>(too_large).find("/usr/lib/libx.so") != std::string::npos);
+    CHECK(std::get<std::string>(too_large).find("--max-file-size 12") != std::string::npos);
     ::close(root_fd);
     REQUIRE(std::holds_alternative<outgoing_files>(described));
     auto& out = std::get<outgoing_files>(described);
@@ -139,9 +144,9 @@ TEST_CASE("outgoing files: a file the process's user may not read does not trave
     REQUIRE(root_fd >= 0);
     file_identity_cache ids;
     run_as nobody{65534, 65534, {}, 0};
-    auto fine = describe_files({{"/open", false}}, root_fd, &nobody, ids);
+    auto fine = describe_files({{"/open", false}}, root_fd, &nobody, ids, 1 << 20);
     CHECK(std::holds_alternative<outgoing_files>(fine));
-    auto refused = describe_files({{"/open", false}, {"/secret", false}}, root_fd, &nobody, ids);
+    auto refused = describe_files({{"/open", false}, {"/secret", false}}, root_fd, &nobody, ids, 1 << 20);
     REQUIRE(std::holds_alternative<std::string>(refused));
     CHECK(std::get<std::string>(refused).find("/secret") != std::string::npos);
     CHECK(std::get<std::string>(refused).find("uid 65534") != std::string::npos);
