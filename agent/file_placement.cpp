@@ -111,6 +111,20 @@ bool same_file(const std::string& path, const struct stat& st, const protocol::f
     return id->sha256 == file.sha256;
 }
 
+// The same, for a file too large to hash: its size, mode and ELF build-id.
+bool same_build_id(const std::string& path, const struct stat& st, const protocol::file_description& file) {
+    if (file.build_id.empty() || static_cast<std::uint64_t>(st.st_size) != file.size ||
+        (st.st_mode & 07777) != file.mode)
+        return false;
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) return false;
+    struct stat opened {};
+    bool same = ::fstat(fd, &opened) == 0 && S_ISREG(opened.st_mode) &&
+                elf_build_id(fd, static_cast<std::uint64_t>(opened.st_size)) == file.build_id;
+    ::close(fd);
+    return same;
+}
+
 }  // namespace
 
 cache_key key_of(const protocol::file_description& file) {
@@ -164,10 +178,16 @@ file_decision decide_files(const protocol::file_manifest& manifest, file_cache& 
             continue;
         case file_kind::regular: break;
         }
-        // No larger file travels, nor is one of this host's read to compare.
-        if (file.size > limits.max_file_size)
+        // No larger file travels, nor is one of this host's read whole to
+        // compare with it: only its build-id, as CRIU itself does.
+        if (file.size > limits.max_file_size) {
+            if (exists && here == file_kind::regular && same_build_id(file.path, st, file)) {
+                ++d.host_own;
+                continue;
+            }
             return refuse(fmt::format("it is {} bytes, more than this agent takes (--max-file-size {})", file.size,
                                       limits.max_file_size));
+        }
         if (exists && here == file_kind::regular && same_file(file.path, st, file, host_files)) {
             ++d.host_own;
             continue;

@@ -5,7 +5,9 @@
 #include "file_placement.hpp"
 #include "run_as.hpp"
 
+#include <elf.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +28,66 @@ namespace {
 void report(int fd, const std::string& line) {
     std::string text = line + "\n";
     [[maybe_unused]] auto ignored = ::write(fd, text.data(), text.size());
+}
+
+// CRIU's own loader and libraries, as this host has them: once the child's
+// files are placed, the paths of this host's libc may hold the origin's, and
+// CRIU (dynamically linked) must not run with those. Opened before the
+// placement, and used through their descriptors: the loader runs CRIU with
+// its library path on those directories.
+struct host_loader {
+    int loader = -1;
+    std::string library_path;  // "/proc/self/fd/N:..."
+};
+
+// The ELF interpreter (PT_INTERP) of the 64-bit program at `fd`; empty if
+// it has none (a static program) or is not one this reads.
+std::string elf_interpreter(int fd) {
+    Elf64_Ehdr eh{};
+    if (::pread(fd, &eh, sizeof eh, 0) != static_cast<ssize_t>(sizeof eh) ||
+        std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+        eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum > 64)
+        return {};
+    for (unsigned i = 0; i < eh.e_phnum; ++i) {
+        Elf64_Phdr ph{};
+        auto at = static_cast<off_t>(eh.e_phoff + i * sizeof ph);
+        if (::pread(fd, &ph, sizeof ph, at) != static_cast<ssize_t>(sizeof ph)) return {};
+        if (ph.p_type != PT_INTERP) continue;
+        if (ph.p_filesz < 2 || ph.p_filesz > 4096) return {};
+        std::string path(ph.p_filesz, '\0');
+        if (::pread(fd, path.data(), path.size(), static_cast<off_t>(ph.p_offset)) != static_cast<ssize_t>(path.size()))
+            return {};
+        path.resize(std::strlen(path.c_str()));
+        return path.starts_with('/') ? path : std::string{};
+    }
+    return {};
+}
+
+// Descriptors kept across exec, out of the way of those CRIU is given.
+int keep_fd(int fd) {
+    if (fd < 0) return -1;
+    int moved = ::fcntl(fd, F_DUPFD, 200);
+    ::close(fd);
+    return moved;
+}
+
+std::optional<host_loader> find_host_loader(int criu_fd) {
+    auto interpreter = elf_interpreter(criu_fd);
+    if (interpreter.empty()) return std::nullopt;  // static: nothing to load
+    char real[PATH_MAX];
+    if (!::realpath(interpreter.c_str(), real)) return std::nullopt;
+    host_loader h;
+    h.loader = keep_fd(::open(real, O_PATH | O_CLOEXEC));
+    std::string dir = real;
+    dir.erase(dir.rfind('/'));
+    auto base = dir.substr(dir.rfind('/') + 1);  // the multiarch triplet, on Debian
+    std::vector<std::string> dirs{dir, "/lib/" + base, "/usr/lib/" + base, "/usr/lib", "/lib"};
+    for (auto& d : dirs) {
+        int fd = keep_fd(::open(d.c_str(), O_PATH | O_DIRECTORY));
+        if (fd >= 0) h.library_path += (h.library_path.empty() ? "" : ":") + ("/proc/self/fd/" + std::to_string(fd));
+    }
+    if (h.loader < 0 || h.library_path.empty()) return std::nullopt;
+    return h;
 }
 
 }  // namespace
@@ -51,7 +113,9 @@ int run_ns_init(int argc, char** argv) {
     // The files the child uses that this host lacks, at their paths, before
     // anything of the child's runs (and before its /proc, which the plan may
     // move: the namespace's root may be new).
+    std::optional<host_loader> loader;
     if (plan_fd >= 0) {
+        loader = find_host_loader(ns_init_criu_fd);
         std::vector<unsigned char> bytes;
         unsigned char buffer[65536];
         for (ssize_t n; (n = ::read(plan_fd, buffer, sizeof buffer)) != 0;) {
@@ -104,6 +168,17 @@ int run_ns_init(int argc, char** argv) {
     }
     if (criu == 0) {
         ::close(status_fd);
+        if (loader) {
+            // This host's loader runs CRIU (through its descriptor) with this host's libraries.
+            std::vector<char*> args{criu_argv[0], const_cast<char*>("--library-path"), loader->library_path.data(),
+                                    const_cast<char*>("--argv0"), criu_argv[0]};
+            std::string program = "/proc/self/fd/" + std::to_string(ns_init_criu_fd);
+            args.push_back(program.data());
+            for (char** a = criu_argv + 1; *a; ++a) args.push_back(*a);
+            args.push_back(nullptr);
+            ::execveat(loader->loader, "", args.data(), environ, AT_EMPTY_PATH);
+            ::_exit(127);
+        }
         ::fcntl(ns_init_criu_fd, F_SETFD, FD_CLOEXEC);
         ::execveat(ns_init_criu_fd, "", criu_argv, environ, AT_EMPTY_PATH);
         ::_exit(127);
