@@ -21,6 +21,7 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <string_view>
 #include <variant>
 
 namespace rfork::agent {
@@ -40,6 +41,25 @@ std::string new_child_id(const agent_state& agent) {
     }
 }
 
+// Why a stream of `what` ("the image", "the files") ended before it was
+// whole: one of its bounds passed, or the connection failed; nothing once a
+// frame came in time (the idle bound then starts again).
+std::optional<failure> arrival_problem(const watchdog<peer_connection>& whole, watchdog<peer_connection>& idle,
+                                       std::error_code ec,
+                                       const limits& limits, std::string_view what) {
+    if (whole.fired())
+        return failure{errc::timed_out, fmt::format("{} did not arrive whole within {} s (--image-timeout)", what,
+                                                    limits.image_timeout.count())};
+    if (idle.fired())
+        return failure{errc::timed_out,
+                       fmt::format("{} stalled for {} s (--idle-timeout)", what, limits.idle_timeout.count())};
+    idle.arm();
+    if (ec)
+        return failure{ec == asio::error::eof ? std::error_code(errc::truncated) : ec,
+                       fmt::format("{} stopped arriving: {}", what, ec.message())};
+    return std::nullopt;
+}
+
 // Writes the image's files into `dir`, exactly as announced, until image_end.
 asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, const std::string& dir,
                                                      const limits& limits) {
@@ -51,16 +71,7 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
     watchdog whole(peer, limits.image_timeout);  // never re-armed: frames just within the idle timeout end too
     for (;;) {
         auto ec = co_await detail::read_frame(peer, frame);
-        if (whole.fired())
-            co_return failure{errc::timed_out, fmt::format("the image did not arrive whole within {} s (--image-timeout)",
-                                                           limits.image_timeout.count())};
-        if (idle.fired())
-            co_return failure{errc::timed_out, fmt::format("the image stalled for {} s (--idle-timeout)",
-                                                           limits.idle_timeout.count())};
-        idle.arm();
-        if (ec)
-            co_return failure{ec == asio::error::eof ? std::error_code(errc::truncated) : ec,
-                                      "the image stopped arriving: " + ec.message()};
+        if (auto problem = arrival_problem(whole, idle, ec, limits, "the image")) co_return problem;
         if (frame.type == protocol::message_type::image_data) {
             if (!file || frame.payload.size() > left)
                 co_return failure{errc::malformed_message, "image data beyond the announced file size"};
@@ -133,16 +144,7 @@ asio::awaitable<std::optional<failure>> receive_wanted_files(peer_connection& pe
                 if (auto failed = finish()) co_return failed;
         }
         auto ec = co_await detail::read_frame(peer, frame);
-        if (whole.fired())
-            co_return failure{errc::timed_out, fmt::format("the files did not arrive whole within {} s (--image-timeout)",
-                                                           limits.image_timeout.count())};
-        if (idle.fired())
-            co_return failure{errc::timed_out, fmt::format("the files stalled for {} s (--idle-timeout)",
-                                                           limits.idle_timeout.count())};
-        idle.arm();
-        if (ec)
-            co_return failure{ec == asio::error::eof ? std::error_code(errc::truncated) : ec,
-                              "the files stopped arriving: " + ec.message()};
+        if (auto problem = arrival_problem(whole, idle, ec, limits, "the files")) co_return problem;
         if (frame.type == protocol::message_type::file_data) {
             if (!current || frame.payload.size() > current->missing())
                 co_return failure{errc::malformed_message, "file data beyond the sizes of the files asked for"};

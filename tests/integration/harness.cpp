@@ -94,6 +94,7 @@ raw_request raw_request_of(const std::string& mode) {
         // The start of an image from the origin named; then the stream ends.
         append(protocol::encode_handshake(protocol::role::sender));
         append(protocol::encode(protocol::image_begin{mode.substr(7), 1234, 5678, {}, 4096}));
+        append(protocol::encode(protocol::file_manifest{}));
     } else if (mode == "big_file") {
         append(protocol::encode_handshake(protocol::role::sender));
         append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 1 << 30}));
@@ -255,9 +256,11 @@ run_result tls_exchange(int fd, SSL_CTX* ctx, const std::vector<unsigned char>* 
     if (!request.bytes.empty() && bound_io())
         SSL_write(ssl.get(), request.bytes.data(), static_cast<int>(request.bytes.size()));
     rfork::detail::bytes answer;
-    // Far more often than any idle timeout, until the agent says more than its handshake.
-    auto handshake_size = rfork::protocol::encode_handshake(rfork::protocol::role::agent).size();
-    while (!request.trickle.empty() && answer.size() <= handshake_size) {
+    // Far more often than any idle timeout, until the agent says more than its
+    // handshake and its (empty) request for files.
+    auto expected = rfork::protocol::encode_handshake(rfork::protocol::role::agent).size() +
+                    rfork::protocol::encode(rfork::protocol::file_request{}).size();
+    while (!request.trickle.empty() && answer.size() <= expected) {
         pollfd readable{fd, POLLIN, 0};
         if (SSL_pending(ssl.get()) > 0 || ::poll(&readable, 1, 200) != 0) {
             unsigned char buffer[4096];

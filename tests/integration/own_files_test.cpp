@@ -250,6 +250,23 @@ TEST_SUITE("integration.own_files") {
         CHECK(hosts.agent_fds("b") == fds_b);
     }
 
+    TEST_CASE("the silly example run from a terminal forks onto a host that lacks it and its child writes to that terminal") {
+        require_fork_environment();
+        test_hosts hosts({"a", "b"}, {.own_files = {"b"}});
+        auto silly = program_path("silly");
+        REQUIRE_FALSE(fs::exists(hosts.root_of("b") / fs::path(silly).relative_path()));
+        auto parent = hosts.start("a", {silly, "b:7000"}, {}, true).finish(60s);
+        INFO("parent terminal: " << parent.out << agent_logs(hosts, {"a", "b"}));
+        REQUIRE(parent.status == 0);
+        for (int i = 0; i < 10; ++i) {
+            CHECK(parent.out.find("child " + std::to_string(i) + "\r\n") != std::string::npos);
+            CHECK(parent.out.find("parent " + std::to_string(i) + "\r\n") != std::string::npos);
+        }
+        CHECK(lines_with(parent.out, "exited with status 0").size() == 1);
+        CHECK(field(files_line(hosts, "b"), "received") == "1");
+        check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
+    }
+
     TEST_CASE("a host with another version of a mapped library gives the child the parent's") {
         require_fork_environment();
         test_hosts hosts({"a", "b"}, {.own_files = {"b"}});
