@@ -95,15 +95,27 @@ bool in_kernel_tree(const std::string& path) {
     return false;
 }
 
+// The host's regular file at `path`, open for reading, and its stat; -1 if
+// it is not one. Only a regular file is ever opened for reading: a path a
+// local user swaps for a device meanwhile is looked at, never opened.
+int open_regular(const std::string& path, struct stat& opened) {
+    int at = ::open(path.c_str(), O_PATH | O_CLOEXEC);
+    if (at < 0) return -1;
+    int fd = -1;
+    if (::fstat(at, &opened) == 0 && S_ISREG(opened.st_mode))
+        fd = ::open(("/proc/self/fd/" + std::to_string(at)).c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    ::close(at);
+    return fd;
+}
+
 // Whether the host's regular file at `path` is the one described.
 bool same_file(const std::string& path, const struct stat& st, const protocol::file_description& file,
                file_identity_cache& host_files) {
     if (static_cast<std::uint64_t>(st.st_size) != file.size || (st.st_mode & 07777) != file.mode) return false;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) return false;
     struct stat opened {};
-    std::optional<file_identity> id;
-    if (::fstat(fd, &opened) == 0 && S_ISREG(opened.st_mode)) id = host_files.identify(fd, opened);
+    int fd = open_regular(path, opened);
+    if (fd < 0) return false;
+    auto id = host_files.identify(fd, opened);
     ::close(fd);
     if (!id) return false;
     // CRIU itself takes a build-id and size for the same file.
@@ -116,11 +128,10 @@ bool same_build_id(const std::string& path, const struct stat& st, const protoco
     if (file.build_id.empty() || static_cast<std::uint64_t>(st.st_size) != file.size ||
         (st.st_mode & 07777) != file.mode)
         return false;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) return false;
     struct stat opened {};
-    bool same = ::fstat(fd, &opened) == 0 && S_ISREG(opened.st_mode) &&
-                elf_build_id(fd, static_cast<std::uint64_t>(opened.st_size)) == file.build_id;
+    int fd = open_regular(path, opened);
+    if (fd < 0) return false;
+    bool same = elf_build_id(fd, static_cast<std::uint64_t>(opened.st_size)) == file.build_id;
     ::close(fd);
     return same;
 }
@@ -260,6 +271,7 @@ std::string errno_text(const std::string& what) { return what + ": " + std::stre
 struct resolved {
     std::string existing;
     std::deque<std::string> missing;
+    std::optional<uid_t> link_owner;  // a user (not root) whose link the way went through
 };
 
 std::optional<resolved> resolve(const std::string& path, std::string& error) {
@@ -277,6 +289,7 @@ std::optional<resolved> resolve(const std::string& path, std::string& error) {
     };
     split_into(path, left, false);
     std::string at = "/";
+    std::optional<uid_t> link_owner;
     auto join = [](const std::string& dir, const std::string& name) { return dir == "/" ? "/" + name : dir + "/" + name; };
     for (int links = 0; !left.empty();) {
         auto name = left.front();
@@ -301,7 +314,7 @@ std::optional<resolved> resolve(const std::string& path, std::string& error) {
             }
             if (errno == ENOENT) {
                 std::erase(left, ".");
-                return resolved{at, left};
+                return resolved{at, left, link_owner};
             }
             error = errno_text("cannot look at " + next);
             return std::nullopt;
@@ -321,6 +334,13 @@ std::optional<resolved> resolve(const std::string& path, std::string& error) {
             std::string_view t(target, static_cast<std::size_t>(n));
             if (t.starts_with('/')) at = "/";
             split_into(t, left, true);
+            if (st.st_uid != 0) {
+                if (link_owner && *link_owner != st.st_uid) {
+                    error = path + " leads through links of two users";
+                    return std::nullopt;
+                }
+                link_owner = st.st_uid;
+            }
             continue;
         }
         if (!S_ISDIR(st.st_mode) && !left.empty()) {
@@ -329,7 +349,7 @@ std::optional<resolved> resolve(const std::string& path, std::string& error) {
         }
         at = next;
     }
-    return resolved{at, {}};
+    return resolved{at, {}, link_owner};
 }
 
 bool copy_bytes(int from, int to) {
@@ -350,6 +370,16 @@ bool copy_bytes(int from, int to) {
             done += w;
         }
     }
+}
+
+// What the loader and CRIU read by path when they start, in the child's
+// namespace: nothing is placed there, whatever the peer's file.
+bool runs_criu(const std::string& path) {
+    for (std::string_view reserved : {"/etc/ld.so.preload", "/etc/ld.so.cache", "/etc/ld.so.conf",
+                                      "/etc/ld.so.conf.d", "/etc/criu", "/usr/lib/criu", "/usr/local/lib/criu",
+                                      "/run/criu.kdat"})
+        if (path == reserved || (path.starts_with(reserved) && path[reserved.size()] == '/')) return true;
+    return false;
 }
 
 // Whether an open file lives on one of the kernel's own file systems,
@@ -431,11 +461,14 @@ struct placer {
         if (names.size() > 100000) return fail(dir + " holds too many entries to show beside the child's files");
         for (auto& name : names) {
             struct stat e {};
-            if (::fstatat(from, name.c_str(), &e, AT_SYMLINK_NOFOLLOW) != 0)
+            if (::fstatat(from, name.c_str(), &e, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) != 0) {
+                if (errno == ENOENT) continue;  // gone meanwhile: not shown
                 return fail(errno_text("cannot look at " + dir + "/" + name));
+            }
             if (S_ISLNK(e.st_mode)) {
                 char target[4096];
                 auto n = ::readlinkat(from, name.c_str(), target, sizeof target - 1);
+                if (n < 0 && errno == ENOENT) continue;
                 if (n < 0) return fail(errno_text("cannot read the link " + dir + "/" + name));
                 target[n] = 0;
                 if (::symlinkat(target, stage, name.c_str()) != 0 ||
@@ -444,7 +477,9 @@ struct placer {
                 continue;
             }
             fd_guard tree(::open_tree(from, name.c_str(),
-                                      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW));
+                                      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW |
+                                          AT_NO_AUTOMOUNT));
+            if (!tree && errno == ENOENT) continue;
             struct stat t {};
             if (!tree || ::fstat(tree.get(), &t) != 0) return fail(errno_text("cannot bind " + dir + "/" + name));
             bool made_point = S_ISDIR(t.st_mode)
@@ -615,6 +650,17 @@ std::string carry_out(const placement_plan& plan) {
         auto target = where->existing;
         for (auto& name : where->missing) target += (target == "/" ? "" : "/") + name;
         if (in_kernel_tree(target)) return step.path + " leads to " + target + ", under /proc, /sys or /dev";
+        if (runs_criu(target)) return step.path + " leads to " + target + ", which the loader or CRIU itself reads";
+        // A user's link may lead only into that user's own directories: not
+        // to put the user's bytes where the host's programs look (/etc, /usr).
+        if (where->link_owner) {
+            auto dir = where->missing.empty() ? target.substr(0, std::max<std::size_t>(1, target.rfind('/')))
+                                              : where->existing;
+            struct stat owner {};
+            if (::stat(dir.c_str(), &owner) != 0 || owner.st_uid != *where->link_owner)
+                return fmt::format("{} leads through a link of uid {} to {}, which is not that user's", step.path,
+                                   *where->link_owner, dir);
+        }
         if (!where->missing.empty()) {
             auto& u = dirs[where->existing];
             u.where = where->existing;

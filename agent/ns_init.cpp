@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +39,7 @@ void report(int fd, const std::string& line) {
 struct host_loader {
     int loader = -1;
     std::string library_path;  // "/proc/self/fd/N:..."
+    std::string program_path;  // the same for the programs CRIU runs (iptables, ...)
 };
 
 // The ELF interpreter (PT_INTERP) of the 64-bit program at `fd`; empty if
@@ -71,21 +73,38 @@ int keep_fd(int fd) {
     return moved;
 }
 
+// This host's loader and library directories for CRIU, through a detached
+// copy of the root taken now: a file the placement binds over one of them
+// later is not in that copy. nullopt if CRIU needs a loader this cannot find.
 std::optional<host_loader> find_host_loader(int criu_fd) {
-    auto interpreter = elf_interpreter(criu_fd);
-    if (interpreter.empty()) return std::nullopt;  // static: nothing to load
+    // (The agent gave CRIU as an O_PATH descriptor: read through a new one.)
+    int readable = ::open(("/proc/self/fd/" + std::to_string(criu_fd)).c_str(), O_RDONLY | O_CLOEXEC);
+    if (readable < 0) return std::nullopt;
+    auto interpreter = elf_interpreter(readable);
+    bool is_elf = false;
+    {
+        unsigned char magic[SELFMAG];
+        is_elf = ::pread(readable, magic, SELFMAG, 0) == SELFMAG && std::memcmp(magic, ELFMAG, SELFMAG) == 0;
+    }
+    ::close(readable);
+    host_loader h;
+    if (interpreter.empty()) return is_elf ? std::optional<host_loader>(h) : std::nullopt;  // static: none needed
     char real[PATH_MAX];
     if (!::realpath(interpreter.c_str(), real)) return std::nullopt;
-    host_loader h;
-    h.loader = keep_fd(::open(real, O_PATH | O_CLOEXEC));
+    int root = keep_fd(::open_tree(AT_FDCWD, "/", OPEN_TREE_CLONE | AT_RECURSIVE));
+    if (root < 0) return std::nullopt;
+    auto in_root = "/proc/self/fd/" + std::to_string(root);
+    h.loader = keep_fd(::open((in_root + real).c_str(), O_PATH | O_CLOEXEC));
     std::string dir = real;
     dir.erase(dir.rfind('/'));
     auto base = dir.substr(dir.rfind('/') + 1);  // the multiarch triplet, on Debian
-    std::vector<std::string> dirs{dir, "/lib/" + base, "/usr/lib/" + base, "/usr/lib", "/lib"};
-    for (auto& d : dirs) {
-        int fd = keep_fd(::open(d.c_str(), O_PATH | O_DIRECTORY));
-        if (fd >= 0) h.library_path += (h.library_path.empty() ? "" : ":") + ("/proc/self/fd/" + std::to_string(fd));
+    for (auto& d : {dir, "/lib/" + base, "/usr/lib/" + base, std::string("/usr/lib"), std::string("/lib")}) {
+        struct stat st {};
+        if (::stat((in_root + d).c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+            h.library_path += (h.library_path.empty() ? "" : ":") + in_root + d;
     }
+    for (std::string d : {"/usr/sbin", "/usr/bin", "/sbin", "/bin"})
+        h.program_path += (h.program_path.empty() ? "" : ":") + in_root + d;
     if (h.loader < 0 || h.library_path.empty()) return std::nullopt;
     return h;
 }
@@ -116,6 +135,10 @@ int run_ns_init(int argc, char** argv) {
     std::optional<host_loader> loader;
     if (plan_fd >= 0) {
         loader = find_host_loader(ns_init_criu_fd);
+        if (!loader) {
+            report(status_fd, "files-failed cannot find this host's loader and libraries for CRIU");
+            return 1;
+        }
         std::vector<unsigned char> bytes;
         unsigned char buffer[65536];
         for (ssize_t n; (n = ::read(plan_fd, buffer, sizeof buffer)) != 0;) {
@@ -168,7 +191,7 @@ int run_ns_init(int argc, char** argv) {
     }
     if (criu == 0) {
         ::close(status_fd);
-        if (loader) {
+        if (loader && loader->loader >= 0) {
             // This host's loader runs CRIU (through its descriptor) with this host's libraries.
             std::vector<char*> args{criu_argv[0], const_cast<char*>("--library-path"), loader->library_path.data(),
                                     const_cast<char*>("--argv0"), criu_argv[0]};
@@ -176,7 +199,15 @@ int run_ns_init(int argc, char** argv) {
             args.push_back(program.data());
             for (char** a = criu_argv + 1; *a; ++a) args.push_back(*a);
             args.push_back(nullptr);
-            ::execveat(loader->loader, "", args.data(), environ, AT_EMPTY_PATH);
+            // The programs CRIU runs, and their libraries, are this host's too.
+            std::string path = "PATH=" + loader->program_path, libraries = "LD_LIBRARY_PATH=" + loader->library_path;
+            std::vector<char*> env;
+            for (char** e = environ; *e; ++e)
+                if (std::strncmp(*e, "PATH=", 5) != 0 && std::strncmp(*e, "LD_", 3) != 0) env.push_back(*e);
+            env.push_back(path.data());
+            env.push_back(libraries.data());
+            env.push_back(nullptr);
+            ::execveat(loader->loader, "", args.data(), env.data(), AT_EMPTY_PATH);
             ::_exit(127);
         }
         ::fcntl(ns_init_criu_fd, F_SETFD, FD_CLOEXEC);

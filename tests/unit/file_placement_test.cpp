@@ -383,6 +383,42 @@ TEST_CASE("file placement: a directory step never changes a directory of the hos
     CHECK_FALSE(fs::exists(t.path / "private/newdir"));
 }
 
+TEST_CASE("file placement: nothing is placed where the loader or CRIU look and a user's link leads only into that user's own") {
+    if (!is_root()) {
+        MESSAGE("SKIPPED: mount namespaces need root");
+        return;
+    }
+    temp_tree t;
+    fs::create_directories(t.path / "stage");
+    write_file(t.path / "cache/x", "x");
+    auto step = [&](const std::string& path) {
+        return placement_plan{{{placement::action::bind_file, path, (t.path / "cache/x").string(), 0, 0, 0, 0}},
+                              (t.path / "stage").string()};
+    };
+    for (std::string reserved : {"/etc/ld.so.preload", "/etc/criu/default.conf", "/usr/lib/criu/plugin.so"}) {
+        CAPTURE(reserved);
+        auto seen = in_own_namespace(step(reserved), [] { return std::string(); });
+        CHECK(seen.starts_with("failed: "));
+        CHECK(seen.find("the loader or CRIU") != std::string::npos);
+    }
+    // A user's link into a directory of root's: refused. Into the user's own: followed.
+    fs::create_directories(t.path / "root-dir");
+    fs::create_directories(t.path / "users-dir");
+    REQUIRE(::chown((t.path / "users-dir").c_str(), 65534, 65534) == 0);
+    fs::create_directory_symlink(t.path / "root-dir", t.path / "to-root");
+    fs::create_directory_symlink(t.path / "users-dir", t.path / "to-own");
+    REQUIRE(::lchown((t.path / "to-root").c_str(), 65534, 65534) == 0);
+    REQUIRE(::lchown((t.path / "to-own").c_str(), 65534, 65534) == 0);
+    auto refused = in_own_namespace(step((t.path / "to-root/lib.so").string()), [] { return std::string(); });
+    CHECK(refused.starts_with("failed: "));
+    CHECK(refused.find("a link of uid 65534") != std::string::npos);
+    auto followed = in_own_namespace(step((t.path / "to-own/lib.so").string()),
+                                     [&] { return read_text(t.path / "users-dir/lib.so"); });
+    CHECK(followed == "placed: x");
+    CHECK_FALSE(fs::exists(t.path / "root-dir/lib.so"));
+    CHECK_FALSE(fs::exists(t.path / "users-dir/lib.so"));
+}
+
 TEST_CASE("file placement: nothing is placed under /proc") {
     if (!is_root()) {
         MESSAGE("SKIPPED: mount namespaces need root");
