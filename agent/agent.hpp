@@ -3,6 +3,8 @@
 
 #include "child_cgroup.hpp"
 #include "children.hpp"
+#include "file_cache.hpp"
+#include "file_identity.hpp"
 #include "job_dir.hpp"
 #include "options.hpp"
 
@@ -72,6 +74,8 @@ struct agent_state {
     child_table<hosted_child> hosted{};// children running here
     std::optional<asio::ssl::context> tls{};// every peer connection: the secret's, certificates', or this host's own
     std::string no_lazy_pages{};           // why lazy pages cannot work here, or empty
+    std::optional<file_cache> files{};     // what other agents sent of their processes' files
+    file_identity_cache own_files{};       // identities of this host's files: sent, or compared with a peer's
 
     // A fresh, empty, private directory under the work dir for one job.
     job_dir make_job_dir(const std::string& name);

@@ -24,6 +24,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -287,7 +288,7 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
 asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protocol::image_begin& image,
                                                const std::string& id, job_dir& job,
                                                std::shared_ptr<peer_connection> peer, std::optional<run_as> as,
-                                               child_slot slot) {
+                                               child_slot slot, std::vector<unsigned char> placements) {
     auto ex = agent.io.get_executor();
     if (as && (image.flags & protocol::image_begin::lazy_pages))
         co_return restore_outcome{errc::restore_failed,
@@ -401,10 +402,21 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
     fds.push_back({status.write.get(), status_fd_in_init});
     for (auto& mapping : workspace->mappings()) fds.push_back(mapping);
     fds.push_back({criu.get(), ns_init_criu_fd});
+    // Where the child's files go (file_placement.hpp), for its namespace init to read.
+    unique_fd plan;
+    if (!placements.empty()) {
+        plan.reset(::memfd_create("rfork-placements", MFD_CLOEXEC));
+        if (!plan || ::write(plan.get(), placements.data(), placements.size()) !=
+                         static_cast<ssize_t>(placements.size()) || ::lseek(plan.get(), 0, SEEK_SET) != 0)
+            co_return restore_outcome{errc::internal_error, "cannot hand the child's files to its namespace", 0,
+                                      nullptr};
+        fds.push_back({plan.get(), ns_init_plan_fd});
+    }
     // /proc/self/exe: this very agent's binary, even once a package upgrade
     // has put another at agent.self_exe (the child execs before it changes).
     std::vector<std::string> argv{"/proc/self/exe", "ns-init", std::to_string(status_fd_in_init),
-                                  as ? to_argument(*as) : "root", "--"};
+                                  as ? to_argument(*as) : "root",
+                                  plan ? std::to_string(ns_init_plan_fd) : "-", "--"};
     for (auto& arg : restore_command(agent.criu, inherit, lazy, as.has_value())) argv.push_back(arg);
 
     // Past here lazy pages may be flowing: a failure must stop them too.
@@ -470,6 +482,10 @@ asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protoco
                           : line.starts_with("failed ")    ? line.substr(7)
                                                            : "its namespace init ended without a word";
         job.remove();
+        if (line.starts_with("files-failed "))
+            co_return restore_outcome{errc::file_unavailable,
+                                      "cannot give the child the files it uses: " + line.substr(13), 0,
+                                      lazy ? child : nullptr};
         // With lazy pages, the child's reader still takes the connection.
         co_return restore_outcome{errc::restore_failed, "CRIU could not restore the process: " + why, 0,
                                   lazy ? child : nullptr};

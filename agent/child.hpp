@@ -41,7 +41,7 @@ struct restore_outcome {
 asio::awaitable<restore_outcome> restore_child(agent_state& agent, const protocol::image_begin& image,
                                                const std::string& id, job_dir& job,
                                                std::shared_ptr<peer_connection> peer, std::optional<run_as> as,
-                                               child_slot slot);
+                                               child_slot slot, std::vector<unsigned char> placements);
 
 // Logs that all of a child's image is here, with the wall clock for scripts/bench.
 void log_image_complete(const std::string& id, std::uint64_t bytes);

@@ -118,10 +118,16 @@ stdio_files inspect_stdio(int pid) {
     return result;
 }
 
+// Every CRIU runs with no configuration file and no plugins (its --libdir
+// is its work directory, which holds none): where a child's files are
+// placed, /etc/criu or /usr/lib/criu could be a peer's.
 std::vector<std::string> dump_command(const std::string& criu, const dump_request& r) {
     // --shell-job: the caller is rarely a session leader.
     std::vector<std::string> argv{criu,
                                   "dump",
+                                  "--no-default-config",
+                                  "--libdir",
+                                  criu_workspace::work_dir(),
                                   "--tree",
                                   std::to_string(r.pid),
                                   "--images-dir",
@@ -155,6 +161,9 @@ std::vector<std::string> restore_command(const std::string& criu,
     // names: those are another machine's.
     std::vector<std::string> argv{criu,
                                   "restore",
+                                  "--no-default-config",
+                                  "--libdir",
+                                  criu_workspace::work_dir(),
                                   "--images-dir",
                                   criu_workspace::images_dir(),
                                   "--work-dir",
@@ -177,6 +186,9 @@ std::vector<std::string> restore_command(const std::string& criu,
 std::vector<std::string> lazy_pages_command(const std::string& criu, int ps_socket, int status_fd) {
     std::vector<std::string> argv{criu,
                                   "lazy-pages",
+                                  "--no-default-config",
+                                  "--libdir",
+                                  criu_workspace::work_dir(),
                                   "--page-server",
                                   "--ps-socket",
                                   std::to_string(ps_socket),

@@ -4,9 +4,13 @@
 # Nothing generated, and nothing of CRIU's, is kept in rfork's tree.
 #   rfork_add_criu_images(TARGET PROTO_DIR): a static C library TARGET.
 
-# The formats the gate reads (core, creds, ghost files) and all they import.
+# The formats the gate reads (core, creds, ghost files), those the sending
+# agent reads to learn the image's files (fdinfo, remap-file-path), and all
+# they import.
 set(RFORK_CRIU_PROTOS core core-x86 core-arm core-aarch64 core-ppc64 core-s390 core-mips core-loongarch64
-  core-riscv64 rlimit timer creds sa siginfo rseq opts ghost-file time)
+  core-riscv64 rlimit timer creds sa siginfo rseq opts ghost-file time
+  fdinfo remap-file-path regfile fown fh sk-inet sk-opts sk-unix sk-netlink packet-sock ns eventfd eventpoll
+  signalfd tun timerfd fsnotify ext-file fifo pipe pidfd tty memfd bpfmap-file tcp-stream)
 
 function(rfork_add_criu_images target proto_dir)
   foreach(name IN LISTS RFORK_CRIU_PROTOS)

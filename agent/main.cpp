@@ -199,6 +199,12 @@ int serve(agent_state& agent) {
         return 1;
     }
     prepare_work_dir(opts.work_dir);
+    try {
+        agent.files.emplace(opts.file_cache, opts.limits.file_cache_size);
+    } catch (const std::exception& e) {
+        log("{}", e.what());
+        return 1;
+    }
 
     asio::local::stream_protocol::acceptor local(io);
     asio::ip::tcp::acceptor network(io);

@@ -11,11 +11,13 @@
 
 namespace rfork::agent {
 
-// argv: rfork-agent ns-init STATUS_FD root|UID:GID:GROUPS:CAPS -- CRIU_ARGV...
+// argv: rfork-agent ns-init STATUS_FD root|UID:GID:GROUPS:CAPS PLAN_FD|- -- CRIU_ARGV...
 // CRIU is executed through ns_init_criu_fd (opened by the agent: its path may
 // be out of the user's reach), CRIU_ARGV[0] being only its name.
 int run_ns_init(int argc, char** argv);
 
 inline constexpr int ns_init_criu_fd = 22;
+// Where the child's files go (file_placement.hpp), when it has any to place.
+inline constexpr int ns_init_plan_fd = 23;
 
 }  // namespace rfork::agent

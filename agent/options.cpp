@@ -52,6 +52,13 @@ const char* const usage_text =
     "                        (default: $RFORK_CRIU, the one shipped in\n"
     "                        ../libexec/rfork beside rfork-agent, or criu on PATH)\n"
     "  --work-dir DIR        checkpoint images in transit (default /run/rfork/work)\n"
+    "  --file-cache DIR      files that processes forked here use and this host\n"
+    "                        lacks, as their agents sent them (default\n"
+    "                        /var/cache/rfork/files)\n"
+    "  --file-cache-size B   bytes the file cache keeps, the least recently used\n"
+    "                        going first (default 4 GiB)\n"
+    "  --max-file-size B     the largest such file taken; a fork that needs a larger\n"
+    "                        one fails, naming it (default 1 GiB)\n"
     "  --no-lazy-pages       send and take whole images only: a child then runs once\n"
     "                        all of its memory is here (default: a single-threaded\n"
     "                        program's child starts first and its memory follows)\n"
@@ -104,6 +111,8 @@ constexpr option_spec known_options[] = {
     {"local-users", option_kind::takes_value},   {"socket", option_kind::takes_value},
     {"criu", option_kind::takes_value},
     {"work-dir", option_kind::takes_value},      {"no-lazy-pages", option_kind::flag},
+    {"file-cache", option_kind::takes_value},    {"file-cache-size", option_kind::takes_value},
+    {"max-file-size", option_kind::takes_value},
     {"name", option_kind::takes_value},          {"ready-fd", option_kind::takes_value},
     {"handshake-timeout", option_kind::takes_value}, {"idle-timeout", option_kind::takes_value},
     {"image-timeout", option_kind::takes_value},
@@ -138,11 +147,12 @@ std::string parser::apply(const std::string& arg, const std::string* value) {
         }
         have_listen = true;
     } else if (arg == "--socket" || arg == "--criu" || arg == "--work-dir" || arg == "--name" ||
-               arg == "--secret-file" || arg == "--cert" || arg == "--key" || arg == "--ca") {
+               arg == "--file-cache" || arg == "--secret-file" || arg == "--cert" || arg == "--key" || arg == "--ca") {
         if (value->empty()) return arg + " needs a non-empty value";
         (arg == "--socket"     ? o.socket_path
          : arg == "--criu"     ? o.criu
          : arg == "--work-dir" ? o.work_dir
+         : arg == "--file-cache" ? o.file_cache
          : arg == "--name"     ? o.name
          : arg == "--cert"     ? o.cert
          : arg == "--key"      ? o.key
@@ -172,7 +182,8 @@ std::string parser::apply(const std::string& arg, const std::string* value) {
                arg == "--max-image-size" ||
                arg == "--max-pending-connections" || arg == "--max-pending-per-source" ||
                arg == "--max-restores" || arg == "--max-image-files" || arg == "--max-children" ||
-               arg == "--child-max-pids" || arg == "--child-max-memory") {
+               arg == "--child-max-pids" || arg == "--child-max-memory" || arg == "--file-cache-size" ||
+               arg == "--max-file-size") {
         std::uint64_t n = 0;
         auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
         bool seconds = arg.ends_with("timeout");
@@ -197,6 +208,8 @@ std::string parser::apply(const std::string& arg, const std::string* value) {
         else if (arg == "--max-children") o.limits.max_children = static_cast<unsigned>(n);
         else if (arg == "--child-max-pids") o.limits.child_max_pids = n;
         else if (arg == "--child-max-memory") o.limits.child_max_memory = n;
+        else if (arg == "--file-cache-size") o.limits.file_cache_size = n;
+        else if (arg == "--max-file-size") o.limits.max_file_size = n;
         else o.limits.max_restores = static_cast<unsigned>(n);
     } else if (arg == "--ready-fd") {
         auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), o.ready_fd);
@@ -304,8 +317,8 @@ std::optional<options> parse_options(const std::vector<std::string>& args, optio
                  "/etc/rfork/secret"};
         return std::nullopt;
     }
-    if (o.socket_path.empty() || o.socket_path[0] != '/' || o.work_dir[0] != '/') {
-        error = {"--socket and --work-dir take absolute paths", {}};
+    if (o.socket_path.empty() || o.socket_path[0] != '/' || o.work_dir[0] != '/' || o.file_cache[0] != '/') {
+        error = {"--socket, --work-dir and --file-cache take absolute paths", {}};
         return std::nullopt;
     }
     return o;

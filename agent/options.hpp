@@ -30,6 +30,10 @@ struct limits {
     // Each child's cgroup (child_cgroup.hpp); 0: no limit of its own.
     std::uint64_t child_max_pids = 1024;         // its tasks, threads and its namespace's init included
     std::uint64_t child_max_memory = 4ull << 30; // bytes of its memory and swap
+    // Files a process uses that this host lacks (file_cache.hpp): the largest
+    // that may travel, and all that the cache keeps.
+    std::uint64_t max_file_size = 1ull << 30;
+    std::uint64_t file_cache_size = 4ull << 30;
 };
 
 struct options {
@@ -43,6 +47,7 @@ struct options {
     std::string socket_path;                    // where local programs reach it
     std::string criu;                           // empty: search, see criu.hpp
     std::string work_dir = "/run/rfork/work";
+    std::string file_cache = "/var/cache/rfork/files";  // files other agents sent (file_cache.hpp)
     bool lazy_pages = true;                     // memory after the child starts, when possible
     bool allow_unlimited_children = false;      // start without cgroups for children if none can be made
     std::string name;                           // host name told to peers; empty: gethostname()

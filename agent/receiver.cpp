@@ -3,6 +3,7 @@
 #include "child.hpp"
 #include "conversation.hpp"
 #include "criu_image.hpp"
+#include "file_placement.hpp"
 #include "image_gate.hpp"
 #include "peer_connection.hpp"
 #include "watchdog.hpp"
@@ -12,12 +13,15 @@
 #include <rfork/detail/frame_io.hpp>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <memory>
 #include <random>
+#include <set>
+#include <string_view>
 #include <variant>
 
 namespace rfork::agent {
@@ -25,6 +29,8 @@ namespace rfork::agent {
 namespace {
 
 constexpr std::uint32_t control_limit = 64 * 1024;
+// The largest file manifest taken: 4096 files with long paths.
+constexpr std::uint32_t manifest_limit = 4u << 20;
 
 // Unique among the children here: a record never replaces another's.
 std::string new_child_id(const agent_state& agent) {
@@ -33,6 +39,25 @@ std::string new_child_id(const agent_state& agent) {
         auto id = fmt::format("{:08x}", random());
         if (!agent.hosted.find(id)) return id;
     }
+}
+
+// Why a stream of `what` ("the image", "the files") ended before it was
+// whole: one of its bounds passed, or the connection failed; nothing once a
+// frame came in time (the idle bound then starts again).
+std::optional<failure> arrival_problem(const watchdog<peer_connection>& whole, watchdog<peer_connection>& idle,
+                                       std::error_code ec,
+                                       const limits& limits, std::string_view what) {
+    if (whole.fired())
+        return failure{errc::timed_out, fmt::format("{} did not arrive whole within {} s (--image-timeout)", what,
+                                                    limits.image_timeout.count())};
+    if (idle.fired())
+        return failure{errc::timed_out,
+                       fmt::format("{} stalled for {} s (--idle-timeout)", what, limits.idle_timeout.count())};
+    idle.arm();
+    if (ec)
+        return failure{ec == asio::error::eof ? std::error_code(errc::truncated) : ec,
+                       fmt::format("{} stopped arriving: {}", what, ec.message())};
+    return std::nullopt;
 }
 
 // Writes the image's files into `dir`, exactly as announced, until image_end.
@@ -46,16 +71,7 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
     watchdog whole(peer, limits.image_timeout);  // never re-armed: frames just within the idle timeout end too
     for (;;) {
         auto ec = co_await detail::read_frame(peer, frame);
-        if (whole.fired())
-            co_return failure{errc::timed_out, fmt::format("the image did not arrive whole within {} s (--image-timeout)",
-                                                           limits.image_timeout.count())};
-        if (idle.fired())
-            co_return failure{errc::timed_out, fmt::format("the image stalled for {} s (--idle-timeout)",
-                                                           limits.idle_timeout.count())};
-        idle.arm();
-        if (ec)
-            co_return failure{ec == asio::error::eof ? std::error_code(errc::truncated) : ec,
-                                      "the image stopped arriving: " + ec.message()};
+        if (auto problem = arrival_problem(whole, idle, ec, limits, "the image")) co_return problem;
         if (frame.type == protocol::message_type::image_data) {
             if (!file || frame.payload.size() > left)
                 co_return failure{errc::malformed_message, "image data beyond the announced file size"};
@@ -98,6 +114,75 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
                                       fmt::format("cannot create image file {}: {}", name, std::strerror(errno))};
     }
 }
+
+// The files asked for (file_request), in its order, each into the file
+// cache once all its bytes are here and their SHA-256 is the one announced.
+asio::awaitable<std::optional<failure>> receive_wanted_files(peer_connection& peer,
+                                                             const protocol::file_manifest& manifest,
+                                                             const std::vector<std::uint32_t>& wanted,
+                                                             file_cache& cache, const limits& limits,
+                                                             std::uint64_t& received) {
+    watchdog idle(peer, limits.idle_timeout);
+    watchdog whole(peer, limits.image_timeout);
+    std::size_t next = 0;
+    std::optional<file_cache::incoming> current;
+    auto finish = [&]() -> std::optional<failure> {
+        auto& path = manifest.files[wanted[next]].path;
+        if (auto why = current->finish(); !why.empty())
+            return failure{errc::transfer_failed, fmt::format("{} did not arrive as announced: {}", path, why)};
+        current.reset();
+        ++next;
+        return std::nullopt;
+    };
+    detail::received_frame frame;
+    for (;;) {
+        // Sizes are known: an empty file is whole before any bytes.
+        while (!current && next < wanted.size()) {
+            auto& f = manifest.files[wanted[next]];
+            current.emplace(cache, key_of(f), f.size, f.mtime_ns);
+            if (f.size == 0)
+                if (auto failed = finish()) co_return failed;
+        }
+        auto ec = co_await detail::read_frame(peer, frame);
+        if (auto problem = arrival_problem(whole, idle, ec, limits, "the files")) co_return problem;
+        if (frame.type == protocol::message_type::file_data) {
+            if (!current || frame.payload.size() > current->missing())
+                co_return failure{errc::malformed_message, "file data beyond the sizes of the files asked for"};
+            if (auto why = current->write(frame.payload.data(), frame.payload.size()); !why.empty())
+                co_return failure{errc::transfer_failed, why};
+            received += frame.payload.size();
+            if (current->missing() == 0)
+                if (auto failed = finish()) co_return failed;
+            continue;
+        }
+        if (frame.type == protocol::message_type::files_end) {
+            if (next < wanted.size())
+                co_return failure{errc::truncated, fmt::format("the files ended before {} arrived whole",
+                                                               manifest.files[wanted[next]].path)};
+            co_return std::nullopt;
+        }
+        co_return failure{errc::unexpected_message, "expected the files asked for"};
+    }
+}
+
+// Cache entries a restore uses: none is evicted meanwhile.
+class pinned_entries {
+public:
+    explicit pinned_entries(file_cache& cache) : cache_(&cache) {}
+    ~pinned_entries() {
+        for (auto& key : keys_) cache_->unpin(key);
+    }
+    pinned_entries(const pinned_entries&) = delete;
+    pinned_entries& operator=(const pinned_entries&) = delete;
+    // Once per key, and only a key the cache holds: each pin is released once.
+    void pin(const cache_key& key) {
+        if (!keys_.count(key) && cache_->pin(key)) keys_.insert(key);
+    }
+
+private:
+    file_cache* cache_;
+    std::set<cache_key> keys_;
+};
 
 // The image gate against --allow-root and --allow-uid: whether this host
 // restores the image, and whom its processes will run as (`who`).
@@ -241,6 +326,24 @@ asio::awaitable<peer_answer> handle_peer(
     bool lazy = image.flags & protocol::image_begin::lazy_pages;
     if (lazy && !agent.no_lazy_pages.empty())
         co_return failure{errc::restore_failed, "this host cannot take lazy pages: " + agent.no_lazy_pages};
+
+    // The files the image names, and which of them this host lacks: asked
+    // for at once, while the image streams in.
+    protocol::file_manifest manifest;
+    {
+        watchdog due(peer, limits.handshake_timeout);
+        ec = co_await detail::read_frame(peer, frame, manifest_limit);
+        if (due.fired()) co_return too_slow();
+    }
+    if (ec) co_return failure{ec, "no file manifest: " + ec.message()};
+    if (frame.type != protocol::message_type::file_manifest || protocol::decode(frame.payload, manifest))
+        co_return failure{errc::malformed_message, "expected the image's file manifest"};
+    auto files = decide_files(manifest, *agent.files, agent.own_files, file_limits{limits.max_file_size});
+    if (files.refusal) co_return failure{errc::file_unavailable, *files.refusal};
+    pinned_entries pinned(*agent.files);
+    for (auto i : files.cached) pinned.pin(key_of(manifest.files[i]));
+    protocol::file_request request{files.wanted};
+    if (auto failed = co_await detail::write_message(peer, request)) co_return failure{failed, failed.message()};
     log("receiving an image of {} bytes from {} (pid {} on {}){}", image.total_size, from, image.pid,
         image.origin_host, lazy ? ", its memory to follow" : "");
     ++agent.receiving;
@@ -255,6 +358,14 @@ asio::awaitable<peer_answer> handle_peer(
     auto images = job / "images";
     std::filesystem::create_directory(images);
     if (auto failure = co_await receive_files(peer, images, limits)) co_return *failure;
+    std::uint64_t file_bytes = 0;
+    if (!files.wanted.empty()) {
+        auto failed = co_await receive_wanted_files(peer, manifest, files.wanted, *agent.files, limits, file_bytes);
+        if (failed) co_return *failed;
+        for (auto i : files.wanted) pinned.pin(key_of(manifest.files[i]));
+    }
+    log("files for child {}: host={} cached={} received={} bytes={}", id, files.host_own, files.cached.size(),
+        files.wanted.size(), file_bytes);
     if (!lazy) log_image_complete(id, image.total_size);
     image_identity who;
     if (auto not_allowed = check_ids(agent.opts, images, who)) co_return *not_allowed;
@@ -262,7 +373,15 @@ asio::awaitable<peer_answer> handle_peer(
     // Root's child is restored by root's CRIU; any other by CRIU as that user.
     std::optional<run_as> as;
     if (who.uid != 0) as = run_as{who.uid, who.gid, who.groups, 0};
-    auto outcome = co_await restore_child(agent, image, id, job, connection, as, std::move(slot));
+    // Where the child finds what this host lacks: in its own mount namespace.
+    std::vector<unsigned char> placements;
+    if (!files.wanted.empty() || !files.cached.empty() || !files.missing_dirs.empty()) {
+        auto stage = job / "stage";
+        if (::mkdir(stage.c_str(), 0700) != 0)
+            co_return failure{errc::internal_error, fmt::format("cannot make {}: {}", stage, std::strerror(errno))};
+        placements = encode_plan(plan_placements(manifest, files, *agent.files, stage));
+    }
+    auto outcome = co_await restore_child(agent, image, id, job, connection, as, std::move(slot), placements);
     child = outcome.child;  // with lazy pages, also after a failure: it reads the connection
     if (outcome.ec) co_return failure{outcome.ec, outcome.message};
     log("child {} restored: pid {} from {} (origin pid {}, from {})", id, outcome.pid, image.origin_host, image.pid,

@@ -13,6 +13,7 @@
 #include "criu.hpp"
 #include "criu_workspace.hpp"
 #include "criu_image.hpp"
+#include "outgoing_files.hpp"
 #include "log.hpp"
 #include "process.hpp"
 #include "run_as.hpp"
@@ -137,6 +138,34 @@ asio::awaitable<std::error_code> send_image_files(peer_connection& peer, std::ve
     }
     protocol::image_end end;
     co_return co_await detail::write_message(peer, end);
+}
+
+// The bytes of the files the receiver asked for (file_request), each whole
+// and in its order, then files_end (none of it for an empty request). Read from the files described: one
+// that changed size meanwhile stops the fork.
+asio::awaitable<std::error_code> send_wanted_files(peer_connection& peer, const outgoing_files& files,
+                                                   const protocol::file_request& request, std::uint64_t& sent) {
+    if (request.wanted.empty()) co_return std::error_code{};  // nothing follows an empty request
+    detail::bytes chunk(chunk_size);
+    // Through send(): with lazy pages, the dump's page server writes on the connection too.
+    for (auto i : request.wanted) {
+        if (i >= files.fds.size() || !files.fds[i]) co_return errc::malformed_message;
+        auto size = files.manifest.files[i].size;
+        for (std::uint64_t at = 0; at < size;) {
+            auto want = static_cast<std::size_t>(std::min<std::uint64_t>(size - at, chunk_size));
+            auto got = ::pread(files.fds[i].get(), chunk.data(), want, static_cast<off_t>(at));
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) co_return got < 0 ? std::error_code(errno, std::generic_category()) : errc::truncated;
+            auto frame = protocol::encode_frame(protocol::message_type::file_data,
+                                                std::span(chunk.data(), static_cast<std::size_t>(got)));
+            if (!co_await peer.send(frame)) co_return errc::transfer_failed;
+            at += static_cast<std::uint64_t>(got);
+            sent += static_cast<std::uint64_t>(got);
+        }
+    }
+    auto end = protocol::encode(protocol::files_end{});
+    if (!co_await peer.send(end)) co_return errc::transfer_failed;
+    co_return std::error_code{};
 }
 
 // The numbers on one line of /proc/PID/status: "Uid:" and "Gid:" (real,
@@ -265,6 +294,10 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
         return failure{errc::dump_failed,
                        fmt::format("pid {} ended before its checkpoint was complete; nothing of it was sent", pid)};
     };
+    // The process's root, where the files its image names are found as it
+    // finds them (a snapshot's is its parent's; it may be gone once dumped).
+    unique_fd root(::open(fmt::format("/proc/{}/root", pid).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root) co_return ended();
     if (has_exited(pidfd)) co_return ended();
     child_process dump;
     bool dumped;
@@ -300,6 +333,17 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     if (!adapt_external_terminals_in(workspace->images_fd()))
         co_return failure{errc::dump_failed, "CRIU wrote a tty-info image rfork cannot read"};
 
+    // The files its image names, described for the receiver, which asks for those it lacks.
+    auto named = files_named_by_image(workspace->images_fd());
+    if (auto* why = std::get_if<std::string>(&named))
+        co_return failure{errc::dump_failed, fmt::format("cannot read the image CRIU wrote: {}", *why)};
+    auto described = describe_files(std::get<std::vector<image_file_ref>>(named), root.get(), as ? &*as : nullptr,
+                                    agent.own_files, limits.max_file_size);
+    if (auto* why = std::get_if<std::string>(&described)) co_return failure{errc::file_unavailable, *why};
+    auto& outgoing = std::get<outgoing_files>(described);
+    std::uint64_t file_bytes = 0;  // all the receiver could ask for
+    for (auto& f : outgoing.manifest.files) file_bytes += f.size;
+
     auto opened = open_image_files(workspace->images_fd());
     if (auto* ec = std::get_if<std::error_code>(&opened))
         co_return failure{errc::dump_failed, fmt::format("cannot read the image CRIU wrote: {}", ec->message())};
@@ -309,6 +353,7 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     protocol::image_begin begin{agent.host, static_cast<std::uint32_t>(pid), request.socket_inode, stdio.keys, total,
                                 lazy ? protocol::image_begin::lazy_pages : 0u};
     std::error_code ec = co_await detail::write_message(peer, begin);
+    if (!ec) ec = co_await detail::write_message(peer, outgoing.manifest);
     if (!ec) ec = co_await send_image_files(peer, std::move(files));
     if (!lazy) job.remove();  // the image is sent or lost: either way it is no longer needed here
     if (relay.pages && !ec) asio::co_spawn(agent.io, page_relay::pump_out(relay.pages, relay.peer), asio::detached);
@@ -317,13 +362,32 @@ asio::awaitable<std::variant<protocol::restored, failure>> fork_process(agent_st
     // The child's pages flow meanwhile, when they are lazy. A peer that
     // takes the image and says nothing must not hold the caller (or its
     // frozen snapshot) for ever: it gets as long as its own CRIU may take.
-    auto answer_bound = limits.handshake_timeout + criu_time_bound(limits.idle_timeout, total);
+    auto answer_bound = limits.handshake_timeout + criu_time_bound(limits.idle_timeout, total + file_bytes);
     watchdog answer_due(peer, answer_bound);
     detail::received_frame reply;
     auto rec = co_await detail::read_frame(peer, reply, request_limit);
+    // First the receiver's request for files it lacks, answered once the
+    // image is out; then, with lazy pages, pages flow.
     // (A deadline that passes between reads cancels nothing: checked here too.)
-    while (!rec && !answer_due.fired() && relay.pages && page_relay::carries(reply.type)) {
-        co_await relay.pages->take(reply);
+    bool files_asked = false;
+    while (!rec && !ec && !answer_due.fired()) {
+        if (reply.type == protocol::message_type::file_request && !files_asked) {
+            files_asked = true;
+            protocol::file_request asked;
+            if (protocol::decode(reply.payload, asked)) {
+                ec = errc::malformed_message;
+                break;
+            }
+            std::uint64_t sent = 0;
+            ec = co_await send_wanted_files(peer, outgoing, asked, sent);
+            if (ec) break;
+            if (!asked.wanted.empty())
+                log("sent {} files ({} bytes) of pid {} to {}", asked.wanted.size(), sent, pid, request.endpoint);
+        } else if (relay.pages && page_relay::carries(reply.type)) {
+            co_await relay.pages->take(reply);
+        } else {
+            break;
+        }
         if (!answer_due.fired()) rec = co_await detail::read_frame(peer, reply, request_limit);
     }
     answer_due.stop();

@@ -21,6 +21,7 @@ enum class errc {
     not_a_parent,           // wait or kill called on the child's side of a fork
     timed_out,              // a peer did not send in time (the agents' timeouts)
     limit_exceeded,         // the request is over one of the receiving agent's limits
+    file_unavailable,       // a file the process uses cannot be given to its child there
 
     // What a malformed or foreign peer causes (see protocol.hpp).
     bad_magic = 64,         // the stream is not rfork's protocol
@@ -56,6 +57,7 @@ public:
         case errc::not_a_parent: return "only the parent can wait for or signal its child";
         case errc::timed_out: return "timed out";
         case errc::limit_exceeded: return "over a limit of the rfork agent";
+        case errc::file_unavailable: return "a file the process uses cannot be given to its child on the remote host";
         case errc::bad_magic: return "not the rfork protocol (bad magic)";
         case errc::unsupported_version: return "unsupported rfork protocol version";
         case errc::unknown_role: return "unknown role in the rfork handshake";

@@ -40,7 +40,7 @@ namespace rfork::protocol {
 using detail::bytes;
 
 inline constexpr std::array<unsigned char, 4> magic = {'R', 'F', 'R', 'K'};
-inline constexpr std::uint16_t protocol_version = 2;
+inline constexpr std::uint16_t protocol_version = 3;
 inline constexpr std::size_t handshake_size = 16;
 inline constexpr std::size_t frame_header_size = 12;
 // No frame may be larger than this, whatever a receiver allows.
@@ -67,6 +67,12 @@ enum class message_type : std::uint16_t {
     // `criu dump --lazy-pages` and the receiver's `criu lazy-pages`.
     page_data = 21,    // either way: raw bytes of that conversation
     page_end = 22,     // either way: this side's CRIU closed its end
+    // The files the image names (its program, libraries, open files), so
+    // that the receiver holds them before it restores:
+    file_manifest = 23,  // sender -> receiver, right after image_begin: each file, described
+    file_request = 24,   // receiver -> sender: which of them it lacks (maybe none)
+    file_data = 25,      // sender -> receiver, after image_end: raw bytes of the files asked for, in order
+    files_end = 26,      // sender -> receiver: all of them sent
     // Instead of an image (rfork-agent doctor --peer), at the end of the
     // agents' range so the image's messages can grow: who answers here?
     probe_request = 30,  // sender -> receiver
@@ -100,6 +106,10 @@ inline bool is_known(message_type t) {
     case message_type::restored:
     case message_type::page_data:
     case message_type::page_end:
+    case message_type::file_manifest:
+    case message_type::file_request:
+    case message_type::file_data:
+    case message_type::files_end:
     case message_type::probe_request:
     case message_type::probe_reply:
     case message_type::child_output:
@@ -318,6 +328,120 @@ struct image_file {
 
 struct image_end {
     static constexpr message_type type = message_type::image_end;
+    void encode(detail::wire_writer&) const {}
+    bool decode(detail::wire_reader&) { return true; }
+};
+
+// A path as the image names a file: absolute and canonical (no empty, "."
+// or ".." component, no trailing '/', no NUL), at most 4095 bytes.
+inline bool is_canonical_path(std::string_view path) {
+    if (path.empty() || path[0] != '/' || path.size() > 4095) return false;
+    if (path == "/") return true;
+    if (path.back() == '/' || path.find('\0') != std::string_view::npos) return false;
+    for (std::size_t start = 1; start <= path.size();) {
+        auto end = path.find('/', start);
+        if (end == std::string_view::npos) end = path.size();
+        auto part = path.substr(start, end - start);
+        if (part.empty() || part == "." || part == "..") return false;
+        start = end + 1;
+    }
+    return true;
+}
+
+enum class file_kind : std::uint8_t {
+    regular = 1,
+    directory = 2,
+    char_device = 3,
+    block_device = 4,
+    fifo = 5,
+    socket = 6,
+};
+
+// One file the image names, as the sending agent found it.
+struct file_description {
+    static constexpr std::size_t max_build_id = 64;
+    std::string path;                      // is_canonical_path
+    file_kind kind = file_kind::regular;
+    std::uint32_t mode = 0;                // permission bits (07777)
+    std::uint32_t uid = 0, gid = 0;        // its owner
+    std::uint64_t size = 0;                // regular files: bytes
+    std::int64_t mtime_ns = 0;
+    std::uint64_t rdev = 0;                // devices: major and minor, as the kernel encodes them
+    std::array<unsigned char, 32> sha256{};// regular files: of the content
+    bytes build_id;                        // ELF files that have one
+    bool writable = false;                 // the process has it open or mapped for writing
+
+    void encode(detail::wire_writer& w) const {
+        w.str(path), w.u8(static_cast<std::uint8_t>(kind)), w.u32(mode), w.u32(uid), w.u32(gid), w.u64(size);
+        w.u64(static_cast<std::uint64_t>(mtime_ns)), w.u64(rdev), w.raw(sha256);
+        w.u8(static_cast<std::uint8_t>(build_id.size())), w.raw(build_id), w.u8(writable ? 1 : 0);
+    }
+    bool decode(detail::wire_reader& r) {
+        path = r.str(4095);
+        auto k = r.u8();
+        kind = static_cast<file_kind>(k);
+        mode = r.u32(), uid = r.u32(), gid = r.u32(), size = r.u64();
+        mtime_ns = static_cast<std::int64_t>(r.u64());
+        rdev = r.u64();
+        for (auto& b : sha256) b = r.u8();
+        auto n = r.u8();
+        build_id.clear();
+        for (unsigned i = 0; i < n && r.ok(); ++i) build_id.push_back(r.u8());
+        auto w = r.u8();
+        writable = w == 1;
+        return r.ok() && is_canonical_path(path) && k >= 1 && k <= 6 && (mode & ~07777u) == 0 &&
+               n <= max_build_id && w <= 1;
+    }
+};
+
+struct file_manifest {
+    static constexpr message_type type = message_type::file_manifest;
+    static constexpr std::uint32_t max_files = 4096;
+    std::vector<file_description> files;
+
+    void encode(detail::wire_writer& w) const {
+        w.u32(static_cast<std::uint32_t>(files.size()));
+        for (auto& f : files) f.encode(w);
+    }
+    bool decode(detail::wire_reader& r) {
+        auto n = r.u32();
+        if (n > max_files) return false;
+        files.clear();
+        for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+            file_description f;
+            if (!f.decode(r)) return false;
+            files.push_back(std::move(f));
+        }
+        return r.ok();
+    }
+};
+
+// Indices into the manifest, ascending: the files whose bytes follow
+// (file_data frames, each file whole in this order, then files_end; after
+// an empty request, nothing).
+struct file_request {
+    static constexpr message_type type = message_type::file_request;
+    std::vector<std::uint32_t> wanted;
+
+    void encode(detail::wire_writer& w) const {
+        w.u32(static_cast<std::uint32_t>(wanted.size()));
+        for (auto i : wanted) w.u32(i);
+    }
+    bool decode(detail::wire_reader& r) {
+        auto n = r.u32();
+        if (n > file_manifest::max_files) return false;
+        wanted.clear();
+        for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+            auto index = r.u32();
+            if (!wanted.empty() && index <= wanted.back()) return false;
+            wanted.push_back(index);
+        }
+        return r.ok();
+    }
+};
+
+struct files_end {
+    static constexpr message_type type = message_type::files_end;
     void encode(detail::wire_writer&) const {}
     bool decode(detail::wire_reader&) { return true; }
 };

@@ -54,12 +54,15 @@ TEST_SUITE("integration.failure") {
     TEST_CASE("a restore that fails on the other host reports CRIU's reason there and leaves nothing") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
-        // A file only host a has: its /run/rfork is its own tmpfs.
-        REQUIRE(hosts.run("a", {"/usr/bin/touch", "/run/rfork/only-on-a"}).status == 0);
-        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000", "--hold-file", "/run/rfork/only-on-a"});
+        // A directory both hosts have (each its own /run/rfork, a tmpfs), of
+        // another mode on b: it is b's own, and CRIU refuses its mode.
+        REQUIRE(hosts.run("a", {"/usr/bin/mkdir", "-m", "0700", "/run/rfork/held"}).status == 0);
+        REQUIRE(hosts.run("b", {"/usr/bin/mkdir", "-m", "0755", "/run/rfork/held"}).status == 0);
+        auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000", "--hold-file", "/run/rfork/held"});
         INFO("b's log: " << hosts.agent_log("b"));
         auto error = expect_failed_fork(r, rfork::errc::restore_failed);
-        CHECK(error.find("only-on-a") != std::string::npos);  // CRIU names the missing file
+        CHECK(error.find("held") != std::string::npos);  // CRIU names the file
+        CHECK(error.find("bad mode") != std::string::npos);
         CHECK(error.find("b:7000") != std::string::npos);
         check_nothing_left(hosts, {"a", "b"}, {});
     }

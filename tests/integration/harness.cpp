@@ -7,6 +7,7 @@
 #include <rfork/protocol.hpp>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #include <arpa/inet.h>
@@ -59,6 +60,15 @@ struct raw_request {
     rfork::detail::bytes trickle;
 };
 
+// SHA-256 of some bytes (OpenSSL), as a sending agent announces a file's.
+std::array<unsigned char, 32> sha256_of_bytes(const rfork::detail::bytes& data) {
+    std::array<unsigned char, 32> digest{};
+    unsigned int n = 0;
+    if (::EVP_Digest(data.data(), data.size(), digest.data(), &n, ::EVP_sha256(), nullptr) != 1 || n != 32)
+        fail_setup("EVP_Digest failed");
+    return digest;
+}
+
 raw_request raw_request_of(const std::string& mode) {
     namespace protocol = rfork::protocol;
     raw_request r;
@@ -77,23 +87,64 @@ raw_request raw_request_of(const std::string& mode) {
     } else if (mode == "stall") {
         append(protocol::encode_handshake(protocol::role::sender));
         append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 4096}));
+        append(protocol::encode(protocol::file_manifest{}));  // it uses no files
         append(protocol::encode(protocol::image_file{"pages-1.img", 4096}));
         r.end_sending = false;
     } else if (mode.starts_with("origin=")) {
         // The start of an image from the origin named; then the stream ends.
         append(protocol::encode_handshake(protocol::role::sender));
         append(protocol::encode(protocol::image_begin{mode.substr(7), 1234, 5678, {}, 4096}));
+        append(protocol::encode(protocol::file_manifest{}));
     } else if (mode == "big_file") {
         append(protocol::encode_handshake(protocol::role::sender));
         append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 1 << 30}));
+        append(protocol::encode(protocol::file_manifest{}));  // it uses no files
         append(protocol::encode(protocol::image_file{"mm-1.img", (64 << 20) + 1}));
     } else if (mode == "trickle") {
         append(protocol::encode_handshake(protocol::role::sender));
         append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 1 << 20}));
+        append(protocol::encode(protocol::file_manifest{}));  // it uses no files
         append(protocol::encode(protocol::image_file{"pages-1.img", 1 << 20}));
         unsigned char byte = 0;
         r.trickle = protocol::encode_frame(protocol::message_type::image_data, std::span(&byte, 1));
         r.end_sending = false;
+    } else if (mode.starts_with("files_")) {
+        // An image of no files of its own whose manifest names one file
+        // this host lacks, hostile in the way the mode says; its bytes follow.
+        protocol::file_description f;
+        f.path = "/rfork-hostile/file";
+        f.mode = 0755;
+        std::string content = "the bytes of a file";
+        f.size = content.size();
+        append(protocol::encode_handshake(protocol::role::sender));
+        append(protocol::encode(protocol::image_begin{"raw", 1234, 5678, {}, 0}));
+        if (mode == "files_dotdot") {
+            // A path through "..": no manifest may hold it (encoded by hand, as no agent would).
+            f.path = "/rfork-hostile/../etc/passwd";
+        } else if (mode == "files_huge") {
+            f.size = 1ull << 60;
+        } else if (mode == "files_bad_hash") {
+            f.sha256.fill(0x5a);  // not these bytes' hash
+        } else if (mode == "files_overrun") {
+            content += " and then some";  // more bytes than announced
+        } else {
+            fail_setup("raw_tls_peer: unknown mode " + mode);
+        }
+        if (mode != "files_bad_hash") {
+            rfork::detail::bytes data(content.begin(), content.end());
+            f.sha256 = {};
+            auto digest = sha256_of_bytes(data);
+            std::copy(digest.begin(), digest.end(), f.sha256.begin());
+        }
+        rfork::detail::bytes payload;
+        rfork::detail::wire_writer w(payload);
+        w.u32(1);
+        f.encode(w);
+        append(protocol::encode_frame(protocol::message_type::file_manifest, payload));
+        append(protocol::encode(protocol::image_end{}));
+        append(protocol::encode_frame(protocol::message_type::file_data,
+                                      std::span(reinterpret_cast<const unsigned char*>(content.data()), content.size())));
+        append(protocol::encode(protocol::files_end{}));
     } else if (mode == "silent") {
         r.end_sending = false;
     } else {
@@ -205,9 +256,11 @@ run_result tls_exchange(int fd, SSL_CTX* ctx, const std::vector<unsigned char>* 
     if (!request.bytes.empty() && bound_io())
         SSL_write(ssl.get(), request.bytes.data(), static_cast<int>(request.bytes.size()));
     rfork::detail::bytes answer;
-    // Far more often than any idle timeout, until the agent says more than its handshake.
-    auto handshake_size = rfork::protocol::encode_handshake(rfork::protocol::role::agent).size();
-    while (!request.trickle.empty() && answer.size() <= handshake_size) {
+    // Far more often than any idle timeout, until the agent says more than its
+    // handshake and its (empty) request for files.
+    auto expected = rfork::protocol::encode_handshake(rfork::protocol::role::agent).size() +
+                    rfork::protocol::encode(rfork::protocol::file_request{}).size();
+    while (!request.trickle.empty() && answer.size() <= expected) {
         pollfd readable{fd, POLLIN, 0};
         if (SSL_pending(ssl.get()) > 0 || ::poll(&readable, 1, 200) != 0) {
             unsigned char buffer[4096];
@@ -245,6 +298,19 @@ std::vector<unsigned char> read_secret_bytes(const std::string& path) {
     return secret;
 }
 
+namespace {
+
+// Exit code 77 (CTest: skipped) for what this machine lacks; a failure under CI=true.
+void skip_or_fail(const std::string& missing) {
+    const char* ci = std::getenv("CI");
+    if (ci && std::string(ci) == "true") FAIL("cannot run the integration tests under CI: " << missing);
+    std::printf("SKIPPED: %s\n", missing.c_str());
+    std::fflush(stdout);
+    std::_Exit(77);
+}
+
+}  // namespace
+
 void require_fork_environment() {
     std::string missing;
     if (::geteuid() != 0) missing = "not root (CRIU and network namespaces need root)";
@@ -252,12 +318,17 @@ void require_fork_environment() {
         missing = "no ip(8) (install iproute2, or run scripts/setup)";
     else if (!executable(RFORK_AGENT_CRIU) && std::system("command -v criu >/dev/null 2>&1") != 0)
         missing = "no CRIU (run scripts/setup)";
-    if (missing.empty()) return;
-    const char* ci = std::getenv("CI");
-    if (ci && std::string(ci) == "true") FAIL("cannot run the integration tests under CI: " << missing);
-    std::printf("SKIPPED: %s\n", missing.c_str());
-    std::fflush(stdout);
-    std::_Exit(77);
+    if (!missing.empty()) skip_or_fail(missing);
+}
+
+fs::path installed_agent_root() {
+    const char* root = std::getenv("RFORK_TEST_AGENT_ROOT");
+    if (!root || !*root)
+        skip_or_fail("no installed agent's root: RFORK_TEST_AGENT_ROOT is unset (ctest sets it, "
+                     "after its fixture own_files.agent_root made it)");
+    else if (!executable(std::string(root) + "/usr/bin/rfork-agent"))
+        skip_or_fail(std::string("RFORK_TEST_AGENT_ROOT=") + root + " has no /usr/bin/rfork-agent installed");
+    return root;
 }
 
 // ---- running_program -------------------------------------------------------
@@ -369,20 +440,29 @@ run_result running_program::finish(std::chrono::milliseconds bound) {
 // ---- test_hosts ------------------------------------------------------------
 
 test_hosts::test_hosts(std::vector<std::string> names, const setup& how) : names_(std::move(names)) {
-    char templ[] = "/tmp/rfork-test-XXXXXX";
-    if (!::mkdtemp(templ)) fail_setup("mkdtemp failed");
-    state_ = templ;
-    std::vector<std::string> argv{hosts_script, "up", state_, RFORK_AGENT_BINARY};
-    argv.insert(argv.end(), names_.begin(), names_.end());
     std::map<std::string, std::string> env{{"RFORK_HOSTS_ALLOW_ROOT", how.allow_root ? "1" : "0"},
                                            {"RFORK_HOSTS_CERTIFICATES", how.certificates ? "1" : "0"},
                                            {"RFORK_HOSTS_NO_CREDENTIALS", how.no_credentials ? "1" : "0"}};
+    // Before the state dir exists: a skip or a mistake here leaves nothing.
+    if (!how.own_files.empty()) {
+        auto base = installed_agent_root().string();
+        for (auto& host : how.own_files) {
+            if (std::find(names_.begin(), names_.end(), host) == names_.end())
+                fail_setup("own_files names " + host + ", which is not one of the hosts");
+            env["RFORK_HOSTS_OVERLAY_" + host] = base;
+        }
+    }
     for (auto& args : how.agent_args) {
         auto eq = args.find('=');
         bool per_host = eq != std::string::npos && eq < args.find(' ');
         env[per_host ? "RFORK_AGENT_ARGS_" + args.substr(0, eq) : "RFORK_AGENT_ARGS"] =
             per_host ? args.substr(eq + 1) : args;
     }
+    char templ[] = "/tmp/rfork-test-XXXXXX";
+    if (!::mkdtemp(templ)) fail_setup("mkdtemp failed");
+    state_ = templ;
+    std::vector<std::string> argv{hosts_script, "up", state_, RFORK_AGENT_BINARY};
+    argv.insert(argv.end(), names_.begin(), names_.end());
     auto up = running_program(argv, env).finish(60s);
     if (up.status != 0) {
         running_program({hosts_script, "down", state_}).finish(60s);
@@ -408,6 +488,17 @@ running_program test_hosts::start(const std::string& host, const std::vector<std
 run_result test_hosts::run(const std::string& host, const std::vector<std::string>& argv,
                            const std::map<std::string, std::string>& env, std::chrono::milliseconds bound) const {
     return start(host, argv, env).finish(bound);
+}
+
+fs::path test_hosts::root_of(const std::string& host) const {
+    auto file = state_ + "/" + host + ".root";
+    if (!fs::exists(file)) return {};
+    auto text = read_file(file);
+    return text.substr(0, text.find('\n'));
+}
+
+std::string test_hosts::agent_program(const std::string& host) const {
+    return root_of(host).empty() ? RFORK_AGENT_BINARY : "/usr/bin/rfork-agent";
 }
 
 std::string test_hosts::address(const std::string& host) const {
@@ -448,7 +539,7 @@ void test_hosts::set_link(const std::string& host, bool up) const {
 }
 
 std::size_t test_hosts::agent_fds(const std::string& host) const {
-    auto list = run(host, {RFORK_AGENT_BINARY, "list"}, {}, 30s);
+    auto list = run(host, {agent_program(host), "list"}, {}, 30s);
     if (list.status != 0) fail_setup("rfork-agent list failed on " + host + ": " + list.err);
     return fd_count(agent_pid(host));
 }

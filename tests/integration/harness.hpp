@@ -24,6 +24,12 @@ using namespace std::chrono_literals;
 // fails instead, so CI always runs them.
 void require_fork_environment();
 
+// The installed agent's root that CTest makes once per run (the fixture in
+// CMakeLists.txt, named by RFORK_TEST_AGENT_ROOT): a fresh Debian root with
+// the rfork-agent package alone. Without it the calling test is skipped, as
+// by require_fork_environment (under CI=true it fails).
+std::filesystem::path installed_agent_root();
+
 // A program's result: its exit code (or 128 + signal) and what it printed.
 struct run_result {
     int status = -1;  // -1: still running when the bound ran out (it was killed)
@@ -64,6 +70,11 @@ public:
         // with the secret it makes for its host (/run/rfork/local.secret).
         bool no_credentials = false;
         bool allow_root = true;   // the agents restore root's processes (--allow-root)
+        // Hosts of their own files, as separate machines: each one's root is
+        // an overlay of installed_agent_root() that only it writes, and its
+        // agent is the installed one, with the same arguments and credentials
+        // as the others (scripts/hosts: RFORK_HOSTS_OVERLAY_<host>).
+        std::vector<std::string> own_files{};
     };
     explicit test_hosts(std::vector<std::string> names) : test_hosts(std::move(names), setup{}) {}
     test_hosts(std::vector<std::string> names, const setup& how);
@@ -77,6 +88,14 @@ public:
                           int stdin_fd = -1) const;
     run_result run(const std::string& host, const std::vector<std::string>& argv,
                    const std::map<std::string, std::string>& env = {}, std::chrono::milliseconds bound = 60s) const;
+
+    // The root of `host` as this process sees it, to put a file there for
+    // that host alone or to check that one is absent there; empty for a
+    // host that shares this machine's files. (Its /tmp and /run are its own
+    // tmpfs, which this does not show.)
+    std::filesystem::path root_of(const std::string& host) const;
+    // The rfork-agent program as `host` sees it: the installed one on a host of its own files.
+    std::string agent_program(const std::string& host) const;
 
     std::string address(const std::string& host) const;
     int agent_pid(const std::string& host) const;
@@ -159,8 +178,8 @@ bool wait_for_file(const std::string& path, const std::function<bool(const std::
 
 std::string read_file(const std::string& path);
 
-// A new directory under /tmp (which every test host sees), removed with all
-// it holds at the end of the test.
+// A new directory under /tmp (which every test host sees but those of their
+// own files), removed with all it holds at the end of the test.
 struct temp_dir {
     std::filesystem::path path;
     explicit temp_dir(const std::string& name);

@@ -21,7 +21,7 @@ constexpr std::array all_errc = {
     errc::bad_endpoint,      errc::agent_not_found,   errc::agent_lost,        errc::agent_unreachable,
     errc::dump_failed,       errc::transfer_failed,   errc::restore_failed,    errc::not_permitted,
     errc::internal_error,    errc::no_such_child,     errc::not_a_parent,      errc::timed_out,
-    errc::limit_exceeded,
+    errc::limit_exceeded,    errc::file_unavailable,
     errc::bad_magic,         errc::unsupported_version, errc::unknown_role,
     errc::unexpected_role,   errc::bad_header,        errc::bad_checksum,      errc::frame_too_large,
     errc::truncated,         errc::malformed_message, errc::unexpected_message,
@@ -68,7 +68,7 @@ TEST_CASE("error: every code has its own message") {
 
 TEST_CASE("error: values outside the enum get the unknown message") {
     const std::string unknown = rfork::category().message(0);
-    for (int value : {-1, 14, 63, 74, 1000}) {
+    for (int value : {-1, 15, 63, 74, 1000}) {
         CAPTURE(value);
         CHECK(rfork::category().message(value) == unknown);
     }

@@ -30,7 +30,7 @@ TEST_SUITE("unit.handshake") {
 
 TEST_CASE("handshake: constants match the documented layout") {
     CHECK(proto::handshake_size == 16);
-    CHECK(proto::protocol_version == 2);
+    CHECK(proto::protocol_version == 3);
     CHECK(to_bytes(proto::magic) == to_bytes("RFRK"));
     CHECK(static_cast<int>(proto::role::program) == 1);
     CHECK(static_cast<int>(proto::role::sender) == 2);
@@ -40,15 +40,15 @@ TEST_CASE("handshake: constants match the documented layout") {
 TEST_CASE("handshake: encoding is byte-exact") {
     // CRC values checked against an independent bitwise CRC-32C.
     SUBCASE("program") {
-        const bytes want = {'R', 'F', 'R', 'K', 0x00, 0x02, 0x01, 0x00, 0, 0, 0, 0, 0x56, 0x61, 0x9a, 0x2d};
+        const bytes want = {'R', 'F', 'R', 'K', 0x00, 0x03, 0x01, 0x00, 0, 0, 0, 0, 0x3e, 0x62, 0xb6, 0xe5};
         CHECK(to_bytes(proto::encode_handshake(proto::role::program)) == want);
     }
     SUBCASE("sender") {
-        const bytes want = {'R', 'F', 'R', 'K', 0x00, 0x02, 0x02, 0x00, 0, 0, 0, 0, 0x62, 0xdd, 0x51, 0xf7};
+        const bytes want = {'R', 'F', 'R', 'K', 0x00, 0x03, 0x02, 0x00, 0, 0, 0, 0, 0x0a, 0xde, 0x7d, 0x3f};
         CHECK(to_bytes(proto::encode_handshake(proto::role::sender)) == want);
     }
     SUBCASE("agent") {
-        const bytes want = {'R', 'F', 'R', 'K', 0x00, 0x02, 0x03, 0x00, 0, 0, 0, 0, 0x8d, 0xed, 0x3a, 0xee};
+        const bytes want = {'R', 'F', 'R', 'K', 0x00, 0x03, 0x03, 0x00, 0, 0, 0, 0, 0xe5, 0xee, 0x16, 0x26};
         CHECK(to_bytes(proto::encode_handshake(proto::role::agent)) == want);
     }
     SUBCASE("another version is written big-endian") {
@@ -108,7 +108,7 @@ TEST_CASE("handshake: bad magic") {
 }
 
 TEST_CASE("handshake: unsupported version carries the peer's version") {
-    for (std::uint16_t version : {std::uint16_t{0}, std::uint16_t{1}, std::uint16_t{3}, std::uint16_t{0x0100}, std::uint16_t{0xFFFF}}) {
+    for (std::uint16_t version : {std::uint16_t{0}, std::uint16_t{1}, std::uint16_t{2}, std::uint16_t{0x0100}, std::uint16_t{0xFFFF}}) {
         CAPTURE(version);
         auto hs = proto::encode_handshake(proto::role::agent, version);
         proto::handshake out;

@@ -44,8 +44,10 @@ int main(int argc, char** argv) {
         auto h = protocol::encode_handshake(protocol::role::sender);
         out.assign(h.begin(), h.end());
         protocol::image_begin begin{"raw", 1234, 5678, {}, 4096};
+        protocol::file_manifest no_files;
         protocol::image_file file{"pages-1.img", 4096};
-        for (auto frame : {protocol::encode(begin), protocol::encode(file)}) out.insert(out.end(), frame.begin(), frame.end());
+        for (auto frame : {protocol::encode(begin), protocol::encode(no_files), protocol::encode(file)})
+            out.insert(out.end(), frame.begin(), frame.end());
     } else if (mode != "silent") {
         std::fprintf(stderr, "raw_peer: unknown mode %s\n", mode.c_str());
         return 2;
