@@ -361,21 +361,19 @@ TEST_CASE("file placement: a directory step never changes a directory of the hos
                           0, 0, 0, 0},
                          {placement::action::make_dir, (t.path / "z").string(), "", 0755, 65534, 65534, 0}},
                         (t.path / "stage").string()};
-    auto seen = in_own_namespace(plan, [&] {
+    // The child's view of the private directory: its mode, owner and the file placed in it.
+    auto private_view = [&] {
         struct stat st {};
         if (::stat((t.path / "private").c_str(), &st) != 0) return std::string("gone");
         return fmt::format("{:o} {}|", st.st_mode & 07777, st.st_uid) + read_text(t.path / "private/newdir/f");
-    });
+    };
+    auto seen = in_own_namespace(plan, private_view);
     CHECK(seen.starts_with("failed: "));
     CHECK(seen.find("back up") != std::string::npos);
     // And where the links lead to an existing directory, the step leaves it be.
     fs::remove(t.path / "z");
     fs::create_directory_symlink("m", t.path / "z");
-    seen = in_own_namespace(plan, [&] {
-        struct stat st {};
-        if (::stat((t.path / "private").c_str(), &st) != 0) return std::string("gone");
-        return fmt::format("{:o} {}|", st.st_mode & 07777, st.st_uid) + read_text(t.path / "private/newdir/f");
-    });
+    seen = in_own_namespace(plan, private_view);
     CHECK(seen == "placed: 700 0|f");
     struct stat host {};
     REQUIRE(::stat((t.path / "private").c_str(), &host) == 0);
