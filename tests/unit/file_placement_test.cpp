@@ -7,6 +7,8 @@
 #include "../../agent/file_cache.hpp"
 #include "../../agent/file_placement.hpp"
 
+#include "test_support.hpp"
+
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
@@ -102,8 +104,6 @@ std::string in_own_namespace(const placement_plan& plan, const std::function<std
     return result;
 }
 
-bool is_root() { return ::geteuid() == 0; }
-
 }  // namespace
 
 TEST_SUITE("unit.file_placement") {
@@ -142,10 +142,7 @@ TEST_CASE("file placement: a plan goes to the namespace init and comes back whol
 }
 
 TEST_CASE("file placement: the decision takes this host's own file and asks for what it lacks") {
-    if (!is_root()) {
-        MESSAGE("SKIPPED: the file cache is root's alone");
-        return;
-    }
+    rfork_test::require_root("the file cache");
     temp_tree t;
     file_cache cache((t.path / "cache").string(), 1 << 20);
     file_identity_cache ids;
@@ -206,10 +203,7 @@ TEST_CASE("file placement: the decision takes this host's own file and asks for 
 }
 
 TEST_CASE("file placement: a file arrives whole with its hash or leaves nothing") {
-    if (!is_root()) {
-        MESSAGE("SKIPPED: the file cache is root's alone");
-        return;
-    }
+    rfork_test::require_root("the file cache");
     temp_tree t;
     auto dir = (t.path / "cache").string();
     file_cache cache(dir, 1 << 20);
@@ -240,10 +234,7 @@ TEST_CASE("file placement: a file arrives whole with its hash or leaves nothing"
 }
 
 TEST_CASE("file placement: the least recently used entries go once the cache is full") {
-    if (!is_root()) {
-        MESSAGE("SKIPPED: the file cache is root's alone");
-        return;
-    }
+    rfork_test::require_root("the file cache");
     temp_tree t;
     file_cache cache((t.path / "cache").string(), 20);
     auto store = [&](const std::string& content) {
@@ -272,10 +263,7 @@ TEST_CASE("file placement: the least recently used entries go once the cache is 
 }
 
 TEST_CASE("file placement: the child sees the parent's files and the host keeps its own") {
-    if (!is_root()) {
-        MESSAGE("SKIPPED: mount namespaces need root");
-        return;
-    }
+    rfork_test::require_root("a mount namespace");
     temp_tree t;
     fs::create_directories(t.path / "stage");
     write_file(t.path / "cache/lib", "the parent's library", 0755);
@@ -316,10 +304,7 @@ TEST_CASE("file placement: the child sees the parent's files and the host keeps 
 }
 
 TEST_CASE("file placement: a path this host lacks from its root up gets a root of the child's own") {
-    if (!is_root()) {
-        MESSAGE("SKIPPED: mount namespaces need root");
-        return;
-    }
+    rfork_test::require_root("a mount namespace");
     temp_tree t;
     fs::create_directories(t.path / "stage");
     write_file(t.path / "cache/prog", "the parent's program", 0755);
@@ -345,10 +330,7 @@ TEST_CASE("file placement: a directory step never changes a directory of the hos
     // The links on the host make the second step land on the root of the
     // tmpfs that stands in for a private directory: it keeps that
     // directory's mode and owner, whatever the step says.
-    if (!is_root()) {
-        MESSAGE("SKIPPED: mount namespaces need root");
-        return;
-    }
+    rfork_test::require_root("a mount namespace");
     temp_tree t;
     fs::create_directories(t.path / "stage");
     write_file(t.path / "cache/f", "f");
@@ -382,10 +364,7 @@ TEST_CASE("file placement: a directory step never changes a directory of the hos
 }
 
 TEST_CASE("file placement: nothing is placed where the loader or CRIU look and a user's link leads only into that user's own") {
-    if (!is_root()) {
-        MESSAGE("SKIPPED: mount namespaces need root");
-        return;
-    }
+    rfork_test::require_root("a mount namespace");
     temp_tree t;
     fs::create_directories(t.path / "stage");
     write_file(t.path / "cache/x", "x");
@@ -418,10 +397,7 @@ TEST_CASE("file placement: nothing is placed where the loader or CRIU look and a
 }
 
 TEST_CASE("file placement: nothing is placed under /proc") {
-    if (!is_root()) {
-        MESSAGE("SKIPPED: mount namespaces need root");
-        return;
-    }
+    rfork_test::require_root("a mount namespace");
     temp_tree t;
     fs::create_directories(t.path / "stage");
     write_file(t.path / "cache/x", "x");

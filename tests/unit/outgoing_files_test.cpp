@@ -5,6 +5,8 @@
 #include "../../agent/outgoing_files.hpp"
 #include "../fuzz/image_bundle.hpp"
 
+#include "test_support.hpp"
+
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
@@ -130,10 +132,7 @@ TEST_CASE("outgoing files: each file is described as found inside the process's 
 }
 
 TEST_CASE("outgoing files: a file the process's user may not read does not travel") {
-    if (::geteuid() != 0) {
-        MESSAGE("SKIPPED: taking a user's rights needs root");
-        return;
-    }
+    rfork_test::require_root("taking a user's rights");
     temp_root root;
     ::chmod(root.path.c_str(), 0755);
     std::ofstream(root.path / "secret") << "root's alone";
