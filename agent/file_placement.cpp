@@ -1,5 +1,7 @@
 #include "file_placement.hpp"
 
+#include "process.hpp"
+
 #include <rfork/detail/wire.hpp>
 
 #include <fmt/format.h>
@@ -246,23 +248,6 @@ placement_plan plan_placements(const protocol::file_manifest& manifest, const fi
 
 namespace {
 
-class fd_guard {
-public:
-    explicit fd_guard(int fd = -1) : fd_(fd) {}
-    fd_guard(fd_guard&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    fd_guard& operator=(fd_guard&& o) noexcept {
-        std::swap(fd_, o.fd_);
-        return *this;
-    }
-    ~fd_guard() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-
-private:
-    int fd_;
-};
 
 std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
 
@@ -419,7 +404,7 @@ struct unit {
 // move where a mount lands in the child's own namespace, never write the host.
 struct placer {
     const placement_plan& plan;
-    const std::vector<fd_guard>& sources;
+    const std::vector<unique_fd>& sources;
     std::set<std::pair<dev_t, ino_t>> made;  // directories made here
     std::string error;
 
@@ -429,12 +414,12 @@ struct placer {
     }
 
     // A fresh tmpfs on the stage, and a descriptor of it.
-    fd_guard mount_stage(const std::string& what) {
+    unique_fd mount_stage(const std::string& what) {
         if (::mount("rfork-files", plan.stage.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0) {
             fail(errno_text("cannot mount a tmpfs for " + what));
-            return fd_guard{};
+            return unique_fd{};
         }
-        fd_guard stage(::open(plan.stage.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        unique_fd stage(::open(plan.stage.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!stage) fail(errno_text("cannot open the tmpfs for " + what));
         return stage;
     }
@@ -476,7 +461,7 @@ struct placer {
                     return fail(errno_text("cannot copy the link " + dir + "/" + name));
                 continue;
             }
-            fd_guard tree(::open_tree(from, name.c_str(),
+            unique_fd tree(::open_tree(from, name.c_str(),
                                       OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW |
                                           AT_NO_AUTOMOUNT));
             if (!tree && errno == ENOENT) continue;
@@ -484,7 +469,7 @@ struct placer {
             if (!tree || ::fstat(tree.get(), &t) != 0) return fail(errno_text("cannot bind " + dir + "/" + name));
             bool made_point = S_ISDIR(t.st_mode)
                                   ? ::mkdirat(stage, name.c_str(), 0755) == 0
-                                  : fd_guard(::openat(stage, name.c_str(),
+                                  : unique_fd(::openat(stage, name.c_str(),
                                                       O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600))
                                         .get() >= 0;
             if (!made_point || ::move_mount(tree.get(), "", stage, name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
@@ -495,7 +480,7 @@ struct placer {
 
     // A private copy of `source` as `name` in the directory `dir`.
     bool write_copy(int dir, const std::string& name, const placement& step, int source) {
-        fd_guard out(::openat(dir, name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
+        unique_fd out(::openat(dir, name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!out || !copy_bytes(source, out.get())) return fail(errno_text("cannot copy " + step.path));
         timespec times[2] = {{0, UTIME_OMIT}, {step.mtime_ns / 1'000'000'000, step.mtime_ns % 1'000'000'000}};
         if (times[1].tv_nsec < 0) times[1] = {0, UTIME_OMIT};
@@ -507,17 +492,17 @@ struct placer {
     }
 
     // A directory made here: `name` in `dir`, or the one made by an earlier step.
-    fd_guard make_dir(int dir, const std::string& name, const std::string& path, mode_t mode) {
+    unique_fd make_dir(int dir, const std::string& name, const std::string& path, mode_t mode) {
         bool fresh = ::mkdirat(dir, name.c_str(), mode) == 0;
         if (!fresh && errno != EEXIST) {
             fail(errno_text("cannot make " + path));
-            return fd_guard{};
+            return unique_fd{};
         }
-        fd_guard made_dir(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        unique_fd made_dir(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         struct stat st {};
         if (!made_dir || ::fstat(made_dir.get(), &st) != 0) {
             fail(errno_text("cannot make " + path));
-            return fd_guard{};
+            return unique_fd{};
         }
         auto id = std::make_pair(st.st_dev, st.st_ino);
         // Made now, or by an earlier step: anything else appeared on the host
@@ -525,7 +510,7 @@ struct placer {
         if (fresh) made.insert(id);
         else if (!made.count(id)) {
             fail(path + " appeared on the host meanwhile");
-            return fd_guard{};
+            return unique_fd{};
         }
         return made_dir;
     }
@@ -533,14 +518,14 @@ struct placer {
     // Over a directory of the host: the steps' files made on the stage, then
     // the stage moved over the very directory that was listed.
     bool take_over(const unit& u) {
-        fd_guard host_dir(::open(u.where.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        unique_fd host_dir(::open(u.where.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!host_dir) return fail(errno_text("cannot open " + u.where));
         if (on_kernel_fs(host_dir.get())) return fail(u.where + " is on one of the kernel's file systems");
         auto stage = mount_stage(u.where);
         if (!stage || !fill(stage.get(), host_dir.get(), u.where)) return false;
         for (auto& [i, missing] : u.steps) {
             auto& step = plan.steps[i];
-            fd_guard dir(::dup(stage.get()));
+            unique_fd dir(::dup(stage.get()));
             std::string path = u.where;
             for (std::size_t k = 0; k + 1 < missing.size(); ++k) {
                 path += (path == "/" ? "" : "/") + missing[k];
@@ -561,7 +546,7 @@ struct placer {
                 if (!write_copy(dir.get(), name, step, sources[i].get())) return false;
                 break;
             case placement::action::bind_file: {
-                fd_guard point(::openat(dir.get(), name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC,
+                unique_fd point(::openat(dir.get(), name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC,
                                         0600));
                 if (!point || ::move_mount(sources[i].get(), "", dir.get(), name.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
                     return fail(errno_text("cannot put the parent's " + path + " in place"));
@@ -586,17 +571,17 @@ struct placer {
     // Over a file of the host: the parent's version, bound on the very file opened.
     bool cover(const unit& u) {
         auto& step = plan.steps[u.file_step];
-        fd_guard target(::open(u.where.c_str(), O_PATH | O_CLOEXEC));
+        unique_fd target(::open(u.where.c_str(), O_PATH | O_CLOEXEC));
         struct stat st {};
         if (!target || ::fstat(target.get(), &st) != 0) return fail(errno_text("cannot open " + u.where));
         if (!S_ISREG(st.st_mode)) return fail(u.where + " is not a regular file here");
         if (on_kernel_fs(target.get())) return fail(u.where + " is on one of the kernel's file systems");
-        fd_guard tree;
+        unique_fd tree;
         if (step.what == placement::action::copy_file) {
             // A private copy, on a tmpfs of its own that only the bind keeps.
             auto scratch = mount_stage(u.where);
             if (!scratch || !write_copy(scratch.get(), "copy", step, sources[u.file_step].get())) return false;
-            tree = fd_guard(::open_tree(scratch.get(), "copy", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+            tree = unique_fd(::open_tree(scratch.get(), "copy", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
             ::umount2(plan.stage.c_str(), MNT_DETACH);
             if (!tree) return fail(errno_text("cannot bind the copy of " + u.where));
         }
@@ -620,7 +605,7 @@ std::string carry_out(const placement_plan& plan) {
     // root is the child's own, the host's mounts are no longer here to bind
     // from. A bind is a detached mount of the entry, read-only, ready to
     // move in place; a copy reads from an open file.
-    std::vector<fd_guard> sources;
+    std::vector<unique_fd> sources;
     for (auto& step : plan.steps) {
         if (step.source.empty()) {
             sources.emplace_back(-1);
@@ -631,7 +616,7 @@ std::string carry_out(const placement_plan& plan) {
             if (!sources.back()) return errno_text("cannot open the cached " + step.path);
             continue;
         }
-        fd_guard entry(::open(step.source.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        unique_fd entry(::open(step.source.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
         sources.emplace_back(entry ? ::open_tree(entry.get(), "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)
                                    : -1);
         mount_attr attr{};

@@ -141,8 +141,8 @@ asio::awaitable<std::error_code> send_image_files(peer_connection& peer, std::ve
 }
 
 // The bytes of the files the receiver asked for (file_request), each whole
-// and in its order, then files_end (none of it for an empty request). Read from the files described: one
-// that changed size meanwhile stops the fork.
+// and in its order, then files_end; nothing for an empty request. Read from
+// the very files described: one that shrank meanwhile stops the fork.
 asio::awaitable<std::error_code> send_wanted_files(peer_connection& peer, const outgoing_files& files,
                                                    const protocol::file_request& request, std::uint64_t& sent) {
     if (request.wanted.empty()) co_return std::error_code{};  // nothing follows an empty request
