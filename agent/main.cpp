@@ -1,19 +1,19 @@
 // rfork-agent: one binary on every machine, in both roles (see sender.hpp and
 // receiver.hpp).
-#include "agent.hpp"
-#include "child_cgroup.hpp"
-#include "cli.hpp"
-#include "criu.hpp"
-#include "doctor.hpp"
-#include "host_facts.hpp"
-#include "log.hpp"
-#include "ns_init.hpp"
-#include "options.hpp"
-#include "peer_connection.hpp"
-#include "receiver.hpp"
-#include "remove_tree.hpp"
-#include "local.hpp"
-#include "service_notify.hpp"
+#include "common/agent_state.hpp"
+#include "receive/child_cgroup.hpp"
+#include "local/cli.hpp"
+#include "criu/criu.hpp"
+#include "doctor/doctor.hpp"
+#include "common/host_facts.hpp"
+#include "common/log.hpp"
+#include "receive/ns_init.hpp"
+#include "common/options.hpp"
+#include "peer/peer_connection.hpp"
+#include "receive/receiver.hpp"
+#include "common/remove_tree.hpp"
+#include "local/local.hpp"
+#include "common/service_notify.hpp"
 
 #include <rfork/detail/frame_io.hpp>
 

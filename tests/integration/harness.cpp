@@ -188,7 +188,7 @@ int secret_index() {
     return index;
 }
 
-// The agents' PSK, as agent/tls.cpp offers it.
+// The agents' PSK, as agent/peer/tls.cpp offers it.
 unsigned offer_psk(SSL* ssl, const char*, char* identity, unsigned max_identity, unsigned char* psk,
                    unsigned max_psk) {
     auto* secret = static_cast<const std::vector<unsigned char>*>(SSL_get_ex_data(ssl, secret_index()));

@@ -30,7 +30,7 @@ int secret_slot() {
     return index;
 }
 
-// The agents' PSK, as agent/tls.cpp takes it.
+// The agents' PSK, as agent/peer/tls.cpp takes it.
 unsigned accept_psk(SSL* ssl, const char* identity, unsigned char* psk, unsigned max_psk) {
     auto* secret = static_cast<const std::vector<unsigned char>*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), secret_slot()));
     if (!secret || !identity || std::strcmp(identity, "rfork-agent") != 0 || secret->size() > max_psk) return 0;

@@ -1,8 +1,8 @@
 // The agent's options from a file (--config): the pure parser of its text,
 // the refusal of files that others could change, and where a file's options
 // stand among those of the command line.
-#include "../../agent/config.hpp"
-#include "../../agent/options.hpp"
+#include "common/config.hpp"
+#include "common/options.hpp"
 
 #include <doctest/doctest.h>
 

@@ -1,6 +1,6 @@
 // The agent's one edit of a CRIU image: external terminals lose their session
 // and their output processing.
-#include "../../agent/criu_image.hpp"
+#include "send/criu_image.hpp"
 #include "wire_writer.hpp"
 
 #include <doctest/doctest.h>

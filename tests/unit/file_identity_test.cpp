@@ -1,7 +1,7 @@
 // file_identity: SHA-256 and ELF build-ids of real files (digests known
 // beforehand, build-ids as readelf prints them), hostile ELF files that must
 // give nothing and no crash, and the cache that reads a file once per version.
-#include "../../agent/file_identity.hpp"
+#include "common/file_identity.hpp"
 
 #include <doctest/doctest.h>
 

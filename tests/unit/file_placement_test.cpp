@@ -4,8 +4,8 @@
 // a real mount namespace of a forked process: files at paths this host does
 // not have, over a host's other version, copies the child may write, and
 // the host's own tree untouched. The namespace cases need root.
-#include "../../agent/file_cache.hpp"
-#include "../../agent/file_placement.hpp"
+#include "receive/file_cache.hpp"
+#include "receive/file_placement.hpp"
 
 #include "test_support.hpp"
 

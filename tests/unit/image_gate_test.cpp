@@ -1,7 +1,7 @@
 // The receiver's image gate, on real CRIU images (tests/fuzz/image_corpus,
 // written by tests/fuzz/make_image_seeds) and on images crafted from them
 // with protobuf-c's own pack functions: the attacks of issue 9 must fail.
-#include "../../agent/image_gate.hpp"
+#include "receive/image_gate.hpp"
 #include "../fuzz/image_bundle.hpp"
 #include "wire_writer.hpp"
 

@@ -1,5 +1,5 @@
 // What peers send reaches the agent's log as text of one line.
-#include "../../agent/log.hpp"
+#include "common/log.hpp"
 
 #include <doctest/doctest.h>
 

@@ -2,7 +2,7 @@
 // image names (its files.img, less what CRIU recreates itself), and how each
 // is described as the process sees it: inside its root, with its user's
 // rights only. The cases that take a user's rights need root.
-#include "../../agent/outgoing_files.hpp"
+#include "send/outgoing_files.hpp"
 #include "../fuzz/image_bundle.hpp"
 
 #include "test_support.hpp"

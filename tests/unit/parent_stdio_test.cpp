@@ -1,7 +1,7 @@
-// The agent's use of a parent's stdio fds (agent/parent_stdio.hpp), on real
+// The agent's use of a parent's stdio fds (agent/local/parent_stdio.hpp), on real
 // pipes, sockets and files: only in a direction the open file allows, never
 // changing its flags, never blocking the thread that runs the io_context.
-#include "../../agent/parent_stdio.hpp"
+#include "local/parent_stdio.hpp"
 
 #include <doctest/doctest.h>
 

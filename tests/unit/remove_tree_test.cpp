@@ -1,6 +1,6 @@
 // remove_tree: a job's directory goes without following a symlink, entering
 // another mount or leaving the tree, whatever the user who wrote in it did.
-#include "../../agent/remove_tree.hpp"
+#include "common/remove_tree.hpp"
 
 #include <doctest/doctest.h>
 

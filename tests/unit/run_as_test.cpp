@@ -1,5 +1,5 @@
 // The identity a CRIU takes, as the agent hands it to its namespace init.
-#include "../../agent/run_as.hpp"
+#include "common/run_as.hpp"
 
 #include <doctest/doctest.h>
 

@@ -1,6 +1,6 @@
 // The strict structural pass that runs before protobuf-c unpacks an image:
 // one reading of every message, or a refusal that says where it failed.
-#include "../../agent/strict_protobuf.hpp"
+#include "receive/strict_protobuf.hpp"
 #include "wire_writer.hpp"
 
 #include <core.pb-c.h>

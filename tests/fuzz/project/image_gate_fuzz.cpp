@@ -2,7 +2,7 @@
 // into one input (image_bundle.hpp), starting from real CRIU images
 // (image_corpus, make_image_seeds). Every input must be decoded or refused
 // without a crash, and an image the gate accepts must name one identity.
-#include "../../../agent/image_gate.hpp"
+#include "receive/image_gate.hpp"
 #include "../image_bundle.hpp"
 
 #include <cstddef>
