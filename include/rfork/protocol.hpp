@@ -46,6 +46,10 @@ inline constexpr std::size_t frame_header_size = 12;
 // No frame may be larger than this, whatever a receiver allows.
 inline constexpr std::uint32_t max_frame_payload = 16u << 20;
 inline constexpr std::size_t max_text = 4096;  // any string inside a message
+// The largest frame of a conversation's control part (requests, answers,
+// manifests), which every reader of one passes as its limit. Only image,
+// file and page data frames may be larger, up to max_frame_payload.
+inline constexpr std::uint32_t max_control_payload = 64u * 1024;
 
 enum class role : std::uint8_t {
     program = 1,  // a program asking its local agent to fork it
@@ -631,6 +635,15 @@ std::error_code decode(std::span<const unsigned char> payload, Message& out) {
     detail::wire_reader r(payload);
     if (!out.decode(r) || !r.done()) return errc::malformed_message;
     return {};
+}
+
+// An error frame's payload as the error it carries; a malformed one is an
+// error of its own. The text is bare on the wire: whoever shows it to a user
+// says where it came from (the library prefixes "rfork: ").
+inline error_message error_of(std::span<const unsigned char> payload) {
+    error_message e;
+    if (decode(payload, e)) e = {errc::malformed_message, "a malformed error message"};
+    return e;
 }
 
 // ---- incremental decoding -------------------------------------------------
