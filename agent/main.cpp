@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp&) {
-        fmt::print("{}", given(app).help());
+        fmt::print("{}", app.help());  // the subcommand's, when one was given
         return 0;
     } catch (const options_refused& e) {
         return refuse(app, e.error);

@@ -80,7 +80,7 @@ option_kind kind_of_option(std::string_view name) {
     if (name.empty() || name.starts_with('-')) return option_kind::unknown;
     auto* option = app.get_option_no_throw("--" + std::string(name));
     if (!option || option == app.get_help_ptr()) return option_kind::unknown;
-    return option->get_type_size_max() == 0 ? option_kind::flag : option_kind::takes_value;
+    return option->get_items_expected_max() == 0 ? option_kind::flag : option_kind::takes_value;
 }
 
 std::optional<options> parse_options(const std::vector<std::string>& args, options_error& error,
