@@ -49,7 +49,7 @@ ssize_t receive(int socket, std::span<unsigned char> buffer, std::vector<unique_
 }
 
 // The handshake and first frame, with the fds that came along (recvmsg: a
-// plain read would drop them).
+// plain read would drop them). `program` is serve_local's, which awaits this at once.
 asio::awaitable<first_message> read_first_message(local_socket& program) {
     first_message m;
     protocol::stream_decoder decoder(true, protocol::max_control_payload);

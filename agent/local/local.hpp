@@ -32,7 +32,7 @@ asio::awaitable<void> answer(local_socket& program, Message message) {
     co_await detail::write_bytes(program, bytes);
 }
 
-// The failure as an error frame; its text bare, as on every error frame (the
+// The failure as an error frame (`program` as for answer); its text bare, as on every error frame (the
 // library says "rfork: " when it shows it).
 asio::awaitable<void> answer_failure(local_socket& program, failure f);
 

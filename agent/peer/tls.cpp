@@ -187,7 +187,7 @@ local_secret_refused refused(const std::string& path, const std::string& why) {
     auto fix = fmt::format("rm {} (the agent makes a new one when it starts)", path);
     return local_secret_refused(fmt::format("refusing the local secret {}: {}; it must be a regular file of root's "
                                             "that only root may read. Fix: {}, or give the agents credentials "
-                                            "(--secret-file)",
+                                            "(--secret-file, or --cert, --key and --ca)",
                                             path, why, fix),
                                 why, fix);
 }

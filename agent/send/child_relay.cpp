@@ -95,7 +95,7 @@ asio::awaitable<child_end> relay_frames(std::shared_ptr<child_relay> relay) {
 }
 
 // Until the child ends, then its exit status to whoever waits. The record
-// stays while the parent may ask.
+// stays while the parent may ask. (`agent` outlives it: see local.hpp.)
 asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_relay> relay,
                                   std::shared_ptr<forked_child> child, unique_fd parent_pidfd) {
     end_on_exit ends{child};
