@@ -116,8 +116,9 @@ std::optional<Message> decode_as(const protocol::stream_decoder::frame& frame) {
 
 }  // namespace
 
-asio::awaitable<void> answer_failure(local_socket& program, failure f) {
-    co_await answer(program, protocol::error_message{f.code, std::move(f.text)});
+asio::awaitable<void> answer_failure(local_socket& program, const failure& f) {
+    protocol::error_message e{f.code, f.text};
+    co_await answer(program, e);
 }
 
 asio::awaitable<void> serve_local(agent_state& agent, local_socket program) {

@@ -25,15 +25,17 @@ using local_socket = asio::local::stream_protocol::socket;
 asio::awaitable<void> serve_local(agent_state& agent, local_socket program);
 
 // Writes the agent's handshake and one message to the program. `program`
-// is the caller's socket, which it awaits at once: it outlives the write.
+// and `message` are the caller's, which awaits this at once: they outlive
+// the write. (Named, never a temporary in the co_await: GCC 12 destroys such
+// a temporary wrongly.)
 template <typename Message>
-asio::awaitable<void> answer(local_socket& program, Message message) {
+asio::awaitable<void> answer(local_socket& program, const Message& message) {
     auto bytes = handshake_and(message);
     co_await detail::write_bytes(program, bytes);
 }
 
 // The failure as an error frame (`program` as for answer); its text bare, as on every error frame (the
 // library says "rfork: " when it shows it).
-asio::awaitable<void> answer_failure(local_socket& program, failure f);
+asio::awaitable<void> answer_failure(local_socket& program, const failure& f);
 
 }  // namespace rfork::agent

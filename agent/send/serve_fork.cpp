@@ -73,7 +73,7 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket program, ucred
                                  protocol::fork_request request, std::vector<unique_fd> stdio) {
     auto found = find_checkpoint_target(cred, request, stdio);
     if (auto* f = std::get_if<failure>(&found)) {
-        co_await answer_failure(program, std::move(*f));
+        co_await answer_failure(program, *f);
         co_return;
     }
     auto& target = std::get<checkpoint_target>(found);
@@ -96,7 +96,7 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket program, ucred
     if (auto* f = std::get_if<failure>(&outcome)) {
         co_await end_page_serving(relay);  // a lazy dump serving pages gives up; the program hears once it is gone
         log("fork request from pid {} failed: {}", cred.pid, f->text);
-        co_await answer_failure(program, std::move(*f));
+        co_await answer_failure(program, *f);
         co_return;
     }
     auto& restored = std::get<protocol::restored>(outcome);
@@ -112,8 +112,8 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket program, ucred
     child->parent_uid = cred.uid;
     start_child_relay(agent, std::move(relay), std::move(child), std::move(parent_pidfd));
 
-    co_await answer(program, protocol::fork_reply{protocol::fork_side::parent, restored.child_id, restored.host,
-                                                  restored.pid});
+    protocol::fork_reply reply{protocol::fork_side::parent, restored.child_id, restored.host, restored.pid};
+    co_await answer(program, reply);
 }
 
 }  // namespace rfork::agent

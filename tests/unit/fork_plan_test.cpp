@@ -2,6 +2,8 @@
 // for a fork request, and what the program is told when a step fails.
 #include "send/fork_plan.hpp"
 
+#include "peer/page_relay.hpp"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
