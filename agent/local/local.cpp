@@ -2,9 +2,13 @@
 
 #include "common/log.hpp"
 #include "common/watchdog.hpp"
+#include "local/control.hpp"
+#include "send/serve_fork.hpp"
 
+#include <rfork/detail/pidfd.hpp>
+
+#include <fcntl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,7 +17,6 @@ namespace rfork::agent {
 
 namespace {
 
-constexpr std::uint32_t request_limit = 64 * 1024;
 constexpr std::size_t max_fds = protocol::fork_request::max_fds;
 
 struct first_message {
@@ -46,10 +49,10 @@ ssize_t receive(int socket, std::span<unsigned char> buffer, std::vector<unique_
 }
 
 // The handshake and first frame, with the fds that came along (recvmsg: a
-// plain read would drop them).
+// plain read would drop them). `program` is serve_local's, which awaits this at once.
 asio::awaitable<first_message> read_first_message(local_socket& program) {
     first_message m;
-    protocol::stream_decoder decoder(true, request_limit);
+    protocol::stream_decoder decoder(true, protocol::max_control_payload);
     std::array<unsigned char, 4096> buffer{};
     std::size_t total = 0;
     bool greeted = false;
@@ -101,7 +104,7 @@ unique_fd peer_pidfd(int socket, pid_t pid) {
         ::fcntl(fd, F_SETFD, FD_CLOEXEC);
         return unique_fd(fd);
     }
-    return unique_fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    return unique_fd(detail::open_pidfd(pid));
 }
 
 template <typename Message>
@@ -114,7 +117,7 @@ std::optional<Message> decode_as(const protocol::stream_decoder::frame& frame) {
 }  // namespace
 
 asio::awaitable<void> answer_failure(local_socket& program, const failure& f) {
-    protocol::error_message e{f.code, "rfork: " + f.text};
+    protocol::error_message e{f.code, f.text};
     co_await answer(program, e);
 }
 
@@ -147,23 +150,24 @@ asio::awaitable<void> serve_local(agent_state& agent, local_socket program) {
     switch (first.frame.type) {
     case protocol::message_type::fork_request:
         if (auto request = decode_as<protocol::fork_request>(first.frame)) {
-            co_await serve_fork(agent, program, cred, std::move(caller), *request, first.fds);
+            co_await serve_fork(agent, std::move(program), cred, std::move(caller), std::move(*request),
+                                 std::move(first.fds));
             co_return;
         }
         break;
     case protocol::message_type::wait_request:
         if (auto request = decode_as<protocol::wait_request>(first.frame)) {
-            co_await serve_wait(agent, program, cred, *request);
+            co_await serve_wait(agent, std::move(program), cred, std::move(*request));
             co_return;
         }
         break;
     case protocol::message_type::kill_request:
         if (auto request = decode_as<protocol::kill_request>(first.frame)) {
-            co_await serve_kill(agent, program, cred, *request);
+            co_await serve_kill(agent, std::move(program), cred, std::move(*request));
             co_return;
         }
         break;
-    case protocol::message_type::list_request: co_await serve_list(agent, program); co_return;
+    case protocol::message_type::list_request: co_await serve_list(agent, std::move(program)); co_return;
     default: break;
     }
     failure bad{errc::malformed_message, "expected a fork, wait, kill or list request"};
