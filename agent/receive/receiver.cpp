@@ -1,8 +1,8 @@
 #include "receive/receiver.hpp"
 
-#include "receive/child.hpp"
+#include "receive/child_life.hpp"
+#include "receive/restore.hpp"
 #include "peer/conversation.hpp"
-#include "send/criu_image.hpp"
 #include "receive/file_placement.hpp"
 #include "receive/image_gate.hpp"
 #include "peer/peer_connection.hpp"
@@ -28,7 +28,6 @@ namespace rfork::agent {
 
 namespace {
 
-constexpr std::uint32_t control_limit = 64 * 1024;
 // The largest file manifest taken: 4096 files with long paths.
 constexpr std::uint32_t manifest_limit = 4u << 20;
 
@@ -61,8 +60,9 @@ std::optional<failure> arrival_problem(const watchdog<peer_connection>& whole, w
 }
 
 // Writes the image's files into `dir`, exactly as announced, until image_end.
-asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, const std::string& dir,
-                                                     const limits& limits) {
+asio::awaitable<std::optional<failure>> receive_files(std::shared_ptr<peer_connection> connection, std::string dir,
+                                                     limits limits) {
+    auto& peer = *connection;
     unique_fd file;
     std::uint64_t left = 0, total = 0, files = 0;
     std::string name;
@@ -117,6 +117,8 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
 
 // The files asked for (file_request), in its order, each into the file
 // cache once all its bytes are here and their SHA-256 is the one announced.
+// By reference: handle_peer's own, which awaits this at once (the manifest
+// may be megabytes), and the agent's cache, which outlives every coroutine.
 asio::awaitable<std::optional<failure>> receive_wanted_files(peer_connection& peer,
                                                              const protocol::file_manifest& manifest,
                                                              const std::vector<std::uint32_t>& wanted,
@@ -265,12 +267,40 @@ private:
     asio::ip::address source_;
 };
 
+// Whether this host takes `image` now: its size, and what restores and
+// children run here already, against this agent's limits.
+std::optional<failure> admission_refusal(const agent_state& agent, const protocol::image_begin& image) {
+    auto& limits = agent.opts.limits;
+    if (image.total_size > limits.max_image_size)
+        return failure{errc::limit_exceeded, fmt::format("an image of {} bytes is larger than this agent accepts "
+                                                         "(--max-image-size {} bytes)",
+                                                         image.total_size, limits.max_image_size)};
+    if (agent.receiving >= limits.max_restores)
+        return failure{errc::limit_exceeded, fmt::format("busy: {} forks are arriving here already (--max-restores {})",
+                                                         agent.receiving, limits.max_restores)};
+    if (agent.children >= limits.max_children)
+        return failure{errc::limit_exceeded, fmt::format("busy: {} children run here already (--max-children {})",
+                                                         agent.children, limits.max_children)};
+    // Its memory alone would pass its cgroup's limit: CRIU would be killed midway.
+    if (agent.cgroups && limits.child_max_memory && image.total_size > limits.child_max_memory)
+        return failure{errc::limit_exceeded,
+                       fmt::format("an image of {} bytes cannot run within the memory each child may use here "
+                                   "(--child-max-memory {} bytes)",
+                                   image.total_size, limits.child_max_memory)};
+    bool lazy = image.flags & protocol::image_begin::lazy_pages;
+    if (lazy && !agent.no_lazy_pages.empty())
+        return failure{errc::restore_failed, "this host cannot take lazy pages: " + agent.no_lazy_pages};
+    return std::nullopt;
+}
+
 // What a sending agent is told: its child runs, who answers its probe, or why not.
 using peer_answer = std::variant<protocol::restored, protocol::probe_reply, failure>;
 
 // Everything after the connection is accepted; the value is the answer to send.
+// `pending`, `greeted` and `child` are serve_peer's, which awaits this at
+// once: they outlive it, and tell serve_peer what it did even if it throws.
 asio::awaitable<peer_answer> handle_peer(
-    agent_state& agent, const std::shared_ptr<peer_connection>& connection, const std::string& from,
+    agent_state& agent, std::shared_ptr<peer_connection> connection, std::string from,
     pending_slot& pending, bool& greeted, std::shared_ptr<restored_child>& child) {
     auto& peer = *connection;
     auto& limits = agent.opts.limits;
@@ -291,7 +321,7 @@ asio::awaitable<peer_answer> handle_peer(
 
     detail::received_frame frame;
     protocol::image_begin image;
-    auto ec = co_await detail::read_frame(peer, frame, control_limit);
+    auto ec = co_await detail::read_frame(peer, frame, protocol::max_control_payload);
     handshake.stop();
     if (handshake.fired()) co_return too_slow();
     if (ec) co_return failure{ec, "no image: " + ec.message()};
@@ -307,25 +337,8 @@ asio::awaitable<peer_answer> handle_peer(
     // claim only a name its certificate holds (with a secret, any holder may claim any).
     if (auto why = origin_refused(peer.ssl(), image.origin_host))
         co_return failure{errc::not_permitted, "refused the image: the sending agent " + *why};
-    if (image.total_size > limits.max_image_size)
-        co_return failure{errc::limit_exceeded, fmt::format("an image of {} bytes is larger than this agent accepts "
-                                                            "(--max-image-size {} bytes)",
-                                                            image.total_size, limits.max_image_size)};
-    if (agent.receiving >= limits.max_restores)
-        co_return failure{errc::limit_exceeded, fmt::format("busy: {} forks are arriving here already (--max-restores {})",
-                                                            agent.receiving, limits.max_restores)};
-    if (agent.children >= limits.max_children)
-        co_return failure{errc::limit_exceeded, fmt::format("busy: {} children run here already (--max-children {})",
-                                                            agent.children, limits.max_children)};
-    // Its memory alone would pass its cgroup's limit: CRIU would be killed midway.
-    if (agent.cgroups && limits.child_max_memory && image.total_size > limits.child_max_memory)
-        co_return failure{errc::limit_exceeded,
-                          fmt::format("an image of {} bytes cannot run within the memory each child may use here "
-                                      "(--child-max-memory {} bytes)",
-                                      image.total_size, limits.child_max_memory)};
+    if (auto not_admitted = admission_refusal(agent, image)) co_return *not_admitted;
     bool lazy = image.flags & protocol::image_begin::lazy_pages;
-    if (lazy && !agent.no_lazy_pages.empty())
-        co_return failure{errc::restore_failed, "this host cannot take lazy pages: " + agent.no_lazy_pages};
 
     // The files the image names, and which of them this host lacks: asked
     // for at once, while the image streams in.
@@ -357,7 +370,7 @@ asio::awaitable<peer_answer> handle_peer(
     auto job = agent.make_job_dir(id);
     auto images = job / "images";
     std::filesystem::create_directory(images);
-    if (auto failure = co_await receive_files(peer, images, limits)) co_return *failure;
+    if (auto failure = co_await receive_files(connection, images, limits)) co_return *failure;
     std::uint64_t file_bytes = 0;
     if (!files.wanted.empty()) {
         auto failed = co_await receive_wanted_files(peer, manifest, files.wanted, *agent.files, limits, file_bytes);
@@ -381,7 +394,8 @@ asio::awaitable<peer_answer> handle_peer(
             co_return failure{errc::internal_error, fmt::format("cannot make {}: {}", stage, std::strerror(errno))};
         placements = encode_plan(plan_placements(manifest, files, *agent.files, stage));
     }
-    auto outcome = co_await restore_child(agent, image, id, job, connection, as, std::move(slot), placements);
+    auto outcome = co_await restore_child(agent, image, id, std::move(job), connection, as, std::move(slot),
+                                           std::move(placements));
     child = outcome.child;  // with lazy pages, also after a failure: it reads the connection
     if (outcome.ec) co_return failure{outcome.ec, outcome.message};
     log("child {} restored: pid {} from {} (origin pid {}, from {})", id, outcome.pid, image.origin_host, image.pid,
@@ -444,7 +458,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
         auto& f = std::get<failure>(outcome);
         if (f.code == asio::error::eof && !greeted) co_return;  // connected and left: nothing to say
         log("{} from {}: {}", greeted ? "fork failed" : "refused", from, f.text);
-        answer = reply(protocol::error_message{f.code, "rfork: " + f.text});
+        answer = reply(protocol::error_message{f.code, f.text});  // bare: the library adds "rfork: "
     }
     co_await peer->send(answer);  // lazy pages may be flowing already
     if (child && std::holds_alternative<protocol::restored>(outcome)) {

@@ -492,7 +492,7 @@ asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_rela
     if (relay->in) relay->in->close();  // ends forward_input, which owns the relay too
     child->status = status;
     child->lost = lost;
-    child->ended.cancel();  // wakes every waiter
+    child->ended.set();  // wakes every waiter
     if (child->status)
         log("child {} on {} (of pid {}) ended with status {}", child->id, child->host, child->parent_pid, *child->status);
     else
