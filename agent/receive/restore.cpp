@@ -197,9 +197,10 @@ asio::awaitable<void> undo_restore(std::shared_ptr<restore_state> s) {
     s->job.remove();
 }
 
-// The one cleanup of a restore. A failure awaits undo(); should the restore
-// be left any other way (an exception, or its coroutine destroyed), the
-// destructor kills what runs at once and leaves the rest to undo_restore.
+// The one cleanup of a restore. A failure (an exception too, see
+// restore_child) awaits undo(); should the restore be left any other way
+// (its coroutine destroyed while it waits), the destructor kills what runs
+// at once and leaves the rest to undo_restore.
 class restore_guard {
 public:
     explicit restore_guard(std::shared_ptr<restore_state> state) : state_(std::move(state)) {}
