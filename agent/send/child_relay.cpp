@@ -30,7 +30,7 @@ struct end_on_exit {
         child->lost = errc::internal_error;
         child->signal = nullptr;
         try {
-            child->ended.cancel();  // wakes every waiter
+            child->ended.set();  // wakes every waiter
         } catch (...) {  // never in practice; a destructor must not throw
         }
     }
@@ -116,7 +116,7 @@ asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_rela
     if (relay->in) relay->in->close();  // ends forward_input, which owns the relay too
     child->status = end.status;
     child->lost = end.lost;
-    child->ended.cancel();  // wakes every waiter
+    child->ended.set();  // wakes every waiter
     if (child->status)
         log("child {} on {} (of pid {}) ended with status {}", child->id, child->host, child->parent_pid, *child->status);
     else
