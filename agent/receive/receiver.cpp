@@ -6,6 +6,7 @@
 #include "receive/file_placement.hpp"
 #include "receive/image_gate.hpp"
 #include "peer/peer_connection.hpp"
+#include "peer/tls.hpp"
 #include "common/watchdog.hpp"
 #include "common/log.hpp"
 #include "common/process.hpp"
@@ -472,8 +473,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     pending_slot pending(agent.pending, source);
     auto peer = std::make_shared<peer_connection>(connection.get_executor());
     peer->tcp() = std::move(connection);
-    peer->tcp().set_option(asio::ip::tcp::no_delay(true), ignored);
-    peer->detect_dead_peer(agent.opts.limits.idle_timeout);
+    peer->prepare_tcp(agent.opts.limits.idle_timeout);
     if (agent.tls) {
         // Only a peer that holds the shared secret gets further than this.
         peer->use_tls(*agent.tls);
