@@ -110,6 +110,15 @@ reader endpoint_into(rfork::endpoint& field, bool& given) {
     };
 }
 
+// An absolute path: the agent may change its working directory.
+reader absolute_path_into(std::string& field) {
+    return [&field](const std::string& text) -> std::string {
+        if (text.empty() || text.front() != '/') return refusal("an absolute path", text);
+        field = text;
+        return {};
+    };
+}
+
 reader fd_into(int& field) {
     return [&field](const std::string& text) -> std::string {
         int fd = -1;
@@ -139,6 +148,10 @@ void declare_listening(CLI::App& app, options& o, bool& have_listen) {
               "with --cert, its first name; it must be one of them)", text_into(o.name))->group(group);
     add_value(app, "--ready-fd", "FD", "write \"ready\" to FD once listening, then close it",
               fd_into(o.ready_fd))->group(group);
+    add_value(app, "--event-log", "FILE", "append one JSON line per event (a fork, a restore,\n"
+              "a child's end...) to FILE; README lists them", absolute_path_into(o.event_log))->group(group);
+    add_value(app, "--event-fd", "FD", "the same, to FD (inherited, open for writing)",
+              fd_into(o.event_fd))->group(group);
 }
 
 void declare_credentials(CLI::App& app, options& o) {

@@ -53,6 +53,10 @@ struct options {
     bool allow_unlimited_children = false;      // start without cgroups for children if none can be made
     std::string name;                           // host name told to peers; empty: gethostname()
     int ready_fd = -1;                          // write "ready\n" here once listening
+    std::string event_log;                      // append events (common/events.hpp) here
+    int event_fd = -1;                          // or write them to this fd
+    std::string event_log;                      // append events (common/events.hpp) here
+    int event_fd = -1;                          // or write them to this fd
     struct limits limits;
 };
 

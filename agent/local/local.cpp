@@ -1,5 +1,6 @@
 #include "local/local.hpp"
 
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/watchdog.hpp"
 #include "local/control.hpp"
@@ -131,6 +132,7 @@ asio::awaitable<void> serve_local(agent_state& agent, local_socket program) {
     auto& users = agent.opts.local_users;
     if (cred.uid != 0 && std::find(users.begin(), users.end(), cred.uid) == users.end()) {
         failure refused{errc::not_permitted, fmt::format("uid {} may not use this agent (see --local-users)", cred.uid)};
+        emit_event("request_refused", {{"pid", cred.pid}, {"code", refused.code.value()}, {"text", refused.text}});
         log("request from pid {} refused: {}", cred.pid, refused.text);
         co_await answer_failure(program, refused);
         co_return;
@@ -143,6 +145,8 @@ asio::awaitable<void> serve_local(agent_state& agent, local_socket program) {
                                                              agent.opts.limits.handshake_timeout.count())};
     if (first.problem) {
         if (first.problem->code == asio::error::eof) co_return;  // connected and left
+        emit_event("request_refused",
+                   {{"pid", cred.pid}, {"code", first.problem->code.value()}, {"text", first.problem->text}});
         log("request from pid {} refused: {}", cred.pid, first.problem->text);
         co_await answer_failure(program, *first.problem);
         co_return;
@@ -171,6 +175,7 @@ asio::awaitable<void> serve_local(agent_state& agent, local_socket program) {
     default: break;
     }
     failure bad{errc::malformed_message, "expected a fork, wait, kill or list request"};
+    emit_event("request_refused", {{"pid", cred.pid}, {"code", bad.code.value()}, {"text", bad.text}});
     log("request from pid {} refused: {}", cred.pid, bad.text);
     co_await answer_failure(program, bad);
 }

@@ -1,6 +1,7 @@
 #include "receive/child_life.hpp"
 
 #include "common/children.hpp"
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/spawn.hpp"
 #include "receive/restore_plan.hpp"
@@ -96,8 +97,11 @@ asio::awaitable<void> end_lazy_daemon(std::shared_ptr<restored_child> child, std
     }
 }
 
-void log_end(const hosted_child& record, const init_status& end, int init_wait_status) {
+void log_end(const hosted_child& record, const init_status& end, int init_wait_status, int status) {
     auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - record.started).count();
+    emit_event("child_ended", {{"id", record.id}, {"pid", record.pid}, {"origin", record.origin}, {"status", status},
+                               {"normal", end.what == init_status::kind::exited ? 1 : 0},
+                               {"ms", static_cast<std::int64_t>(seconds * 1000)}});
     if (end.what == init_status::kind::exited)
         log("child {} (pid {} from {}) ended after {:.1f} s: {}", record.id, record.pid, record.origin, seconds,
             describe_wait_status(end.number));
@@ -155,6 +159,8 @@ asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::
     while (!co_await detail::read_frame(*peer, frame)) {
         if (child->pages && page_relay::carries(frame.type)) {
             if (!co_await child->pages->take(frame)) {
+                emit_event("memory_failed", {{"id", child->record->id}, {"code", int(errc::limit_exceeded)},
+                                             {"text", "larger than --max-image-size"}});
                 log("child {}: its memory is larger than this agent accepts (--max-image-size); killed",
                     child->record->id);
                 kill_child(*child);
@@ -191,9 +197,9 @@ asio::awaitable<void> serve_child(agent_state& agent, std::shared_ptr<restored_c
     co_await remove_cgroup(child);
     child->slot.release();
 
-    log_end(*child->record, end, init_wait_status);
     bool exited = end.what == init_status::kind::exited;
     int status = exited ? shell_status(end.number) : 128 + SIGKILL;
+    log_end(*child->record, end, init_wait_status, status);
     protocol::child_exit exit{static_cast<std::uint32_t>(status)};
     auto frame = protocol::encode(exit);
     co_await peer->send(frame);

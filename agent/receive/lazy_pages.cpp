@@ -1,5 +1,6 @@
 #include "receive/lazy_pages.hpp"
 
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/spawn.hpp"
 #include "criu/criu.hpp"
@@ -76,12 +77,15 @@ asio::awaitable<void> finish_lazy_pages(std::shared_ptr<restored_child> child, [
     auto status = co_await wait_for_exit(child->lazy_daemon, image_timeout);
     auto& id = child->record->id;
     if (!status) {
+        emit_event("memory_failed", {{"id", id}, {"code", int(errc::timed_out)}, {"text", "--image-timeout"}});
         log("child {}: its memory did not arrive whole within {} s (--image-timeout); killed", id,
             image_timeout.count());
     } else if (*status == 0) {
         settled.whole = true;
         log_image_complete(id, file_bytes + child->pages->bytes_in());
     } else {
+        emit_event("memory_failed",
+                   {{"id", id}, {"code", int(errc::transfer_failed)}, {"text", describe_wait_status(*status)}});
         log_criu_failure(fmt::format("child {}: fetching its memory failed ({}); killed", id,
                                      describe_wait_status(*status)),
                          workspace->work_fd(), lazy_pages_log);

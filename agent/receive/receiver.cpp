@@ -8,6 +8,7 @@
 #include "peer/peer_connection.hpp"
 #include "peer/tls.hpp"
 #include "common/watchdog.hpp"
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/process.hpp"
 
@@ -236,6 +237,7 @@ void log_refusal(pending_peers& pending, const std::string& from, const std::str
         ++pending.refusals_unsaid;
         return;
     }
+    emit_event("peer_refused", {{"peer", from}, {"text", why}});
     log("refused {}: {}{}", from, why,
         pending.refusals_unsaid ? fmt::format(" ({} more refused since the last such line)", pending.refusals_unsaid)
                                 : std::string{});
@@ -399,6 +401,8 @@ asio::awaitable<peer_answer> handle_peer(
     for (auto i : files.cached) pinned.pin(key_of(manifest.files[i]));
     protocol::file_request request{files.wanted};
     if (auto failed = co_await detail::write_message(peer, request)) co_return failure{failed, failed.message()};
+    emit_event("image_receiving", {{"peer", from}, {"origin", image.origin_host}, {"origin_pid", image.pid},
+                                   {"bytes", image.total_size}, {"lazy", lazy ? 1 : 0}});
     log("receiving an image of {} bytes from {} (pid {} on {}){}", image.total_size, from, image.pid,
         image.origin_host, lazy ? ", its memory to follow" : "");
     ++agent.receiving;
@@ -419,6 +423,8 @@ asio::awaitable<peer_answer> handle_peer(
         if (failed) co_return *failed;
         for (auto i : files.wanted) pinned.pin(key_of(manifest.files[i]));
     }
+    emit_event("child_files", {{"id", id}, {"host", files.host_own}, {"cached", files.cached.size()},
+                               {"received", files.wanted.size()}, {"bytes", file_bytes}});
     log("files for child {}: host={} cached={} received={} bytes={}", id, files.host_own, files.cached.size(),
         files.wanted.size(), file_bytes);
     if (!lazy) log_image_complete(id, image.total_size);
@@ -435,6 +441,8 @@ asio::awaitable<peer_answer> handle_peer(
                                            std::move(placements));
     child = outcome.child;  // with lazy pages, also after a failure: it reads the connection
     if (outcome.ec) co_return failure{outcome.ec, outcome.message};
+    emit_event("child_restored", {{"id", id}, {"pid", outcome.pid}, {"origin", image.origin_host},
+                                  {"origin_pid", image.pid}, {"peer", from}});
     log("child {} restored: pid {} from {} (origin pid {}, from {})", id, outcome.pid, image.origin_host, image.pid,
         from);
     co_return protocol::restored{id, agent.host, outcome.pid};
@@ -504,11 +512,14 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     if (auto* restored = std::get_if<protocol::restored>(&outcome)) {
         answer = reply(*restored);
     } else if (auto* probe = std::get_if<protocol::probe_reply>(&outcome)) {
+        emit_event("probe_answered", {{"peer", from}});
         log("answered a probe from {}", from);
         answer = reply(*probe);
     } else {
         auto& f = std::get<failure>(outcome);
         if (f.code == asio::error::eof && !greeted) co_return;  // connected and left: nothing to say
+        emit_event(greeted ? "restore_failed" : "peer_refused",
+                   {{"peer", from}, {"code", f.code.value()}, {"text", f.text}});
         log("{} from {}: {}", greeted ? "fork failed" : "refused", from, f.text);
         answer = reply(protocol::error_message{f.code, f.text});  // bare: the library adds "rfork: "
     }
@@ -520,6 +531,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
         peer->shutdown_send();
     } else if (greeted) {
         co_await drain(peer, agent.opts.limits);
+        emit_event("connection_drained", {{"peer", from}});
         log("closed the connection from {}", from);
     }
 }

@@ -1,5 +1,6 @@
 #include "receive/restore.hpp"
 
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/spawn.hpp"
 #include "criu/criu.hpp"
@@ -288,6 +289,7 @@ asio::awaitable<restore_outcome> restore_steps(std::shared_ptr<restore_state> s,
 void log_image_complete(const std::string& id, std::uint64_t bytes) {
     auto clock_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
         std::chrono::system_clock::now().time_since_epoch()).count();
+    emit_event("image_complete", {{"id", id}, {"bytes", bytes}});
     log("image for child {} complete: {} bytes (clock_ns={})", id, bytes, clock_ns);
 }
 

@@ -1,5 +1,6 @@
 #include "send/child_relay.hpp"
 
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/spawn.hpp"
 #include "criu/criu.hpp"
@@ -117,6 +118,12 @@ asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_rela
     child->status = end.status;
     child->lost = end.lost;
     child->ended.set();  // wakes every waiter
+    if (child->status)
+        emit_event("forked_child_ended", {{"id", child->id}, {"host", child->host}, {"parent_pid", child->parent_pid},
+                                          {"status", *child->status}});
+    else
+        emit_event("forked_child_lost", {{"id", child->id}, {"host", child->host}, {"parent_pid", child->parent_pid},
+                                         {"text", child->lost.message()}});
     if (child->status)
         log("child {} on {} (of pid {}) ended with status {}", child->id, child->host, child->parent_pid, *child->status);
     else

@@ -1,5 +1,6 @@
 #include "send/serve_fork.hpp"
 
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/run_as.hpp"
 #include "peer/peer_connect.hpp"
@@ -81,6 +82,8 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket program, ucred
     int target_pidfd = target.snapshot_pidfd ? target.snapshot_pidfd.get() : caller.get();
     unique_fd parent_pidfd = std::move(caller);  // still open: target_pidfd may be it
 
+    emit_event("fork_request", {{"pid", cred.pid}, {"uid", cred.uid}, {"endpoint", request.endpoint},
+                                {"snapshot_pid", pid == cred.pid ? 0 : pid}});
     if (pid == cred.pid)
         log("fork request from pid {} (uid {}) to {}", cred.pid, cred.uid, request.endpoint);
     else
@@ -95,12 +98,15 @@ asio::awaitable<void> serve_fork(agent_state& agent, local_socket program, ucred
     }
     if (auto* f = std::get_if<failure>(&outcome)) {
         co_await end_page_serving(relay);  // a lazy dump serving pages gives up; the program hears once it is gone
+        emit_event("fork_failed", {{"pid", cred.pid}, {"code", f->code.value()}, {"text", f->text}});
         log("fork request from pid {} failed: {}", cred.pid, f->text);
         co_await answer_failure(program, *f);
         co_return;
     }
     auto& restored = std::get<protocol::restored>(outcome);
     auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+    emit_event("forked", {{"pid", cred.pid}, {"endpoint", request.endpoint}, {"id", restored.child_id},
+                          {"child_pid", restored.pid}, {"us", static_cast<std::int64_t>(ms * 1000)}});
     log("forked pid {} to {}: child {} runs there as pid {} ({:.1f} ms)", cred.pid, request.endpoint,
         restored.child_id, restored.pid, ms);
 

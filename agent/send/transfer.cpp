@@ -1,5 +1,6 @@
 #include "send/transfer.hpp"
 
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/watchdog.hpp"
 #include "peer/deadline.hpp"
@@ -110,8 +111,11 @@ asio::awaitable<answer_read> read_answer(std::shared_ptr<child_relay> relay, con
             auto sent = co_await send_wanted_files(relay->peer, image.outgoing, asked);
             got.sending = answer_due.timed_out_or(sent.ec);
             if (got.sending) break;
-            if (!asked.wanted.empty())
+            if (!asked.wanted.empty()) {
+                emit_event("files_sent",
+                           {{"pid", pid}, {"endpoint", endpoint}, {"files", asked.wanted.size()}, {"bytes", sent.bytes}});
                 log("sent {} files ({} bytes) of pid {} to {}", asked.wanted.size(), sent.bytes, pid, endpoint);
+            }
         } else if (relay->pages && page_relay::carries(got.reply.type)) {
             co_await relay->pages->take(got.reply);
         } else {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "common/agent_state.hpp"
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/spawn.hpp"
 
@@ -49,9 +50,11 @@ asio::awaitable<void> accept_loop(agent_state& agent, std::shared_ptr<Acceptor> 
             if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
             if (ec) {
                 bool wait = lacks_resources(ec);
-                if (failures++ == 0)
+                if (failures++ == 0) {
+                    emit_event("accept_failed", {{"on", where}, {"text", ec.message()}});
                     log("cannot accept connections on {}: {}{}", where, ec.message(),
                         wait ? fmt::format("; trying again every {} ms", accept_pause.count()) : std::string{});
+                }
                 if (wait) {
                     pause.expires_after(accept_pause);
                     co_await pause.async_wait(rfork::detail::as_tuple_awaitable);

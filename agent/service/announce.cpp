@@ -1,6 +1,7 @@
 #include "service/announce.hpp"
 
 #include "common/host_facts.hpp"
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/service_notify.hpp"
 #include "peer/peer_connection.hpp"
@@ -62,7 +63,10 @@ void announce(agent_state& agent, const std::string& unlimited) {
             "pays for them on both hosts (~15 ms each)");
 }
 
-void report_ready(const options& opts) {
+void report_ready(const agent_state& agent) {
+    const options& opts = agent.opts;
+    emit_event("agent_ready", {{"name", agent.host}, {"socket", opts.socket_path}, {"listen", opts.listen.to_string()},
+                               {"criu", agent.criu}});
     if (opts.ready_fd >= 0) {
         [[maybe_unused]] auto n = ::write(opts.ready_fd, "ready\n", 6);
         ::close(opts.ready_fd);

@@ -11,7 +11,8 @@ namespace rfork::agent {
 // `unlimited`: why children go without cgroups, when they do (startup.hpp).
 void announce(agent_state& agent, const std::string& unlimited);
 
-// --ready-fd and the service manager (Type=notify): started means listening.
-void report_ready(const options& opts);
+// The agent_ready event, --ready-fd and the service manager (Type=notify):
+// started means listening.
+void report_ready(const agent_state& agent);
 
 }  // namespace rfork::agent

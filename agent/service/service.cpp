@@ -74,7 +74,7 @@ int serve(agent_state& agent) {
         stop->now(0);
     });
     announce(agent, unlimited);
-    report_ready(agent.opts);
+    report_ready(agent);
     agent.io.run();
     std::error_code ignored;
     std::filesystem::remove(agent.opts.socket_path, ignored);

@@ -1,5 +1,6 @@
 #include "service/startup.hpp"
 
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/remove_tree.hpp"
 #include "criu/criu.hpp"
@@ -16,6 +17,20 @@ namespace rfork::agent {
 namespace fs = std::filesystem;
 
 namespace {
+
+// Where events go (--event-fd, --event-log): first, so that nothing the
+// agent does goes unrecorded.
+bool open_events(const options& opts) {
+    if (auto ec = opts.event_fd >= 0 ? adopt_event_fd(opts.event_fd) : std::error_code{}) {
+        log("cannot write events to fd {} (--event-fd): {}", opts.event_fd, ec.message());
+        return false;
+    }
+    if (auto ec = opts.event_log.empty() ? std::error_code{} : open_event_log(opts.event_log)) {
+        log("cannot write events to {} (--event-log): {}", opts.event_log, ec.message());
+        return false;
+    }
+    return true;
+}
 
 // Checked before anything is made (the local secret, the work dir).
 bool find_own_criu(agent_state& agent) {
@@ -114,7 +129,7 @@ void prepare_work_dir(const std::string& dir) {
 }
 
 bool prepare_agent(agent_state& agent, std::string& unlimited) {
-    if (!find_own_criu(agent) || !make_credentials(agent) || !settle_host_name(agent) ||
+    if (!open_events(agent.opts) || !find_own_criu(agent) || !make_credentials(agent) || !settle_host_name(agent) ||
         !give_children_cgroups(agent, unlimited))
         return false;
     prepare_work_dir(agent.opts.work_dir);
