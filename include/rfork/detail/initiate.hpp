@@ -42,9 +42,10 @@ inline std::string unexpected_exception(std::exception_ptr e, const char* operat
 }
 
 // Runs `op` on `executor` and completes `handler` with its outcome, on the
-// handler's own executor if it has one. An exception that escapes `op` (no
-// more than allocation failure: the operations report errors as codes)
-// completes it as internal_error. Outcome: default-constructible, with
+// handler's own executor if it has one. The operations report their own
+// errors as codes; an exception that still escapes `op` (bad_alloc, or one
+// the standard library or Asio throws) completes it as internal_error, with
+// the exception's text. Outcome: default-constructible, with
 // `static Outcome failed(std::error_code, std::string)` and
 // `void complete(Handler&&) &&`.
 template <typename Outcome, typename Handler>
