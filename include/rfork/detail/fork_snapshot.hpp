@@ -154,19 +154,21 @@ inline fork_outcome wait_as_snapshot(int fd, const std::string& path) {
 // namespace), then the wait. Returns only in the restored child; a snapshot
 // that cannot become one ends at once, and the parent reads the end of the
 // socket instead of its byte.
+// An exception ends it too: a copy of the caller must never run on as one.
 inline fork_outcome run_as_snapshot(asio::execution_context& context, snapshot_socket_pair& pair,
                                     const std::string& path) {
+    fork_outcome outcome;
     try {
         context.notify_fork(asio::execution_context::fork_child);
+        ::setsid();
+        snapshot_socket_pair::close(pair.parent_end);
+        // The session exists before the agent looks at it: the parent waits for this.
+        const char made = 's';
+        if (::write(pair.snapshot_end, &made, 1) != 1) ::_exit(127);
+        outcome = wait_as_snapshot(pair.snapshot_end, path);
     } catch (...) {
         ::_exit(127);
     }
-    ::setsid();
-    snapshot_socket_pair::close(pair.parent_end);
-    // The session exists before the agent looks at it: the parent waits for this.
-    const char made = 's';
-    if (::write(pair.snapshot_end, &made, 1) != 1) ::_exit(127);
-    auto outcome = wait_as_snapshot(pair.snapshot_end, path);
     snapshot_socket_pair::close(pair.snapshot_end);
     // Only the restored child gets past here; the snapshot never runs on.
     if (!outcome.result.is_child()) ::_exit(0);
