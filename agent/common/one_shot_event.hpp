@@ -5,6 +5,8 @@
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/awaitable.hpp>
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/bind_cancellation_slot.hpp>
 #include <asio/bind_executor.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
@@ -27,15 +29,20 @@ public:
     bool happened() const { return happened_; }
 
     // Completes with no error once the event has happened, with any
-    // completion token, as Asio's own operations do.
+    // completion token, as Asio's own operations do; a waiter's cancellation
+    // (e.g. the losing side of `||`) reaches the wait and completes it with
+    // operation_aborted. The event outlives its waits (its owner holds it).
     template <typename Token>
     auto async_wait(Token&& token) {
         return asio::async_initiate<Token, void(std::error_code)>(
             [this](auto handler) {
+                auto slot = asio::get_associated_cancellation_slot(handler);
                 auto ex = asio::get_associated_executor(handler, timer_.get_executor());
-                timer_.async_wait(asio::bind_executor(ex, [handler = std::move(handler)](std::error_code) mutable {
-                    std::move(handler)(std::error_code{});  // the wait ends only by set(): no failure to tell
-                }));
+                auto done = [this, handler = std::move(handler)](std::error_code ec) mutable {
+                    // set() ends the timer's waits early: that is the event, not a failure.
+                    std::move(handler)(happened_ ? std::error_code{} : ec);
+                };
+                timer_.async_wait(asio::bind_cancellation_slot(slot, asio::bind_executor(ex, std::move(done))));
             },
             token);
     }

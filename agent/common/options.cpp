@@ -42,6 +42,18 @@ std::optional<options_error> open_without_credentials(const options& o) {
                          "/etc/rfork/secret (or certificates: rfork-agent keygen --ca DIR, then --host)"};
 }
 
+// Events go to one place, never over stdio or the ready fd, which is closed
+// once written (its number would then be another file's).
+std::optional<options_error> events_misplaced(const options& o) {
+    if (o.event_fd >= 0 && !o.event_log.empty())
+        return options_error{"--event-fd and --event-log exclude each other", "give one of them"};
+    if (o.event_fd >= 0 && o.event_fd <= 2)
+        return options_error{"--event-fd may not be stdin, stdout or stderr", "an fd of 3 or more"};
+    if (o.event_fd >= 0 && o.event_fd == o.ready_fd)
+        return options_error{"--event-fd and --ready-fd must be different fds", "two fds"};
+    return std::nullopt;
+}
+
 }  // namespace
 
 std::string socket_path_problem(const std::string& path) {
@@ -54,6 +66,7 @@ std::optional<options_error> check_options(const options& o) {
     if (auto e = credentials_mixed(o)) return e;
     if (auto e = open_without_credentials(o)) return e;
     if (auto e = relative_paths(o)) return e;
+    if (auto e = events_misplaced(o)) return e;
     // Checked here, not where the agent binds: a library's fork builds the
     // same address from it, and must not meet a path it cannot use.
     if (auto problem = socket_path_problem(o.socket_path); !problem.empty())

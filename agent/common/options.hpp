@@ -55,8 +55,6 @@ struct options {
     int ready_fd = -1;                          // write "ready\n" here once listening
     std::string event_log;                      // append events (common/events.hpp) here
     int event_fd = -1;                          // or write them to this fd
-    std::string event_log;                      // append events (common/events.hpp) here
-    int event_fd = -1;                          // or write them to this fd
     struct limits limits;
 };
 

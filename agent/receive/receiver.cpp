@@ -380,6 +380,8 @@ std::variant<std::vector<unsigned char>, failure> place_files(const job_dir& job
 // Everything after the connection is accepted; the value is the answer to send.
 // `pending`, `greeted` and `child` are serve_peer's, which awaits this at
 // once: they outlive it, and tell serve_peer what it did even if it throws.
+// Longer than most: one straight sequence of checks and steps, each a call,
+// in the order the conversation has them.
 asio::awaitable<peer_answer> handle_peer(
     agent_state& agent, std::shared_ptr<peer_connection> connection, std::string from,
     pending_slot& pending, bool& greeted, std::shared_ptr<restored_child>& child) {
@@ -466,6 +468,9 @@ asio::awaitable<void> drain(std::shared_ptr<peer_connection> peer, limits limits
 
 }  // namespace
 
+// One peer's connection, from accept to close: admission, TLS, the
+// conversation, the answer, and what follows it (a child served, or the rest
+// of a refused image drained). Kept whole so the order of these is in one place.
 asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket connection) {
     std::error_code ignored;
     auto remote = connection.remote_endpoint(ignored);

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <climits>
 #include <string>
 
 using rfork::agent::event_line;
@@ -29,5 +30,21 @@ TEST_SUITE("unit.events") {
 
     TEST_CASE("an event with no fields is still an object") {
         CHECK(event_line("agent_ready", 2.5, {}) == "{\"event\":\"agent_ready\",\"time\":2.500}\n");
+    }
+
+    TEST_CASE("bytes that are not UTF-8 become U+FFFD and valid UTF-8 stays as it is") {
+        std::string text = "caf\xc3\xa9 \xff \xc0\xaf \xed\xa0\x80 \xe2\x82";
+        auto line = event_line("x", 0, {{"t", text}});
+        CHECK(line == "{\"event\":\"x\",\"time\":0.000,\"t\":\"caf\xc3\xa9 \\ufffd \\ufffd\\ufffd "
+                      "\\ufffd\\ufffd\\ufffd \\ufffd\\ufffd\"}\n");
+    }
+
+    TEST_CASE("a line is never longer than a pipe takes whole") {
+        std::string big(100000, 'a');
+        std::string controls(3000, '\x01');
+        auto line = event_line("x", 0, {{"a", big}, {"b", big}, {"c", controls}, {"d", controls}});
+        CHECK(line.size() <= PIPE_BUF);
+        CHECK(line.back() == '\n');
+        CHECK(line.find("\"a\":\"" + std::string(64, 'a') + "\"") != std::string::npos);
     }
 }

@@ -5,12 +5,15 @@
 #include <rfork/detail/frame_io.hpp>
 
 #include <asio/co_spawn.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/io_context.hpp>
 #include <asio/use_future.hpp>
 
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <future>
 
 using namespace rfork::agent;
 
@@ -61,5 +64,26 @@ TEST_SUITE("unit.one_shot_event") {
         io.run_for(std::chrono::seconds(5));
         done.get();
         CHECK(woken);
+    }
+
+    TEST_CASE("a wait that loses a race to a timer is cancelled and the event is still unset") {
+        using namespace asio::experimental::awaitable_operators;
+        asio::io_context io;
+        one_shot_event event(io.get_executor());
+        asio::steady_timer timer(io, std::chrono::milliseconds(10));
+        std::size_t winner = 99;
+        auto race = [&]() -> asio::awaitable<void> {
+            auto result = co_await (event.wait() || timer.async_wait(asio::use_awaitable));
+            winner = result.index();
+        };
+        auto done = asio::co_spawn(io, race(), asio::use_future);
+        // Bounded: without the cancellation reaching the event's wait, the
+        // race would never end (nothing sets the event).
+        io.run_for(std::chrono::seconds(5));
+        // (use_future sets the future from Asio's system thread pool.)
+        REQUIRE(done.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+        done.get();
+        CHECK(winner == 1);
+        CHECK_FALSE(event.happened());
     }
 }
