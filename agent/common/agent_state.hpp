@@ -77,7 +77,7 @@ struct agent_state {
     std::optional<file_cache> files{};     // what other agents sent of their processes' files
     file_identity_cache own_files{};       // identities of this host's files: sent, or compared with a peer's
 
-    // A fresh, empty, private directory under the work dir for one job.
+    // A fresh, empty, private directory under the work dir for one job (agent_state.cpp).
     job_dir make_job_dir(const std::string& name);
 };
 

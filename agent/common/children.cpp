@@ -1,5 +1,7 @@
 #include "common/children.hpp"
 
+#include <rfork/detail/pidfd.hpp>
+
 #include <fmt/core.h>
 
 #include <sys/syscall.h>
@@ -15,7 +17,7 @@ namespace rfork::agent {
 namespace {
 
 struct pidfd {
-    explicit pidfd(int pid) : fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))) {}
+    explicit pidfd(int pid) : fd(detail::open_pidfd(pid)) {}
     ~pidfd() {
         if (fd >= 0) ::close(fd);
     }

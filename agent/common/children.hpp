@@ -7,7 +7,6 @@
 #include "common/process.hpp"
 
 #include <asio/any_io_executor.hpp>
-#include <asio/steady_timer.hpp>
 
 #include <chrono>
 #include <functional>
@@ -21,7 +20,7 @@ namespace rfork::agent {
 
 // A child of a program of this host, running on another host.
 struct forked_child {
-    forked_child(const asio::any_io_executor& ex) : ended(ex, asio::steady_timer::time_point::max()) {}
+    explicit forked_child(const asio::any_io_executor& ex) : ended(ex) {}
 
     std::string id;
     std::string host;
@@ -29,7 +28,7 @@ struct forked_child {
     unsigned parent_uid = 0;
     std::optional<int> status;          // exit code or 128 + signal, once it ended
     std::error_code lost;               // set if its host went silent before telling
-    asio::steady_timer ended;           // waiters wait on it; cancelled when the child ends
+    one_shot_event ended;               // set when the child ends: wakes every waiter
     std::function<void(int)> signal;    // relays a signal while it runs
 
     bool finished() const { return status || lost; }

@@ -4,6 +4,7 @@
 #include <rfork/endpoint.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -52,11 +53,16 @@ struct options {
     bool allow_unlimited_children = false;      // start without cgroups for children if none can be made
     std::string name;                           // host name told to peers; empty: gethostname()
     int ready_fd = -1;                          // write "ready\n" here once listening
+    std::string event_log;                      // append events (common/events.hpp) here
+    int event_fd = -1;                          // or write them to this fd
     struct limits limits;
 };
 
 // Whether `host` (a numeric address) only reaches this machine.
 bool is_loopback(const std::string& host);
+
+// The longest path a local socket may have: sockaddr_un's sun_path, less its NUL.
+inline constexpr std::size_t max_socket_path = 107;
 
 // The agent's long options by name, without their dashes.
 enum class option_kind { unknown, flag, takes_value };
@@ -72,12 +78,18 @@ struct options_error {
 // config file): why, and what to do instead; nullopt for any other name.
 std::optional<options_error> removed_option(std::string_view name);
 
-// Parses `rfork-agent [OPTIONS]`, reading each --config FILE where it stands
-// (so options after it override its values); on bad input returns nullopt
-// and sets `error`. `rfork-agent doctor` may leave --listen out.
+// Parses `rfork-agent [OPTIONS]` (agent_command_line.hpp), reading each
+// --config FILE where it stands (so options after it override its values); on
+// bad input returns nullopt and sets `error`. `rfork-agent doctor` may leave
+// --listen out.
 std::optional<options> parse_options(const std::vector<std::string>& args, options_error& error,
                                      bool listen_required = true);
 
-extern const char* const usage_text;
+// The checks of the options as a whole, once each is known good: why they
+// cannot go together, or nullopt.
+std::optional<options_error> check_options(const options& o);
+
+// A local socket's path: empty when `path` can be one, or why not.
+std::string socket_path_problem(const std::string& path);
 
 }  // namespace rfork::agent

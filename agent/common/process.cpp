@@ -3,6 +3,7 @@
 #include "common/run_as.hpp"
 
 #include <rfork/detail/frame_io.hpp>
+#include <rfork/detail/pidfd.hpp>
 
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/this_coro.hpp>
@@ -140,7 +141,7 @@ child_process spawn(const std::vector<std::string>& argv, const std::vector<fd_m
 
     child_process child;
     child.pid = pid;
-    child.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    child.pidfd.reset(detail::open_pidfd(pid));
     if (!child.pidfd) throw_errno("pidfd_open");
     return child;
 }

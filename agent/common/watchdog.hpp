@@ -3,6 +3,8 @@
 // resources for longer than its limits allow.
 #pragma once
 
+#include <rfork/error.hpp>
+
 #include <asio/steady_timer.hpp>
 
 #include <chrono>
@@ -42,6 +44,9 @@ public:
         timer_.cancel();
     }
     bool fired() const { return state_->fired; }
+    // What an operation's result means: errc::timed_out once the deadline
+    // has passed (the operation failed because it was cancelled), else `ec`.
+    std::error_code timed_out_or(std::error_code ec) const { return fired() ? std::error_code(errc::timed_out) : ec; }
 
 private:
     struct state {

@@ -52,6 +52,59 @@ void print(const check_result& r, tally& count) {
     std::fflush(stdout);
 }
 
+// This host's checks, in the order an operator would fix them; `tls` gets
+// the agent's credentials when they load.
+void check_this_host(const options& opts, std::optional<asio::ssl::context>& tls, tally& count) {
+    std::error_code ignored;
+    auto self_exe = fs::read_symlink("/proc/self/exe", ignored).string();
+    auto root = check_root();
+    print(root, count);
+
+    // The kernel's checks need root: without it they would only say so again.
+    bool as_root = root.status == check_status::ok;
+    std::string criu;
+    print(check_criu_found(opts, self_exe, criu), count);
+    bool ask_criu = !criu.empty() && as_root;
+    if (!criu.empty()) print(check_criu_version(criu), count);
+    if (ask_criu) print(check_criu_check(criu), count);
+    print(check_pidfd(), count);
+    bool userfaultfd = true;
+    if (ask_criu) {
+        if (opts.lazy_pages) {
+            auto r = check_userfaultfd(criu);
+            userfaultfd = r.status == check_status::ok;
+            print(r, count);
+        }
+        print(check_clone3_set_tid(criu), count);
+        print(check_network_lock(criu), count);
+    }
+    // Without userfaultfd its own check said all there is to say about lazy pages.
+    if (!opts.lazy_pages || (as_root && userfaultfd)) print(check_lazy_pages(opts), count);
+    print(check_run_tmpfs(), count);
+    print(check_child_cgroups(opts), count);
+
+    for (auto& r : check_credentials(opts, tls)) print(r, count);
+    print(check_listen(opts), count);
+    print(check_directory("work dir", opts.work_dir, "work-dir DIR"), count);
+    print(check_directory("local socket's directory", fs::path(opts.socket_path).parent_path().string(),
+                          "socket PATH"),
+          count);
+}
+
+// Each --peer, through a whole connection with this agent's credentials (`tls`).
+void check_peers(const options& opts, const std::vector<endpoint>& peers, asio::ssl::context* tls, tally& count) {
+    bool credentials = !opts.secret_file.empty() || !opts.cert.empty();
+    for (auto& peer : peers) {
+        if (credentials && !tls) {
+            print(failed(fmt::format("peer {}", peer.to_string()), "not tried: this agent's credentials do not load",
+                         "fix the credentials first (above)"),
+                  count);
+            continue;
+        }
+        print(check_peer(opts, tls, peer), count);
+    }
+}
+
 }  // namespace
 
 int run_doctor(const std::vector<std::string>& args) {
@@ -99,52 +152,9 @@ int run_doctor(const std::vector<std::string>& args) {
         return 2;
     }
     const options& opts = *parsed;
-    auto self_exe = fs::read_symlink("/proc/self/exe", ignored).string();
-
-    auto root = check_root();
-    print(root, count);
-
-    // The kernel's checks need root: without it they would only say so again.
-    bool as_root = root.status == check_status::ok;
-    std::string criu;
-    print(check_criu_found(opts, self_exe, criu), count);
-    bool ask_criu = !criu.empty() && as_root;
-    if (!criu.empty()) print(check_criu_version(criu), count);
-    if (ask_criu) print(check_criu_check(criu), count);
-    print(check_pidfd(), count);
-    bool userfaultfd = true;
-    if (ask_criu) {
-        if (opts.lazy_pages) {
-            auto r = check_userfaultfd(criu);
-            userfaultfd = r.status == check_status::ok;
-            print(r, count);
-        }
-        print(check_clone3_set_tid(criu), count);
-        print(check_network_lock(criu), count);
-    }
-    // Without userfaultfd its own check said all there is to say about lazy pages.
-    if (!opts.lazy_pages || (as_root && userfaultfd)) print(check_lazy_pages(opts), count);
-    print(check_run_tmpfs(), count);
-    print(check_child_cgroups(opts), count);
-
     std::optional<asio::ssl::context> tls;
-    for (auto& r : check_credentials(opts, tls)) print(r, count);
-    print(check_listen(opts), count);
-    print(check_directory("work dir", opts.work_dir, "work-dir DIR"), count);
-    print(check_directory("local socket's directory", fs::path(opts.socket_path).parent_path().string(),
-                          "socket PATH"),
-          count);
-
-    bool credentials = !opts.secret_file.empty() || !opts.cert.empty();
-    for (auto& peer : peers) {
-        if (credentials && !tls) {
-            print(failed(fmt::format("peer {}", peer.to_string()), "not tried: this agent's credentials do not load",
-                         "fix the credentials first (above)"),
-                  count);
-            continue;
-        }
-        print(check_peer(opts, tls ? &*tls : nullptr, peer), count);
-    }
+    check_this_host(opts, tls, count);
+    check_peers(opts, peers, tls ? &*tls : nullptr, count);
 
     auto warnings = count.warnings == 0 ? std::string{}
                     : fmt::format(", {} warning{}", count.warnings, count.warnings == 1 ? "" : "s");

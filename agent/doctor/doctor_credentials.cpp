@@ -1,7 +1,8 @@
 // Doctor's checks of the agent's credentials: configured, safe, loadable.
 #include "doctor/doctor_checks.hpp"
 
-#include "peer/peer_connection.hpp"
+#include "peer/certificates.hpp"
+#include "peer/tls.hpp"
 
 #include <fmt/core.h>
 

@@ -5,10 +5,11 @@
 #include "criu/criu.hpp"
 #include "common/host_facts.hpp"
 
+#include <rfork/detail/pidfd.hpp>
+
 #include <fmt/core.h>
 
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -27,7 +28,7 @@ check_result check_root() {
 
 check_result check_pidfd() {
     const char* what = "kernel: pidfd_open";
-    int fd = static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0));
+    int fd = detail::open_pidfd(::getpid());
     if (fd < 0)
         return failed(what, fmt::format("{}; the agent watches its processes through pidfds", std::strerror(errno)),
                       "a Linux kernel of 5.3 or later");

@@ -3,9 +3,11 @@
 // made as a sending agent makes it.
 #include "doctor/doctor_checks.hpp"
 
+#include "common/watchdog.hpp"
+#include "peer/deadline.hpp"
 #include "peer/peer_connect.hpp"
 #include "peer/peer_connection.hpp"
-#include "common/watchdog.hpp"
+#include "peer/tls.hpp"
 
 #include <rfork/detail/frame_io.hpp>
 #include <rfork/detail/local_request.hpp>
@@ -37,7 +39,6 @@ namespace {
 using namespace std::chrono_literals;
 using asio::ip::tcp;
 
-constexpr std::uint32_t reply_limit = 64 * 1024;
 constexpr connect_limits probe_limits{5s, 5s, 10s};
 
 // Runs `task` to its end, or for at most `bound`; nothing when it did not end.
@@ -106,16 +107,16 @@ struct probe_outcome {
 
 asio::awaitable<probe_outcome> probe(endpoint where, asio::ssl::context* tls) {
     auto ex = co_await asio::this_coro::executor;
-    peer_connection peer(ex);
+    auto peer = std::make_shared<peer_connection>(ex);
     probe_outcome outcome;
     outcome.unconnected = co_await connect_to_agent(peer, where, tls, probe_limits);
     if (outcome.unconnected) co_return outcome;
-    watchdog guard(peer, probe_limits.handshake);
-    protocol::probe_request question;
-    outcome.lost = co_await detail::write_message(peer, question);
-    if (!outcome.lost) outcome.lost = co_await detail::read_frame(peer, outcome.answer, reply_limit);
-    if (guard.fired()) outcome.lost = asio::error::timed_out;
-    peer.close();
+    watchdog due(*peer, probe_limits.handshake);  // for the question and its answer together
+    protocol::probe_request question;  // named: GCC 12 and temporaries around co_await
+    outcome.lost = due.timed_out_or(co_await detail::write_message(*peer, question));
+    if (!outcome.lost)
+        outcome.lost = co_await read_frame_within(*peer, outcome.answer, protocol::max_control_payload, due);
+    peer->close();
     co_return outcome;
 }
 
@@ -185,12 +186,10 @@ check_result judge(const options& opts, const std::string& what, const probe_out
         return failed(what, fmt::format("no answer to the probe: {}", outcome.lost.message()),
                       "look at the log of the agent there (journalctl -u rfork-agent)");
     if (frame.type == protocol::message_type::error) {
-        protocol::error_message e;
-        if (protocol::decode(frame.payload, e)) e = {errc::malformed_message, "a malformed error"};
+        auto e = protocol::error_of(frame.payload);
         if (e.code == errc::unexpected_message)
             return warned(what, "the peer's agent is older: it does not answer probes (its TLS and handshake work)",
                           "install this version of rfork-agent there");
-        if (e.text.starts_with("rfork: ")) e.text.erase(0, 7);
         return failed(what, fmt::format("the agent there refused the probe: {}", e.text),
                       "look at the log of the agent there (journalctl -u rfork-agent)");
     }

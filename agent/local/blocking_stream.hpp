@@ -33,7 +33,8 @@ public:
     blocking_stream(const blocking_stream&) = delete;
     blocking_stream& operator=(const blocking_stream&) = delete;
 
-    // One call at a time.
+    // One call at a time. A span's bytes are the caller's, which awaits the
+    // call at once.
     // Some bytes; 0 at the end of input, on an error, or once closed.
     asio::awaitable<std::size_t> read_some(std::span<unsigned char> buffer);
     // All of `data`; false on an error, or once closed.

@@ -1,5 +1,7 @@
 #include "local/cli.hpp"
 
+#include "common/options.hpp"
+
 #include <rfork/detail/local_request.hpp>
 #include <rfork/options.hpp>
 
@@ -8,6 +10,8 @@
 #include <asio/use_future.hpp>
 
 #include <fmt/core.h>
+
+#include <CLI/CLI.hpp>
 
 #include <charconv>
 #include <csignal>
@@ -33,31 +37,52 @@ std::string format_age(std::uint64_t ms) {
     return fmt::format("{}h{:02}m", s / 3600, s % 3600 / 60);
 }
 
-// Accepts "15", "TERM" and "SIGTERM".
-std::optional<int> parse_signal(const std::string& text) {
+// The local agent's socket, as its own --socket is checked.
+CLI::Option* add_socket_option(CLI::App& command, std::string& into) {
+    into = agent_socket_from_environment();
+    auto check = [](const std::string& path) { return socket_path_problem(path); };
+    return command.add_option("--socket", into, "the local agent's socket (default $RFORK_AGENT_SOCKET\nor " +
+                                                   std::string(default_agent_socket) + ")")
+        ->type_name("PATH")
+        ->check(CLI::Validator(check, ""));
+}
+
+}  // namespace
+
+std::optional<int> parse_signal(std::string_view text) {
     int number = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
-    if (ec == std::errc{} && end == text.data() + text.size()) return number >= 1 && number <= 64 ? std::optional(number) : std::nullopt;
-    std::string name = text.starts_with("SIG") ? text.substr(3) : text;
+    if (ec == std::errc{} && end == text.data() + text.size())
+        return number >= 1 && number <= 64 ? std::optional(number) : std::nullopt;
+    auto name = text.starts_with("SIG") ? text.substr(3) : text;
     for (int s = 1; s < 32; ++s)
         if (const char* abbrev = ::sigabbrev_np(s); abbrev && name == abbrev) return s;
     return std::nullopt;
 }
 
-}  // namespace
+CLI::App* add_list_command(CLI::App& app, list_command& into) {
+    auto* command = app.add_subcommand("list", "the children running on this host");
+    add_socket_option(*command, into.socket);
+    return command;
+}
 
-int run_list(const std::vector<std::string>& args) {
-    std::string socket = agent_socket_from_environment();
-    for (std::size_t i = 0; i < args.size(); ++i) {
-        if (args[i] == "--socket" && i + 1 < args.size()) {
-            socket = args[++i];
-        } else {
-            fmt::print(stderr, "usage: rfork-agent list [--socket PATH]\n");
-            return 2;
-        }
-    }
+CLI::App* add_kill_command(CLI::App& app, kill_command& into) {
+    auto* command = app.add_subcommand("kill", "send a signal to a child running on this host");
+    command->add_option("ID", into.id, "the child, as rfork-agent list names it")->required();
+    auto signal = [&into](const std::string& text) {
+        auto parsed = parse_signal(text);
+        if (!parsed) throw CLI::ValidationError("unknown signal '" + text + "'");
+        into.signal = *parsed;
+    };
+    command->add_option_function<std::string>("--signal", signal, "the signal, by number or name (default TERM)")
+        ->type_name("N|NAME");
+    add_socket_option(*command, into.socket);
+    return command;
+}
+
+int run_list(const list_command& command) {
     protocol::list_request request;
-    auto answer = ask(socket, protocol::encode(request));
+    auto answer = ask(command.socket, protocol::encode(request));
     protocol::list_reply reply;
     if (!answer.ec && (answer.frame.type != protocol::message_type::list_reply ||
                        protocol::decode(answer.frame.payload, reply)))
@@ -72,33 +97,9 @@ int run_list(const std::vector<std::string>& args) {
     return 0;
 }
 
-int run_kill(const std::vector<std::string>& args) {
-    std::string socket = agent_socket_from_environment();
-    std::string id;
-    int signal = SIGTERM;
-    for (std::size_t i = 0; i < args.size(); ++i) {
-        if (args[i] == "--socket" && i + 1 < args.size()) {
-            socket = args[++i];
-        } else if (args[i] == "--signal" && i + 1 < args.size()) {
-            auto parsed = parse_signal(args[++i]);
-            if (!parsed) {
-                fmt::print(stderr, "rfork-agent kill: unknown signal '{}'\n", args[i]);
-                return 2;
-            }
-            signal = *parsed;
-        } else if (id.empty() && !args[i].starts_with("-")) {
-            id = args[i];
-        } else {
-            id.clear();
-            break;
-        }
-    }
-    if (id.empty()) {
-        fmt::print(stderr, "usage: rfork-agent kill ID [--signal N|NAME] [--socket PATH]\n");
-        return 2;
-    }
-    protocol::kill_request request{id, static_cast<std::uint32_t>(signal)};
-    auto answer = ask(socket, protocol::encode(request));
+int run_kill(const kill_command& command) {
+    protocol::kill_request request{command.id, static_cast<std::uint32_t>(command.signal)};
+    auto answer = ask(command.socket, protocol::encode(request));
     if (!answer.ec && answer.frame.type != protocol::message_type::kill_reply)
         answer = {errc::unexpected_message, "rfork: unexpected answer from the agent", {}};
     if (answer.ec) {

@@ -1,5 +1,6 @@
 // Waiting for, signalling and listing children, on the local socket.
-#include "local/local.hpp"
+#include "local/control.hpp"
+
 #include "common/log.hpp"
 
 #include <asio/this_coro.hpp>
@@ -17,8 +18,8 @@ bool may_control(const ucred& cred, const forked_child& child) { return cred.uid
 
 }  // namespace
 
-asio::awaitable<void> serve_wait(agent_state& agent, local_socket& program, const ucred& cred,
-                                 const protocol::wait_request& request) {
+asio::awaitable<void> serve_wait(agent_state& agent, local_socket program, ucred cred,
+                                 protocol::wait_request request) {
     auto child = agent.forked.find(request.child_id);
     if (!child || !may_control(cred, *child)) {
         failure f{errc::no_such_child, "no child " + request.child_id + " of this host's programs"};
@@ -39,8 +40,8 @@ asio::awaitable<void> serve_wait(agent_state& agent, local_socket& program, cons
     co_await answer(program, reply);
 }
 
-asio::awaitable<void> serve_kill(agent_state& agent, local_socket& program, const ucred& cred,
-                                 const protocol::kill_request& request) {
+asio::awaitable<void> serve_kill(agent_state& agent, local_socket program, ucred cred,
+                                 protocol::kill_request request) {
     // A child of this host's programs, running elsewhere: relayed to its host.
     if (auto child = agent.forked.find(request.child_id); child && may_control(cred, *child)) {
         if (child->finished() || !child->signal) {
@@ -75,7 +76,7 @@ asio::awaitable<void> serve_kill(agent_state& agent, local_socket& program, cons
     co_await answer(program, done);
 }
 
-asio::awaitable<void> serve_list(agent_state& agent, local_socket& program) {
+asio::awaitable<void> serve_list(agent_state& agent, local_socket program) {
     protocol::list_reply reply;
     auto now = std::chrono::steady_clock::now();
     for (auto& [id, child] : agent.hosted.all()) {

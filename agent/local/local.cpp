@@ -1,10 +1,15 @@
 #include "local/local.hpp"
 
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/watchdog.hpp"
+#include "local/control.hpp"
+#include "send/serve_fork.hpp"
 
+#include <rfork/detail/pidfd.hpp>
+
+#include <fcntl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,7 +18,6 @@ namespace rfork::agent {
 
 namespace {
 
-constexpr std::uint32_t request_limit = 64 * 1024;
 constexpr std::size_t max_fds = protocol::fork_request::max_fds;
 
 struct first_message {
@@ -46,10 +50,10 @@ ssize_t receive(int socket, std::span<unsigned char> buffer, std::vector<unique_
 }
 
 // The handshake and first frame, with the fds that came along (recvmsg: a
-// plain read would drop them).
+// plain read would drop them). `program` is serve_local's, which awaits this at once.
 asio::awaitable<first_message> read_first_message(local_socket& program) {
     first_message m;
-    protocol::stream_decoder decoder(true, request_limit);
+    protocol::stream_decoder decoder(true, protocol::max_control_payload);
     std::array<unsigned char, 4096> buffer{};
     std::size_t total = 0;
     bool greeted = false;
@@ -101,7 +105,7 @@ unique_fd peer_pidfd(int socket, pid_t pid) {
         ::fcntl(fd, F_SETFD, FD_CLOEXEC);
         return unique_fd(fd);
     }
-    return unique_fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    return unique_fd(detail::open_pidfd(pid));
 }
 
 template <typename Message>
@@ -114,7 +118,7 @@ std::optional<Message> decode_as(const protocol::stream_decoder::frame& frame) {
 }  // namespace
 
 asio::awaitable<void> answer_failure(local_socket& program, const failure& f) {
-    protocol::error_message e{f.code, "rfork: " + f.text};
+    protocol::error_message e{f.code, f.text};
     co_await answer(program, e);
 }
 
@@ -128,6 +132,7 @@ asio::awaitable<void> serve_local(agent_state& agent, local_socket program) {
     auto& users = agent.opts.local_users;
     if (cred.uid != 0 && std::find(users.begin(), users.end(), cred.uid) == users.end()) {
         failure refused{errc::not_permitted, fmt::format("uid {} may not use this agent (see --local-users)", cred.uid)};
+        emit_event("request_refused", {{"pid", cred.pid}, {"code", refused.code.value()}, {"text", refused.text}});
         log("request from pid {} refused: {}", cred.pid, refused.text);
         co_await answer_failure(program, refused);
         co_return;
@@ -140,6 +145,8 @@ asio::awaitable<void> serve_local(agent_state& agent, local_socket program) {
                                                              agent.opts.limits.handshake_timeout.count())};
     if (first.problem) {
         if (first.problem->code == asio::error::eof) co_return;  // connected and left
+        emit_event("request_refused",
+                   {{"pid", cred.pid}, {"code", first.problem->code.value()}, {"text", first.problem->text}});
         log("request from pid {} refused: {}", cred.pid, first.problem->text);
         co_await answer_failure(program, *first.problem);
         co_return;
@@ -147,26 +154,28 @@ asio::awaitable<void> serve_local(agent_state& agent, local_socket program) {
     switch (first.frame.type) {
     case protocol::message_type::fork_request:
         if (auto request = decode_as<protocol::fork_request>(first.frame)) {
-            co_await serve_fork(agent, program, cred, std::move(caller), *request, first.fds);
+            co_await serve_fork(agent, std::move(program), cred, std::move(caller), std::move(*request),
+                                 std::move(first.fds));
             co_return;
         }
         break;
     case protocol::message_type::wait_request:
         if (auto request = decode_as<protocol::wait_request>(first.frame)) {
-            co_await serve_wait(agent, program, cred, *request);
+            co_await serve_wait(agent, std::move(program), cred, std::move(*request));
             co_return;
         }
         break;
     case protocol::message_type::kill_request:
         if (auto request = decode_as<protocol::kill_request>(first.frame)) {
-            co_await serve_kill(agent, program, cred, *request);
+            co_await serve_kill(agent, std::move(program), cred, std::move(*request));
             co_return;
         }
         break;
-    case protocol::message_type::list_request: co_await serve_list(agent, program); co_return;
+    case protocol::message_type::list_request: co_await serve_list(agent, std::move(program)); co_return;
     default: break;
     }
     failure bad{errc::malformed_message, "expected a fork, wait, kill or list request"};
+    emit_event("request_refused", {{"pid", cred.pid}, {"code", bad.code.value()}, {"text", bad.text}});
     log("request from pid {} refused: {}", cred.pid, bad.text);
     co_await answer_failure(program, bad);
 }

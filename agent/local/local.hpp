@@ -13,32 +13,29 @@
 
 #include <sys/socket.h>
 
-#include <vector>
 
 namespace rfork::agent {
 
 using local_socket = asio::local::stream_protocol::socket;
 
-// Serves one connection on the local socket: one request, one answer.
+// Serves one connection on the local socket: one request, one answer. Here
+// and in every coroutine serving a request, `agent` is a reference: the
+// agent's state lives in run_agent for as long as the agent runs, beyond any
+// coroutine it starts.
 asio::awaitable<void> serve_local(agent_state& agent, local_socket program);
 
-// The requests, once read (sender.cpp and control.cpp). `caller` is a pidfd
-// of the process that connected, taken when it connected.
-asio::awaitable<void> serve_fork(agent_state& agent, local_socket& program, const ucred& cred, unique_fd caller,
-                                 const protocol::fork_request& request, std::vector<unique_fd>& stdio);
-asio::awaitable<void> serve_wait(agent_state& agent, local_socket& program, const ucred& cred,
-                                 const protocol::wait_request& request);
-asio::awaitable<void> serve_kill(agent_state& agent, local_socket& program, const ucred& cred,
-                                 const protocol::kill_request& request);
-asio::awaitable<void> serve_list(agent_state& agent, local_socket& program);
-
-// Writes the agent's handshake and one message to the program.
+// Writes the agent's handshake and one message to the program. `program`
+// and `message` are the caller's, which awaits this at once: they outlive
+// the write. (Named, never a temporary in the co_await: GCC 12 destroys such
+// a temporary wrongly.)
 template <typename Message>
 asio::awaitable<void> answer(local_socket& program, const Message& message) {
     auto bytes = handshake_and(message);
     co_await detail::write_bytes(program, bytes);
 }
 
+// The failure as an error frame (`program` as for answer); its text bare, as on every error frame (the
+// library says "rfork: " when it shows it).
 asio::awaitable<void> answer_failure(local_socket& program, const failure& f);
 
 }  // namespace rfork::agent

@@ -34,6 +34,8 @@
 namespace rfork::agent {
 
 // One of the parent's stdio fds, in the one direction the agent uses it.
+// Here and below, a span's bytes are the caller's, which awaits the call at
+// once; the object itself is owned by the relay that awaits it.
 class parent_fd {
 public:
     enum class direction { in, out };

@@ -24,7 +24,8 @@ public:
     // `socket` is a socket, used in that one direction.
     shared_socket(const asio::any_io_executor& ex, unique_fd socket, direction d);
 
-    // Some bytes; 0 at the end of input, on an error, or once closed.
+    // Some bytes; 0 at the end of input, on an error, or once closed. (A
+    // span's bytes are the caller's, which awaits the call at once.)
     asio::awaitable<std::size_t> read_some(std::span<unsigned char> buffer);
     // All of `data`; false on an error, or once closed.
     asio::awaitable<bool> write_all(std::span<const unsigned char> data);

@@ -1,4 +1,5 @@
-#include "peer/peer_connection.hpp"
+#include "peer/certificates.hpp"
+#include "peer/tls.hpp"
 
 #include <fmt/core.h>
 
@@ -126,6 +127,18 @@ bool add_subject_alt_names(X509* cert, const std::vector<std::string>& names) {
     return ok;
 }
 
+// Keygen stops with a clear message at the first OpenSSL call that fails.
+void need(bool ok, const char* what) {
+    if (!ok) throw std::runtime_error(fmt::format("OpenSSL could not {}", what));
+}
+
+void add_extension(X509* cert, X509V3_CTX* ctx, int nid, const char* value) {
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, ctx, nid, value);
+    bool added = ext && X509_add_ext(cert, ext, -1) == 1;
+    X509_EXTENSION_free(ext);
+    need(added, "add an extension to the certificate");
+}
+
 // A P-256 key and a certificate for it, signed by `issuer_key` (itself when
 // null); a host's names `names` (its CN is the first).
 std::pair<pkey_ptr, x509_ptr> issue(const std::string& common_name, bool authority, EVP_PKEY* issuer_key,
@@ -133,34 +146,33 @@ std::pair<pkey_ptr, x509_ptr> issue(const std::string& common_name, bool authori
     pkey_ptr key(EVP_EC_gen("P-256"));
     x509_ptr cert(X509_new());
     if (!key || !cert) throw std::runtime_error("OpenSSL could not make a key");
-    X509_set_version(cert.get(), 2);
+    need(X509_set_version(cert.get(), 2) == 1, "set the certificate's version");
     unsigned char serial[16];
-    RAND_bytes(serial, sizeof serial);
+    need(RAND_bytes(serial, sizeof serial) == 1, "make a serial number (no randomness)");
     serial[0] &= 0x7f;
     BIGNUM* bn = BN_bin2bn(serial, sizeof serial, nullptr);
-    BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
+    bool numbered = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get())) != nullptr;
     BN_free(bn);
-    X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(cert.get()), 10L * 365 * 24 * 3600);
-    X509_set_pubkey(cert.get(), key.get());
+    need(numbered, "set the serial number");
+    need(X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600) &&
+             X509_gmtime_adj(X509_getm_notAfter(cert.get()), 10L * 365 * 24 * 3600),
+         "set the certificate's validity");
+    need(X509_set_pubkey(cert.get(), key.get()) == 1, "put the key in the certificate");
     X509_NAME* name = X509_get_subject_name(cert.get());
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(common_name.c_str()),
-                               -1, -1, 0);
-    X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : name);
+    need(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                    reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0) == 1,
+         "name the certificate");
+    need(X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : name) == 1,
+         "name the certificate's issuer");
     X509V3_CTX ctx;
     X509V3_set_ctx_nodb(&ctx);
     X509V3_set_ctx(&ctx, issuer ? issuer : cert.get(), cert.get(), nullptr, nullptr, 0);
     const char* constraints = authority ? "critical,CA:TRUE" : "critical,CA:FALSE";
     const char* usage = authority ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature";
-    for (auto [nid, value] : {std::pair{NID_basic_constraints, constraints}, std::pair{NID_key_usage, usage}}) {
-        X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-        X509_add_ext(cert.get(), ext, -1);
-        X509_EXTENSION_free(ext);
-    }
+    add_extension(cert.get(), &ctx, NID_basic_constraints, constraints);
+    add_extension(cert.get(), &ctx, NID_key_usage, usage);
     if (!authority) {
-        X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, NID_ext_key_usage, "serverAuth,clientAuth");
-        X509_add_ext(cert.get(), ext, -1);
-        X509_EXTENSION_free(ext);
+        add_extension(cert.get(), &ctx, NID_ext_key_usage, "serverAuth,clientAuth");
         if (!add_subject_alt_names(cert.get(), names)) throw std::runtime_error("OpenSSL could not name the hosts");
     }
     if (X509_sign(cert.get(), issuer_key ? issuer_key : key.get(), EVP_sha256()) == 0)
@@ -267,7 +279,8 @@ std::string make_host_certificate(const std::vector<std::string>& names, const s
 asio::ssl::context make_tls_context(const std::string& cert, const std::string& key, const std::string& ca) {
     asio::ssl::context context(asio::ssl::context::tls);
     SSL_CTX* ctx = context.native_handle();
-    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1)
+        throw std::runtime_error("OpenSSL cannot speak TLS 1.3");
     std::error_code ec;
     context.use_certificate_chain_file(cert, ec);
     if (!ec) {
@@ -286,7 +299,7 @@ asio::ssl::context make_tls_context(const std::string& cert, const std::string& 
             "accept only a certificate that names the host they reach. Fix: make it again with rfork-agent keygen "
             "--host NAME [--host ADDRESS ...] --ca DIR OUT, NAME being this host's name as its peers dial it",
             cert));
-    // Names are matched against subjectAltName alone, never the CN.
+    // Names are matched against subjectAltName alone, never the CN (returns nothing to check).
     X509_VERIFY_PARAM_set_hostflags(SSL_CTX_get0_param(ctx), host_check_flags);
     // Both sides present a certificate, and both insist on one the CA signed.
     context.set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);

@@ -38,7 +38,8 @@ public:
     // closes its end (then page_end), the peer is gone, or close().
     static asio::awaitable<void> pump_out(std::shared_ptr<page_relay> self, std::shared_ptr<peer_connection> peer);
 
-    // A page_data or page_end frame from the peer, for the local CRIU. False
+    // A page_data or page_end frame from the peer, for the local CRIU (`frame`
+    // is the caller's, which awaits this at once). False
     // once, when the peer's bytes first go beyond `max_in` (closed then).
     asio::awaitable<bool> take(const detail::received_frame& frame);
 
@@ -60,7 +61,7 @@ private:
 // and says ready on criu_ready_fd, with `fds` besides (its workspace's), as
 // `as` when given and in the namespaces of `join` (see spawn), and waits
 // until it is ready or has ended. `criu` is the
-// process either way; the result is the relay to it, or null if it ended first.
+// process either way (the caller's, which awaits this at once); the result is the relay to it, or null if it ended first.
 asio::awaitable<std::shared_ptr<page_relay>> start_page_criu(
     asio::any_io_executor ex, std::vector<std::string> command, std::vector<fd_mapping> fds,
     std::optional<run_as> as, child_process& criu, int join = -1,

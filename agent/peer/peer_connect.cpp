@@ -17,6 +17,7 @@ namespace {
 using asio::ip::tcp;
 using detail::as_tuple_awaitable;
 
+// `socket` is the caller's connection, which awaits this at once.
 asio::awaitable<std::error_code> connect_with_timeout(tcp::socket& socket, endpoint where,
                                                       std::chrono::seconds limit) {
     auto ex = co_await asio::this_coro::executor;
@@ -27,20 +28,19 @@ asio::awaitable<std::error_code> connect_with_timeout(tcp::socket& socket, endpo
     watchdog guard(socket, limit);
     auto [cec, connected] = co_await asio::async_connect(socket, results, as_tuple_awaitable);
     guard.stop();
-    if (guard.fired()) co_return std::error_code(asio::error::timed_out);
-    co_return cec;
+    co_return guard.fired() ? std::error_code(asio::error::timed_out) : cec;
 }
 
 }  // namespace
 
-asio::awaitable<std::optional<connect_failure>> connect_to_agent(peer_connection& peer, endpoint where,
-                                                                 asio::ssl::context* tls, connect_limits limits) {
+asio::awaitable<std::optional<connect_failure>> connect_to_agent(std::shared_ptr<peer_connection> connection,
+                                                                 endpoint where, asio::ssl::context* tls,
+                                                                 connect_limits limits) {
     using step = connect_failure::step;
+    auto& peer = *connection;
     if (auto ec = co_await connect_with_timeout(peer.tcp(), where, limits.connect))
         co_return connect_failure{step::reach, ec, ec.message()};
-    std::error_code ignored;
-    peer.tcp().set_option(tcp::no_delay(true), ignored);
-    peer.detect_dead_peer(limits.idle);
+    peer.prepare_tcp(limits.idle);
     // One bound for both handshakes: a peer that accepts and then says nothing
     // must not hold the caller.
     watchdog guard(peer, limits.handshake);
@@ -58,10 +58,11 @@ asio::awaitable<std::optional<connect_failure>> connect_to_agent(peer_connection
             co_return connect_failure{step::wrong_host, errc::not_permitted,
                                       fmt::format("showed a certificate for {}, not {}", *names, where.host)};
         if (ec) co_return timed_out_or(step::tls, ec);
-        // Nothing of ours goes to a peer that did not prove the secret.
+        // Nothing of ours goes to a peer that did not prove its credentials
+        // (only a secret's can pass the handshake unproved: see tls.hpp).
         if (!authenticated_as_required(peer.ssl()))
             co_return connect_failure{step::tls, errc::not_permitted,
-                                      "it did not prove the shared secret (it answered without the PSK)"};
+                                      "it did not prove it holds the secret (it answered without the PSK)"};
     }
     auto hello = protocol::encode_handshake(protocol::role::sender);
     if (auto ec = co_await detail::write_bytes(peer, hello)) co_return timed_out_or(step::lost, ec);

@@ -11,6 +11,7 @@
 #include <asio/ssl/context.hpp>
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -20,7 +21,7 @@ namespace rfork::agent {
 struct connect_failure {
     enum class step {
         reach,      // no TCP connection (resolving, refused, timed out)
-        tls,        // the TLS handshake failed, or the peer did not prove the secret: other credentials
+        tls,        // the TLS handshake failed, or the peer did not prove its credentials: other ones
         wrong_host, // its certificate, signed by our authority, names another host than the one dialed
         lost,       // the connection dropped before our rfork handshake went out
         handshake,  // the peer's rfork handshake was missing or refused ours
@@ -37,8 +38,10 @@ struct connect_limits {
 };
 
 // Connects `peer` to the agent at `where`, with TLS when `tls` is given;
-// returns why not, or nothing once both handshakes are done.
-asio::awaitable<std::optional<connect_failure>> connect_to_agent(peer_connection& peer, endpoint where,
-                                                                 asio::ssl::context* tls, connect_limits limits);
+// returns why not, or nothing once both handshakes are done. `tls` is the
+// agent's context, which lives as long as the agent.
+asio::awaitable<std::optional<connect_failure>> connect_to_agent(std::shared_ptr<peer_connection> peer,
+                                                                 endpoint where, asio::ssl::context* tls,
+                                                                 connect_limits limits);
 
 }  // namespace rfork::agent

@@ -1,4 +1,5 @@
-#include "peer/peer_connection.hpp"
+#include "peer/tls.hpp"
+#include "peer/certificates.hpp"
 
 #include <fmt/core.h>
 
@@ -8,8 +9,6 @@
 #include <openssl/x509_vfy.h>
 
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -175,8 +174,8 @@ std::string new_secret_text() {
 int create_secret_file(const std::string& path, const std::string& text) {
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return errno;
-    ::fchmod(fd, 0600);  // whatever the umask
-    bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+    bool ok = ::fchmod(fd, 0600) == 0 &&  // whatever the umask
+              ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
     int error = errno;
     ::close(fd);
     if (ok) return 0;
@@ -188,7 +187,7 @@ local_secret_refused refused(const std::string& path, const std::string& why) {
     auto fix = fmt::format("rm {} (the agent makes a new one when it starts)", path);
     return local_secret_refused(fmt::format("refusing the local secret {}: {}; it must be a regular file of root's "
                                             "that only root may read. Fix: {}, or give the agents credentials "
-                                            "(--secret-file)",
+                                            "(--secret-file, or --cert, --key and --ca)",
                                             path, why, fix),
                                 why, fix);
 }
@@ -216,10 +215,11 @@ std::optional<std::vector<unsigned char>> read_local_secret(const std::string& p
 asio::ssl::context make_psk_context(std::vector<unsigned char> secret) {
     asio::ssl::context context(asio::ssl::context::tls);
     SSL_CTX* ctx = context.native_handle();
-    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
     // The PSK callbacks work with TLS 1.3 given a SHA-256 suite.
-    SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256");
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+        SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+        SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256") != 1)
+        throw std::runtime_error("OpenSSL cannot speak TLS 1.3 with the suites a shared secret needs");
     SSL_CTX_set_num_tickets(ctx, 0);  // no resumption: every connection proves the secret
     if (!SSL_CTX_set_ex_data(ctx, psk_index(), new psk_key{std::move(secret)}))
         throw std::runtime_error("OpenSSL could not keep the secret");
@@ -314,19 +314,6 @@ bool authenticated_as_required(SSL* ssl) {
     if (!psk_of(SSL_get_SSL_CTX(ssl))) return true;  // certificates: verified during the handshake
     // The server chose our PSK (TLS 1.3 counts that as a resumption) and showed no certificate.
     return SSL_session_reused(ssl) == 1 && SSL_get0_peer_certificate(ssl) == nullptr;
-}
-
-void peer_connection::detect_dead_peer(std::chrono::seconds limit) {
-    int fd = tcp().native_handle();
-    int on = 1;
-    int idle = static_cast<int>(std::max<std::int64_t>(1, limit.count() / 2));
-    int interval = std::max(1, idle / 3), count = 3;
-    unsigned timeout_ms = static_cast<unsigned>(limit.count() * 1000);
-    ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-    ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
 }
 
 std::string write_new_secret(const std::string& path) {

@@ -259,19 +259,23 @@ struct resolved {
     std::optional<uid_t> link_owner;  // a user (not root) whose link the way went through
 };
 
+// The names of `p`'s components, put before or after those in `out`.
+void split_into(std::string_view p, std::deque<std::string>& out, bool front) {
+    std::vector<std::string> parts;
+    for (std::size_t start = 0; start <= p.size();) {
+        auto end = p.find('/', start);
+        if (end == std::string_view::npos) end = p.size();
+        if (end > start) parts.emplace_back(p.substr(start, end - start));
+        start = end + 1;
+    }
+    if (front) out.insert(out.begin(), parts.begin(), parts.end());
+    else out.insert(out.end(), parts.begin(), parts.end());
+}
+
+// Over 60 lines: one walk, a component at a time as the kernel resolves a
+// path, whose steps share its state (where it is, what is left, whose links).
 std::optional<resolved> resolve(const std::string& path, std::string& error) {
     std::deque<std::string> left;
-    auto split_into = [](std::string_view p, std::deque<std::string>& out, bool front) {
-        std::vector<std::string> parts;
-        for (std::size_t start = 0; start <= p.size();) {
-            auto end = p.find('/', start);
-            if (end == std::string_view::npos) end = p.size();
-            if (end > start) parts.emplace_back(p.substr(start, end - start));
-            start = end + 1;
-        }
-        if (front) out.insert(out.begin(), parts.begin(), parts.end());
-        else out.insert(out.end(), parts.begin(), parts.end());
-    };
     split_into(path, left, false);
     std::string at = "/";
     std::optional<uid_t> link_owner;
@@ -592,20 +596,12 @@ struct placer {
     }
 };
 
-}  // namespace
-
-std::string carry_out(const placement_plan& plan) {
-    if (plan.steps.empty()) return {};
-    // Modes are the steps' own, not this process's umask's.
-    struct umask_guard {
-        mode_t old = ::umask(0);
-        ~umask_guard() { ::umask(old); }
-    } no_umask;
-    // Every source first, while the cache is in this namespace: once the
-    // root is the child's own, the host's mounts are no longer here to bind
-    // from. A bind is a detached mount of the entry, read-only, ready to
-    // move in place; a copy reads from an open file.
-    std::vector<unique_fd> sources;
+// Every source first, while the cache is in this namespace: once the
+// root is the child's own, the host's mounts are no longer here to bind
+// from. A bind is a detached mount of the entry, read-only, ready to move
+// in place; a copy reads from an open file. One per step, -1 for none.
+// Returns why not, or empty.
+std::string open_sources(const placement_plan& plan, std::vector<unique_fd>& sources) {
     for (auto& step : plan.steps) {
         if (step.source.empty()) {
             sources.emplace_back(-1);
@@ -624,6 +620,20 @@ std::string carry_out(const placement_plan& plan) {
         if (!sources.back() || ::mount_setattr(sources.back().get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0)
             return errno_text("cannot bind the cached " + step.path);
     }
+    return {};
+}
+
+}  // namespace
+
+std::string carry_out(const placement_plan& plan) {
+    if (plan.steps.empty()) return {};
+    // Modes are the steps' own, not this process's umask's.
+    struct umask_guard {
+        mode_t old = ::umask(0);
+        ~umask_guard() { ::umask(old); }
+    } no_umask;
+    std::vector<unique_fd> sources;
+    if (auto why = open_sources(plan, sources); !why.empty()) return why;
     // Where each step lands, looked at on the host before anything is mounted.
     std::map<std::string, unit> dirs;
     std::vector<unit> units;

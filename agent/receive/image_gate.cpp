@@ -80,10 +80,13 @@ struct unpacked_deleter {
 template <typename Message>
 using unpacked = std::unique_ptr<Message, unpacked_deleter<Message>>;
 
-// Strictly checked, then unpacked by protobuf-c exactly as CRIU unpacks it.
+// The first entry of `image`, strictly checked, then unpacked by protobuf-c
+// exactly as CRIU unpacks it; or why it cannot be.
 template <typename Message>
-std::variant<unpacked<Message>, std::string> decode(const ProtobufCMessageDescriptor& type,
-                                                    std::span<const unsigned char> entry) {
+std::variant<unpacked<Message>, std::string> decode_first(const bytes& image, std::uint32_t magic, bool only,
+                                                          const ProtobufCMessageDescriptor& type) {
+    std::span<const unsigned char> entry;
+    if (auto problem = first_entry(image, magic, only, entry)) return *problem;
     if (auto problem = strict_protobuf_problem(type, entry, closed_messages)) return *problem;
     auto* m = protobuf_c_message_unpack(&type, nullptr, entry.size(), entry.data());
     if (!m) return std::string("protobuf-c cannot decode it");
@@ -94,9 +97,7 @@ std::vector<std::uint32_t> words(std::size_t n, const std::uint32_t* p) { return
 
 gate_result<thread_creds> creds_of_core(const std::string& file, const bytes& image) {
     auto bad = [&](std::string why) { return image_refusal{fmt::format("{} is not a valid core image: {}", file, why)}; };
-    std::span<const unsigned char> entry;
-    if (auto problem = first_entry(image, core_magic, true, entry)) return bad(*problem);
-    auto core = decode<CoreEntry>(core_entry__descriptor, entry);
+    auto core = decode_first<CoreEntry>(image, core_magic, true, core_entry__descriptor);
     if (auto* problem = std::get_if<std::string>(&core)) return bad(*problem);
     auto& c = *std::get<unpacked<CoreEntry>>(core);
     // Without them CRIU restores the thread with its own (root's) credentials.
@@ -122,9 +123,7 @@ gate_result<thread_creds> creds_of_core(const std::string& file, const bytes& im
 
 gate_result<ghost_file> ghost_of(const std::string& file, const bytes& image) {
     auto bad = [&](std::string why) { return image_refusal{fmt::format("{} is not a valid ghost file: {}", file, why)}; };
-    std::span<const unsigned char> entry;
-    if (auto problem = first_entry(image, ghost_file_magic, false, entry)) return bad(*problem);
-    auto ghost = decode<GhostFileEntry>(ghost_file_entry__descriptor, entry);
+    auto ghost = decode_first<GhostFileEntry>(image, ghost_file_magic, false, ghost_file_entry__descriptor);
     if (auto* problem = std::get_if<std::string>(&ghost)) return bad(*problem);
     auto& g = *std::get<unpacked<GhostFileEntry>>(ghost);
     return ghost_file{file, g.uid, g.gid, g.mode, g.has_rdev ? g.rdev : 0};

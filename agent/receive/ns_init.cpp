@@ -20,6 +20,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace rfork::agent {
@@ -109,6 +110,106 @@ std::optional<host_loader> find_host_loader(int criu_fd) {
     return h;
 }
 
+// The files the child uses that this host lacks, placed at their paths as
+// the plan at `plan_fd` says, with this host's loader for CRIU found first
+// (`loader`). Returns the status line of a failure, or empty.
+std::string place_files(int plan_fd, std::optional<host_loader>& loader) {
+    loader = find_host_loader(ns_init_criu_fd);
+    if (!loader) return "files-failed cannot find this host's loader and libraries for CRIU";
+    std::vector<unsigned char> bytes;
+    unsigned char buffer[65536];
+    for (ssize_t n; (n = ::read(plan_fd, buffer, sizeof buffer)) != 0;) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 || bytes.size() > (64u << 20)) return "files-failed cannot read the plan";
+        bytes.insert(bytes.end(), buffer, buffer + n);
+    }
+    ::close(plan_fd);
+    auto plan = decode_plan(bytes);
+    if (!plan) return "files-failed the plan does not decode";
+    if (auto why = carry_out(*plan); !why.empty()) return "files-failed " + why;
+    return {};
+}
+
+// A /proc of this pid namespace, which CRIU needs, and shared memory of the
+// child's own (with its IPC namespace): what it leaves there goes with the
+// namespace, never outliving its cgroup on the host's /dev/shm or in the
+// host's SysV segments. (A host without /dev/shm has none to leave things in.)
+// Returns the status line of a failure, or empty.
+std::string mount_proc_and_shm() {
+    if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+        return std::string("failed cannot mount /proc: ") + std::strerror(errno);
+    if (::mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0 && errno != ENOENT)
+        return std::string("failed cannot mount /dev/shm: ") + std::strerror(errno);
+    return {};
+}
+
+// In the forked CRIU process: runs CRIU through ns_init_criu_fd, with this
+// host's loader and libraries when the child's files were placed.
+[[noreturn]] void exec_criu(char** criu_argv, const std::optional<host_loader>& loader) {
+    if (loader && loader->loader >= 0) {
+        // This host's loader runs CRIU (through its descriptor) with this host's libraries.
+        auto library_path = loader->library_path;
+        std::vector<char*> args{criu_argv[0], const_cast<char*>("--library-path"), library_path.data(),
+                                const_cast<char*>("--argv0"), criu_argv[0]};
+        std::string program = "/proc/self/fd/" + std::to_string(ns_init_criu_fd);
+        args.push_back(program.data());
+        for (char** a = criu_argv + 1; *a; ++a) args.push_back(*a);
+        args.push_back(nullptr);
+        // The programs CRIU runs, and their libraries, are this host's too.
+        std::string path = "PATH=" + loader->program_path, libraries = "LD_LIBRARY_PATH=" + loader->library_path;
+        std::vector<char*> env;
+        for (char** e = environ; *e; ++e)
+            if (std::strncmp(*e, "PATH=", 5) != 0 && std::strncmp(*e, "LD_", 3) != 0) env.push_back(*e);
+        env.push_back(path.data());
+        env.push_back(libraries.data());
+        env.push_back(nullptr);
+        ::execveat(loader->loader, "", args.data(), env.data(), AT_EMPTY_PATH);
+        ::_exit(127);
+    }
+    ::fcntl(ns_init_criu_fd, F_SETFD, FD_CLOEXEC);
+    ::execveat(ns_init_criu_fd, "", criu_argv, environ, AT_EMPTY_PATH);
+    ::_exit(127);
+}
+
+// Runs CRIU's restore; returns the restored child's pid (in this namespace)
+// or the status line of a failure.
+std::variant<long, std::string> run_criu_restore(char** criu_argv, const std::optional<run_as>& as,
+                                                 const std::optional<host_loader>& loader, int status_fd) {
+    pid_t criu = ::fork();
+    if (criu > 0 && as && drop_capabilities() != 0) {
+        ::kill(criu, SIGKILL);
+        return std::string("failed cannot drop capabilities");
+    }
+    if (criu == 0) {
+        ::close(status_fd);
+        exec_criu(criu_argv, loader);
+    }
+    // The agent may go away; a report then must not kill the namespace.
+    ::signal(SIGPIPE, SIG_IGN);
+    int status = 0;
+    while (criu > 0 && ::waitpid(criu, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (criu < 0) return std::string("failed cannot fork: ") + std::strerror(errno);
+    if (status != 0) return "criu-failed " + std::to_string(status);
+    auto pid_text = read_criu_file(criu_work_fd, restored_pid_file, 64);
+    long child = pid_text ? std::atol(pid_text->c_str()) : 0;
+    if (child <= 1) return std::string("failed CRIU wrote no pid file");
+    return child;
+}
+
+// Reaps every process of the namespace (orphans come to pid 1) until the
+// last one ends; returns the wait status of `child`.
+int reap_all(long child) {
+    int child_status = 0;
+    for (;;) {
+        int s = 0;
+        pid_t reaped = ::wait(&s);
+        if (reaped == child) child_status = s;
+        if (reaped < 0 && errno == ECHILD) break;
+    }
+    return child_status;
+}
+
 }  // namespace
 
 int run_ns_init(int argc, char** argv) {
@@ -122,129 +223,37 @@ int run_ns_init(int argc, char** argv) {
     int status_fd = std::atoi(argv[2]);
     int plan_fd = std::strcmp(argv[4], "-") == 0 ? -1 : std::atoi(argv[4]);
     char** criu_argv = argv + 6;
+    auto fail = [status_fd](const std::string& line) {
+        report(status_fd, line);
+        return 1;
+    };
 
     ::setsid();  // out of the agent's session: its terminal's signals are not the child's
-    // A /proc of this pid namespace, which CRIU needs, in a mount namespace of our own.
-    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
-        report(status_fd, std::string("failed cannot make its mounts private: ") + std::strerror(errno));
-        return 1;
-    }
-    // The files the child uses that this host lacks, at their paths, before
-    // anything of the child's runs (and before its /proc, which the plan may
-    // move: the namespace's root may be new).
+    // A mount namespace of our own, whose mounts the host does not see.
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+        return fail(std::string("failed cannot make its mounts private: ") + std::strerror(errno));
+    // The child's files, before anything of the child's runs (and before its
+    // /proc, which the plan may move: the namespace's root may be new).
     std::optional<host_loader> loader;
-    if (plan_fd >= 0) {
-        loader = find_host_loader(ns_init_criu_fd);
-        if (!loader) {
-            report(status_fd, "files-failed cannot find this host's loader and libraries for CRIU");
-            return 1;
-        }
-        std::vector<unsigned char> bytes;
-        unsigned char buffer[65536];
-        for (ssize_t n; (n = ::read(plan_fd, buffer, sizeof buffer)) != 0;) {
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0 || bytes.size() > (64u << 20)) {
-                report(status_fd, "files-failed cannot read the plan");
-                return 1;
-            }
-            bytes.insert(bytes.end(), buffer, buffer + n);
-        }
-        ::close(plan_fd);
-        auto plan = decode_plan(bytes);
-        if (!plan) {
-            report(status_fd, "files-failed the plan does not decode");
-            return 1;
-        }
-        if (auto why = carry_out(*plan); !why.empty()) {
-            report(status_fd, "files-failed " + why);
-            return 1;
-        }
-    }
-    if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
-        report(status_fd, std::string("failed cannot mount /proc: ") + std::strerror(errno));
-        return 1;
-    }
-    // Shared memory of the child's own (with its IPC namespace): what it
-    // leaves there goes with the namespace, never outliving its cgroup on
-    // the host's /dev/shm or in the host's SysV segments.
-    // (A host without /dev/shm has none to leave things in.)
-    if (::mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0 && errno != ENOENT) {
-        report(status_fd, std::string("failed cannot mount /dev/shm: ") + std::strerror(errno));
-        return 1;
-    }
+    if (plan_fd >= 0)
+        if (auto failed = place_files(plan_fd, loader); !failed.empty()) return fail(failed);
+    if (auto failed = mount_proc_and_shm(); !failed.empty()) return fail(failed);
 
     // From here on the namespace holds only the user's processes: this init
     // takes the user's identity (with CRIU's few capabilities, for CRIU to
     // inherit), and drops those once CRIU runs.
     if (as) {
-        if (int e = become(*as)) {
-            report(status_fd, std::string("failed cannot take the identity of uid ") + std::to_string(as->uid) + ": " +
-                                  std::strerror(e));
-            return 1;
-        }
+        if (int e = become(*as))
+            return fail(std::string("failed cannot take the identity of uid ") + std::to_string(as->uid) + ": " +
+                        std::strerror(e));
     }
-    pid_t criu = ::fork();
-    if (criu > 0 && as && drop_capabilities() != 0) {
-        ::kill(criu, SIGKILL);
-        report(status_fd, "failed cannot drop capabilities");
-        return 1;
-    }
-    if (criu == 0) {
-        ::close(status_fd);
-        if (loader && loader->loader >= 0) {
-            // This host's loader runs CRIU (through its descriptor) with this host's libraries.
-            std::vector<char*> args{criu_argv[0], const_cast<char*>("--library-path"), loader->library_path.data(),
-                                    const_cast<char*>("--argv0"), criu_argv[0]};
-            std::string program = "/proc/self/fd/" + std::to_string(ns_init_criu_fd);
-            args.push_back(program.data());
-            for (char** a = criu_argv + 1; *a; ++a) args.push_back(*a);
-            args.push_back(nullptr);
-            // The programs CRIU runs, and their libraries, are this host's too.
-            std::string path = "PATH=" + loader->program_path, libraries = "LD_LIBRARY_PATH=" + loader->library_path;
-            std::vector<char*> env;
-            for (char** e = environ; *e; ++e)
-                if (std::strncmp(*e, "PATH=", 5) != 0 && std::strncmp(*e, "LD_", 3) != 0) env.push_back(*e);
-            env.push_back(path.data());
-            env.push_back(libraries.data());
-            env.push_back(nullptr);
-            ::execveat(loader->loader, "", args.data(), env.data(), AT_EMPTY_PATH);
-            ::_exit(127);
-        }
-        ::fcntl(ns_init_criu_fd, F_SETFD, FD_CLOEXEC);
-        ::execveat(ns_init_criu_fd, "", criu_argv, environ, AT_EMPTY_PATH);
-        ::_exit(127);
-    }
-    // The agent may go away; a report then must not kill the namespace.
-    ::signal(SIGPIPE, SIG_IGN);
-    int status = 0;
-    while (criu > 0 && ::waitpid(criu, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (criu < 0) {
-        report(status_fd, std::string("failed cannot fork: ") + std::strerror(errno));
-        return 1;
-    }
-    if (status != 0) {
-        report(status_fd, "criu-failed " + std::to_string(status));
-        return 1;
-    }
-    auto pid_text = read_criu_file(criu_work_fd, restored_pid_file, 64);
-    long child = pid_text ? std::atol(pid_text->c_str()) : 0;
-    if (child <= 1) {
-        report(status_fd, "failed CRIU wrote no pid file");
-        return 1;
-    }
+    auto restored = run_criu_restore(criu_argv, as, loader, status_fd);
+    if (auto* failed = std::get_if<std::string>(&restored)) return fail(*failed);
+    auto child = std::get<long>(restored);
     // The restored child holds its own copies of the inherited fds now.
     ::close_range(static_cast<unsigned>(status_fd) + 1, ~0u, 0);  // the status fd is the lowest we were given
     report(status_fd, "restored " + std::to_string(child));
-
-    int child_status = 0;
-    for (;;) {
-        int s = 0;
-        pid_t reaped = ::wait(&s);
-        if (reaped == child) child_status = s;
-        if (reaped < 0 && errno == ECHILD) break;
-    }
-    report(status_fd, "exited " + std::to_string(child_status));
+    report(status_fd, "exited " + std::to_string(reap_all(child)));
     return 0;
 }
 

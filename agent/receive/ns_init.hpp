@@ -1,8 +1,9 @@
 // `rfork-agent ns-init`: pid 1 of a restored child's pid namespace.
 //
 // It runs CRIU's restore inside the namespace, tells the agent on STATUS_FD
-// "restored PID", "criu-failed WAIT_STATUS" or "failed REASON", then reaps every process of the
-// namespace (orphans come to pid 1) until the last one ends, and reports
+// "restored PID", "criu-failed WAIT_STATUS", "files-failed REASON" or
+// "failed REASON" (restore_plan.hpp reads them), then reaps every process of
+// the namespace (orphans come to pid 1) until the last one ends, and reports
 // "exited WAIT_STATUS" for the child. The namespace lives exactly as long as
 // it does. For a child that is not root's, it takes that user's identity
 // first (run_as.hpp) and CRIU inherits it: nothing in the namespace is root.

@@ -1,12 +1,14 @@
 #include "receive/receiver.hpp"
 
-#include "receive/child.hpp"
+#include "receive/child_life.hpp"
+#include "receive/restore.hpp"
 #include "peer/conversation.hpp"
-#include "send/criu_image.hpp"
 #include "receive/file_placement.hpp"
 #include "receive/image_gate.hpp"
 #include "peer/peer_connection.hpp"
+#include "peer/tls.hpp"
 #include "common/watchdog.hpp"
+#include "common/events.hpp"
 #include "common/log.hpp"
 #include "common/process.hpp"
 
@@ -28,7 +30,6 @@ namespace rfork::agent {
 
 namespace {
 
-constexpr std::uint32_t control_limit = 64 * 1024;
 // The largest file manifest taken: 4096 files with long paths.
 constexpr std::uint32_t manifest_limit = 4u << 20;
 
@@ -61,8 +62,9 @@ std::optional<failure> arrival_problem(const watchdog<peer_connection>& whole, w
 }
 
 // Writes the image's files into `dir`, exactly as announced, until image_end.
-asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, const std::string& dir,
-                                                     const limits& limits) {
+asio::awaitable<std::optional<failure>> receive_files(std::shared_ptr<peer_connection> connection, std::string dir,
+                                                     limits limits) {
+    auto& peer = *connection;
     unique_fd file;
     std::uint64_t left = 0, total = 0, files = 0;
     std::string name;
@@ -117,6 +119,8 @@ asio::awaitable<std::optional<failure>> receive_files(peer_connection& peer, con
 
 // The files asked for (file_request), in its order, each into the file
 // cache once all its bytes are here and their SHA-256 is the one announced.
+// By reference: handle_peer's own, which awaits this at once (the manifest
+// may be megabytes), and the agent's cache, which outlives every coroutine.
 asio::awaitable<std::optional<failure>> receive_wanted_files(peer_connection& peer,
                                                              const protocol::file_manifest& manifest,
                                                              const std::vector<std::uint32_t>& wanted,
@@ -233,6 +237,7 @@ void log_refusal(pending_peers& pending, const std::string& from, const std::str
         ++pending.refusals_unsaid;
         return;
     }
+    emit_event("peer_refused", {{"peer", from}, {"text", why}});
     log("refused {}: {}{}", from, why,
         pending.refusals_unsaid ? fmt::format(" ({} more refused since the last such line)", pending.refusals_unsaid)
                                 : std::string{});
@@ -265,85 +270,141 @@ private:
     asio::ip::address source_;
 };
 
+// Whether this host takes `image` now: its size, and what restores and
+// children run here already, against this agent's limits.
+std::optional<failure> admission_refusal(const agent_state& agent, const protocol::image_begin& image) {
+    auto& limits = agent.opts.limits;
+    if (image.total_size > limits.max_image_size)
+        return failure{errc::limit_exceeded, fmt::format("an image of {} bytes is larger than this agent accepts "
+                                                         "(--max-image-size {} bytes)",
+                                                         image.total_size, limits.max_image_size)};
+    if (agent.receiving >= limits.max_restores)
+        return failure{errc::limit_exceeded, fmt::format("busy: {} forks are arriving here already (--max-restores {})",
+                                                         agent.receiving, limits.max_restores)};
+    if (agent.children >= limits.max_children)
+        return failure{errc::limit_exceeded, fmt::format("busy: {} children run here already (--max-children {})",
+                                                         agent.children, limits.max_children)};
+    // Its memory alone would pass its cgroup's limit: CRIU would be killed midway.
+    if (agent.cgroups && limits.child_max_memory && image.total_size > limits.child_max_memory)
+        return failure{errc::limit_exceeded,
+                       fmt::format("an image of {} bytes cannot run within the memory each child may use here "
+                                   "(--child-max-memory {} bytes)",
+                                   image.total_size, limits.child_max_memory)};
+    bool lazy = image.flags & protocol::image_begin::lazy_pages;
+    if (lazy && !agent.no_lazy_pages.empty())
+        return failure{errc::restore_failed, "this host cannot take lazy pages: " + agent.no_lazy_pages};
+    return std::nullopt;
+}
+
 // What a sending agent is told: its child runs, who answers its probe, or why not.
 using peer_answer = std::variant<protocol::restored, protocol::probe_reply, failure>;
 
-// Everything after the connection is accepted; the value is the answer to send.
-asio::awaitable<peer_answer> handle_peer(
-    agent_state& agent, const std::shared_ptr<peer_connection>& connection, const std::string& from,
-    pending_slot& pending, bool& greeted, std::shared_ptr<restored_child>& child) {
+failure too_slow(const limits& limits) {
+    return failure{errc::timed_out, fmt::format("no handshake and image header within {} s (--handshake-timeout)",
+                                                limits.handshake_timeout.count())};
+}
+
+// The sender's handshake and its first message: an image's start, or a probe,
+// answered at once (no job, no restore). `answer` is empty when `image` came.
+// `pending` and `greeted` are serve_peer's, which awaits handle_peer and so
+// this at once: they outlive it.
+struct opening {
+    std::optional<peer_answer> answer;
+    protocol::image_begin image;
+};
+asio::awaitable<opening> open_conversation(agent_state& agent, std::shared_ptr<peer_connection> connection,
+                                           pending_slot& pending, bool& greeted) {
     auto& peer = *connection;
     auto& limits = agent.opts.limits;
     watchdog handshake(peer, limits.handshake_timeout);
-    auto too_slow = [&] {
-        return failure{errc::timed_out,
-                       fmt::format("no handshake and image header within {} s (--handshake-timeout)",
-                                   limits.handshake_timeout.count())};
-    };
     auto refused = co_await expect_handshake(peer, protocol::role::sender,
                                              "only sending agents may connect to this port");
-    if (handshake.fired()) co_return too_slow();
-    if (refused) co_return *refused;
+    if (handshake.fired()) co_return opening{too_slow(limits), {}};
+    if (refused) co_return opening{*refused, {}};
     pending.release();  // an agent that proved the secret and speaks rfork: no longer a stranger
     auto accept = protocol::encode_handshake(protocol::role::agent);
-    if (auto ec = co_await detail::write_bytes(peer, accept)) co_return failure{ec, ec.message()};
+    if (auto ec = co_await detail::write_bytes(peer, accept)) co_return opening{failure{ec, ec.message()}, {}};
     greeted = true;
 
     detail::received_frame frame;
-    protocol::image_begin image;
-    auto ec = co_await detail::read_frame(peer, frame, control_limit);
+    opening opened;
+    auto ec = co_await detail::read_frame(peer, frame, protocol::max_control_payload);
     handshake.stop();
-    if (handshake.fired()) co_return too_slow();
-    if (ec) co_return failure{ec, "no image: " + ec.message()};
-    // A probe (rfork-agent doctor --peer) is answered at once: no job, no restore.
+    if (handshake.fired()) co_return opening{too_slow(limits), {}};
+    if (ec) co_return opening{failure{ec, "no image: " + ec.message()}, {}};
     if (frame.type == protocol::message_type::probe_request) {
         protocol::probe_request probe;
-        if (protocol::decode(frame.payload, probe)) co_return failure{errc::malformed_message, "malformed probe"};
-        co_return protocol::probe_reply{agent.host, protocol::protocol_version, agent.no_lazy_pages};
+        if (protocol::decode(frame.payload, probe))
+            co_return opening{failure{errc::malformed_message, "malformed probe"}, {}};
+        co_return opening{protocol::probe_reply{agent.host, protocol::protocol_version, agent.no_lazy_pages}, {}};
     }
-    if (frame.type != protocol::message_type::image_begin || protocol::decode(frame.payload, image))
-        co_return failure{errc::malformed_message, "expected the start of an image"};
+    if (frame.type != protocol::message_type::image_begin || protocol::decode(frame.payload, opened.image))
+        co_return opening{failure{errc::malformed_message, "expected the start of an image"}, {}};
     // The origin names the child's parent host in logs and `list`: a peer may
     // claim only a name its certificate holds (with a secret, any holder may claim any).
-    if (auto why = origin_refused(peer.ssl(), image.origin_host))
-        co_return failure{errc::not_permitted, "refused the image: the sending agent " + *why};
-    if (image.total_size > limits.max_image_size)
-        co_return failure{errc::limit_exceeded, fmt::format("an image of {} bytes is larger than this agent accepts "
-                                                            "(--max-image-size {} bytes)",
-                                                            image.total_size, limits.max_image_size)};
-    if (agent.receiving >= limits.max_restores)
-        co_return failure{errc::limit_exceeded, fmt::format("busy: {} forks are arriving here already (--max-restores {})",
-                                                            agent.receiving, limits.max_restores)};
-    if (agent.children >= limits.max_children)
-        co_return failure{errc::limit_exceeded, fmt::format("busy: {} children run here already (--max-children {})",
-                                                            agent.children, limits.max_children)};
-    // Its memory alone would pass its cgroup's limit: CRIU would be killed midway.
-    if (agent.cgroups && limits.child_max_memory && image.total_size > limits.child_max_memory)
-        co_return failure{errc::limit_exceeded,
-                          fmt::format("an image of {} bytes cannot run within the memory each child may use here "
-                                      "(--child-max-memory {} bytes)",
-                                      image.total_size, limits.child_max_memory)};
+    if (auto why = origin_refused(peer.ssl(), opened.image.origin_host))
+        co_return opening{failure{errc::not_permitted, "refused the image: the sending agent " + *why}, {}};
+    if (auto not_admitted = admission_refusal(agent, opened.image)) co_return opening{*not_admitted, {}};
+    co_return opened;
+}
+
+// The files the image names, which come right after its start.
+asio::awaitable<std::variant<protocol::file_manifest, failure>> read_manifest(
+    std::shared_ptr<peer_connection> connection, limits limits) {
+    detail::received_frame frame;
+    std::error_code ec;
+    {
+        watchdog due(*connection, limits.handshake_timeout);
+        ec = co_await detail::read_frame(*connection, frame, manifest_limit);
+        if (due.fired()) co_return too_slow(limits);
+    }
+    if (ec) co_return failure{ec, "no file manifest: " + ec.message()};
+    protocol::file_manifest manifest;
+    if (frame.type != protocol::message_type::file_manifest || protocol::decode(frame.payload, manifest))
+        co_return failure{errc::malformed_message, "expected the image's file manifest"};
+    co_return manifest;
+}
+
+// Where the child finds what this host lacks, in its own mount namespace:
+// the placements its namespace init carries out (file_placement.hpp).
+std::variant<std::vector<unsigned char>, failure> place_files(const job_dir& job,
+                                                              const protocol::file_manifest& manifest,
+                                                              const file_decision& files, file_cache& cache) {
+    if (files.wanted.empty() && files.cached.empty() && files.missing_dirs.empty()) return std::vector<unsigned char>{};
+    auto stage = job / "stage";
+    if (::mkdir(stage.c_str(), 0700) != 0)
+        return failure{errc::internal_error, fmt::format("cannot make {}: {}", stage, std::strerror(errno))};
+    return encode_plan(plan_placements(manifest, files, cache, stage));
+}
+
+// Everything after the connection is accepted; the value is the answer to send.
+// `pending`, `greeted` and `child` are serve_peer's, which awaits this at
+// once: they outlive it, and tell serve_peer what it did even if it throws.
+// Longer than most: one straight sequence of checks and steps, each a call,
+// in the order the conversation has them.
+asio::awaitable<peer_answer> handle_peer(
+    agent_state& agent, std::shared_ptr<peer_connection> connection, std::string from,
+    pending_slot& pending, bool& greeted, std::shared_ptr<restored_child>& child) {
+    auto& peer = *connection;
+    auto& limits = agent.opts.limits;
+    auto opened = co_await open_conversation(agent, connection, pending, greeted);
+    if (opened.answer) co_return std::move(*opened.answer);
+    auto& image = opened.image;
     bool lazy = image.flags & protocol::image_begin::lazy_pages;
-    if (lazy && !agent.no_lazy_pages.empty())
-        co_return failure{errc::restore_failed, "this host cannot take lazy pages: " + agent.no_lazy_pages};
 
     // The files the image names, and which of them this host lacks: asked
     // for at once, while the image streams in.
-    protocol::file_manifest manifest;
-    {
-        watchdog due(peer, limits.handshake_timeout);
-        ec = co_await detail::read_frame(peer, frame, manifest_limit);
-        if (due.fired()) co_return too_slow();
-    }
-    if (ec) co_return failure{ec, "no file manifest: " + ec.message()};
-    if (frame.type != protocol::message_type::file_manifest || protocol::decode(frame.payload, manifest))
-        co_return failure{errc::malformed_message, "expected the image's file manifest"};
+    auto read = co_await read_manifest(connection, limits);
+    if (auto* failed = std::get_if<failure>(&read)) co_return *failed;
+    auto& manifest = std::get<protocol::file_manifest>(read);
     auto files = decide_files(manifest, *agent.files, agent.own_files, file_limits{limits.max_file_size});
     if (files.refusal) co_return failure{errc::file_unavailable, *files.refusal};
     pinned_entries pinned(*agent.files);
     for (auto i : files.cached) pinned.pin(key_of(manifest.files[i]));
     protocol::file_request request{files.wanted};
     if (auto failed = co_await detail::write_message(peer, request)) co_return failure{failed, failed.message()};
+    emit_event("image_receiving", {{"peer", from}, {"origin", image.origin_host}, {"origin_pid", image.pid},
+                                   {"bytes", image.total_size}, {"lazy", lazy ? 1 : 0}});
     log("receiving an image of {} bytes from {} (pid {} on {}){}", image.total_size, from, image.pid,
         image.origin_host, lazy ? ", its memory to follow" : "");
     ++agent.receiving;
@@ -357,13 +418,15 @@ asio::awaitable<peer_answer> handle_peer(
     auto job = agent.make_job_dir(id);
     auto images = job / "images";
     std::filesystem::create_directory(images);
-    if (auto failure = co_await receive_files(peer, images, limits)) co_return *failure;
+    if (auto failure = co_await receive_files(connection, images, limits)) co_return *failure;
     std::uint64_t file_bytes = 0;
     if (!files.wanted.empty()) {
         auto failed = co_await receive_wanted_files(peer, manifest, files.wanted, *agent.files, limits, file_bytes);
         if (failed) co_return *failed;
         for (auto i : files.wanted) pinned.pin(key_of(manifest.files[i]));
     }
+    emit_event("child_files", {{"id", id}, {"host", files.host_own}, {"cached", files.cached.size()},
+                               {"received", files.wanted.size()}, {"bytes", file_bytes}});
     log("files for child {}: host={} cached={} received={} bytes={}", id, files.host_own, files.cached.size(),
         files.wanted.size(), file_bytes);
     if (!lazy) log_image_complete(id, image.total_size);
@@ -373,24 +436,41 @@ asio::awaitable<peer_answer> handle_peer(
     // Root's child is restored by root's CRIU; any other by CRIU as that user.
     std::optional<run_as> as;
     if (who.uid != 0) as = run_as{who.uid, who.gid, who.groups, 0};
-    // Where the child finds what this host lacks: in its own mount namespace.
-    std::vector<unsigned char> placements;
-    if (!files.wanted.empty() || !files.cached.empty() || !files.missing_dirs.empty()) {
-        auto stage = job / "stage";
-        if (::mkdir(stage.c_str(), 0700) != 0)
-            co_return failure{errc::internal_error, fmt::format("cannot make {}: {}", stage, std::strerror(errno))};
-        placements = encode_plan(plan_placements(manifest, files, *agent.files, stage));
-    }
-    auto outcome = co_await restore_child(agent, image, id, job, connection, as, std::move(slot), placements);
+    auto placed = place_files(job, manifest, files, *agent.files);
+    if (auto* failed = std::get_if<failure>(&placed)) co_return *failed;
+    auto placements = std::move(std::get<std::vector<unsigned char>>(placed));
+    auto outcome = co_await restore_child(agent, image, id, std::move(job), connection, as, std::move(slot),
+                                           std::move(placements));
     child = outcome.child;  // with lazy pages, also after a failure: it reads the connection
     if (outcome.ec) co_return failure{outcome.ec, outcome.message};
+    emit_event("child_restored", {{"id", id}, {"pid", outcome.pid}, {"origin", image.origin_host},
+                                  {"origin_pid", image.pid}, {"peer", from}});
     log("child {} restored: pid {} from {} (origin pid {}, from {})", id, outcome.pid, image.origin_host, image.pid,
         from);
     co_return protocol::restored{id, agent.host, outcome.pid};
 }
 
+// After a failure, the sender may still be sending its image: the rest is
+// taken, so that it reads our answer instead of a reset connection. Bounded
+// in time (one --idle-timeout in all, not per read: a trickle must not hold
+// the connection) and in bytes (--max-image-size).
+asio::awaitable<void> drain(std::shared_ptr<peer_connection> peer, limits limits) {
+    peer->shutdown_send();
+    watchdog bound(*peer, limits.idle_timeout);
+    std::vector<unsigned char> sink(64 * 1024);
+    for (std::uint64_t taken = 0; taken <= limits.max_image_size && !bound.fired();) {
+        auto [ec, n] = co_await peer->async_read_some(asio::buffer(sink), detail::as_tuple_awaitable);
+        if (ec) break;
+        taken += n;
+    }
+    peer->close();
+}
+
 }  // namespace
 
+// One peer's connection, from accept to close: admission, TLS, the
+// conversation, the answer, and what follows it (a child served, or the rest
+// of a refused image drained). Kept whole so the order of these is in one place.
 asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket connection) {
     std::error_code ignored;
     auto remote = connection.remote_endpoint(ignored);
@@ -406,8 +486,7 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     pending_slot pending(agent.pending, source);
     auto peer = std::make_shared<peer_connection>(connection.get_executor());
     peer->tcp() = std::move(connection);
-    peer->tcp().set_option(asio::ip::tcp::no_delay(true), ignored);
-    peer->detect_dead_peer(agent.opts.limits.idle_timeout);
+    peer->prepare_tcp(agent.opts.limits.idle_timeout);
     if (agent.tls) {
         // Only a peer that holds the shared secret gets further than this.
         peer->use_tls(*agent.tls);
@@ -438,13 +517,16 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
     if (auto* restored = std::get_if<protocol::restored>(&outcome)) {
         answer = reply(*restored);
     } else if (auto* probe = std::get_if<protocol::probe_reply>(&outcome)) {
+        emit_event("probe_answered", {{"peer", from}});
         log("answered a probe from {}", from);
         answer = reply(*probe);
     } else {
         auto& f = std::get<failure>(outcome);
         if (f.code == asio::error::eof && !greeted) co_return;  // connected and left: nothing to say
+        emit_event(greeted ? "restore_failed" : "peer_refused",
+                   {{"peer", from}, {"code", f.code.value()}, {"text", f.text}});
         log("{} from {}: {}", greeted ? "fork failed" : "refused", from, f.text);
-        answer = reply(protocol::error_message{f.code, "rfork: " + f.text});
+        answer = reply(protocol::error_message{f.code, f.text});  // bare: the library adds "rfork: "
     }
     co_await peer->send(answer);  // lazy pages may be flowing already
     if (child && std::holds_alternative<protocol::restored>(outcome)) {
@@ -453,19 +535,8 @@ asio::awaitable<void> serve_peer(agent_state& agent, asio::ip::tcp::socket conne
         // A failed lazy restore: its reader takes the rest of the sender's frames.
         peer->shutdown_send();
     } else if (greeted) {
-        // The sender may still be sending its image: take the rest, so that
-        // it reads our answer instead of a reset connection. Bounded in time
-        // (one --idle-timeout in all, not per read: a trickle must not hold
-        // the connection) and in bytes (--max-image-size).
-        peer->shutdown_send();
-        watchdog drain(*peer, agent.opts.limits.idle_timeout);
-        std::vector<unsigned char> sink(64 * 1024);
-        for (std::uint64_t taken = 0; taken <= agent.opts.limits.max_image_size && !drain.fired();) {
-            auto [ec, n] = co_await peer->async_read_some(asio::buffer(sink), detail::as_tuple_awaitable);
-            if (ec) break;
-            taken += n;
-        }
-        peer->close();
+        co_await drain(peer, agent.opts.limits);
+        emit_event("connection_drained", {{"peer", from}});
         log("closed the connection from {}", from);
     }
 }

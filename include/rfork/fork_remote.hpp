@@ -9,18 +9,18 @@
 // runs, and there as the child.
 #pragma once
 
+#include <rfork/detail/frame_io.hpp>
 #include <rfork/detail/fork_operation.hpp>
+#include <rfork/detail/initiate.hpp>
 #include <rfork/fork_result.hpp>
 #include <rfork/options.hpp>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/awaitable.hpp>
-#include <asio/co_spawn.hpp>
-#include <asio/io_context.hpp>
+#include <asio/redirect_error.hpp>
 #include <asio/use_awaitable.hpp>
 
-#include <exception>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -28,87 +28,49 @@
 
 namespace rfork {
 
-// A note for GCC 12 (Debian 12's compiler): it destroys twice any temporary of
-// class type that lives in a full-expression containing co_await. The
-// functions below take their strings as std::string_view and their options by
-// reference, and are not coroutines themselves, so `co_await
-// fork_remote(ctx, "b:7000")` is safe; pass fork_options as a named object.
+// A note for GCC 12 (Debian 12's compiler): it destroys twice a temporary
+// aggregate, such as `fork_options{...}`, made in a full-expression that
+// contains co_await. Pass fork_options as a named object; the defaults below
+// are written `fork_options()`, which it gets right.
 
-// The general form, for any completion token; completes with
-// (std::error_code, fork_result). On failure the result's error_message()
-// says what happened and what to do.
-template <typename CompletionToken = asio::use_awaitable_t<>>
-auto async_fork_remote(asio::any_io_executor executor, std::string_view endpoint, const fork_options& options,
+// The general form, for any completion token, run on `where` (an io_context
+// or an executor); completes with (std::error_code, fork_result). On failure
+// the result's error_message() says what happened and what to do.
+template <asio::completion_token_for<void(std::error_code, fork_result)> CompletionToken = asio::use_awaitable_t<>>
+auto async_fork_remote(detail::executor_arg where, std::string_view endpoint, fork_options options,
                        CompletionToken&& token = {}) {
     return asio::async_initiate<CompletionToken, void(std::error_code, fork_result)>(
-        [](auto handler, asio::any_io_executor ex, std::string ep, fork_options opts) {
-            auto op = detail::fork_operation(ex, std::move(ep), std::move(opts));
-            asio::co_spawn(ex, std::move(op),
-                           [h = std::move(handler)](std::exception_ptr e, detail::fork_outcome o) mutable {
-                               if (e) {  // only allocation failure can get here
-                                   o.ec = errc::internal_error;
-                                   o.result = fork_result::failure("rfork: unexpected exception in fork_remote");
-                               }
-                               std::move(h)(o.ec, std::move(o.result));
-                           });
+        [](auto handler, asio::any_io_executor executor, std::string endpoint_text, fork_options opts) {
+            auto op = detail::fork_operation(executor, std::move(endpoint_text), std::move(opts));
+            detail::spawn_operation(std::move(executor), std::move(op), std::move(handler), "fork_remote");
         },
-        token, std::move(executor), std::string(endpoint), options);
+        token, std::move(where.executor), std::string(endpoint), std::move(options));
 }
 
 namespace detail {
 
 inline asio::awaitable<fork_result> fork_or_throw(asio::any_io_executor executor, std::string endpoint,
                                                   fork_options options) {
-    auto op = fork_operation(std::move(executor), std::move(endpoint), std::move(options));
-    auto o = co_await std::move(op);
-    if (o.ec) throw std::system_error(o.ec, o.result.error_message());
-    co_return std::move(o.result);
-}
-
-inline asio::awaitable<fork_result> fork_or_set(asio::any_io_executor executor, std::string endpoint,
-                                                fork_options options, std::error_code& ec) {
-    auto op = fork_operation(std::move(executor), std::move(endpoint), std::move(options));
-    auto o = co_await std::move(op);
-    ec = o.ec;
-    co_return std::move(o.result);
+    auto [ec, result] = co_await async_fork_remote(std::move(executor), endpoint, std::move(options), as_tuple_awaitable);
+    if (ec) throw std::system_error(ec, result.error_message());
+    co_return std::move(result);
 }
 
 }  // namespace detail
 
 // Throws std::system_error (code in rfork::category(), what() the full
 // explanation) on failure.
-inline asio::awaitable<fork_result> fork_remote(asio::any_io_executor executor, std::string_view endpoint,
-                                                const fork_options& options) {
-    return detail::fork_or_throw(std::move(executor), std::string(endpoint), options);
-}
-inline asio::awaitable<fork_result> fork_remote(asio::any_io_executor executor, std::string_view endpoint) {
-    return detail::fork_or_throw(std::move(executor), std::string(endpoint), fork_options{});
-}
-inline asio::awaitable<fork_result> fork_remote(asio::io_context& ctx, std::string_view endpoint,
-                                                const fork_options& options) {
-    return detail::fork_or_throw(ctx.get_executor(), std::string(endpoint), options);
-}
-inline asio::awaitable<fork_result> fork_remote(asio::io_context& ctx, std::string_view endpoint) {
-    return detail::fork_or_throw(ctx.get_executor(), std::string(endpoint), fork_options{});
+inline asio::awaitable<fork_result> fork_remote(detail::executor_arg where, std::string_view endpoint,
+                                                fork_options options = fork_options()) {
+    return detail::fork_or_throw(std::move(where.executor), std::string(endpoint), std::move(options));
 }
 
 // Never throws for a failed fork: sets `ec` and returns a result whose
-// error_message() explains it.
-inline asio::awaitable<fork_result> fork_remote(asio::any_io_executor executor, std::string_view endpoint,
-                                                std::error_code& ec, const fork_options& options) {
-    return detail::fork_or_set(std::move(executor), std::string(endpoint), options, ec);
-}
-inline asio::awaitable<fork_result> fork_remote(asio::any_io_executor executor, std::string_view endpoint,
-                                                std::error_code& ec) {
-    return detail::fork_or_set(std::move(executor), std::string(endpoint), fork_options{}, ec);
-}
-inline asio::awaitable<fork_result> fork_remote(asio::io_context& ctx, std::string_view endpoint,
-                                                std::error_code& ec, const fork_options& options) {
-    return detail::fork_or_set(ctx.get_executor(), std::string(endpoint), options, ec);
-}
-inline asio::awaitable<fork_result> fork_remote(asio::io_context& ctx, std::string_view endpoint,
-                                                std::error_code& ec) {
-    return detail::fork_or_set(ctx.get_executor(), std::string(endpoint), fork_options{}, ec);
+// error_message() explains it. `ec` must outlive the co_await, as with
+// asio::redirect_error, which this is.
+inline asio::awaitable<fork_result> fork_remote(detail::executor_arg where, std::string_view endpoint,
+                                                std::error_code& ec, fork_options options = fork_options()) {
+    return async_fork_remote(std::move(where), endpoint, std::move(options), asio::redirect_error(asio::use_awaitable, ec));
 }
 
 }  // namespace rfork

@@ -1,12 +1,15 @@
 // What fork_remote returns: which side of the fork this is, and which child.
 #pragma once
 
+#include <rfork/detail/initiate.hpp>
 #include <rfork/detail/local_request.hpp>
 
+#include <asio/async_result.hpp>
 #include <asio/awaitable.hpp>
 
 #include <csignal>
 #include <string>
+#include <system_error>
 #include <utility>
 
 namespace rfork {
@@ -43,22 +46,43 @@ public:
     // In the parent: waits until the child has ended and returns its exit
     // code (0-255), or 128 + the number of the signal that ended it. Works for
     // a child that ended long ago, and for any number of children at once.
-    // Throws std::system_error.
-    asio::awaitable<int> wait() const {
-        if (!is_parent()) return detail::refuse_as_child(errc::not_a_parent);
-        return detail::wait_for_child(agent_socket_, child_.id);
+    // Throws std::system_error, whose what() is the full explanation.
+    asio::awaitable<int> wait() const { return detail::status_or_throw(wait_operation()); }
+
+    // The same for any completion token, run on `where` (an io_context or an
+    // executor); completes with (std::error_code, int status).
+    template <asio::completion_token_for<void(std::error_code, int)> CompletionToken>
+    auto async_wait(detail::executor_arg where, CompletionToken&& token) const {
+        return asio::async_initiate<CompletionToken, void(std::error_code, int)>(
+            [](auto handler, asio::any_io_executor executor, asio::awaitable<detail::wait_outcome> op) {
+                detail::spawn_operation(std::move(executor), std::move(op), std::move(handler), "wait");
+            },
+            token, std::move(where.executor), wait_operation());
     }
 
     // In the parent: sends `signal` to the child. Throws std::system_error
     // (no_such_child once the child has ended and was waited for).
-    asio::awaitable<void> kill(int signal = SIGTERM) const {
-        if (!is_parent()) return refuse_kill();
-        return detail::signal_child(agent_socket_, child_.id, signal);
+    asio::awaitable<void> kill(int signal = SIGTERM) const { return detail::done_or_throw(kill_operation(signal)); }
+
+    // The same for any completion token; completes with (std::error_code).
+    template <asio::completion_token_for<void(std::error_code)> CompletionToken>
+    auto async_kill(detail::executor_arg where, int signal, CompletionToken&& token) const {
+        return asio::async_initiate<CompletionToken, void(std::error_code)>(
+            [](auto handler, asio::any_io_executor executor, asio::awaitable<detail::kill_outcome> op) {
+                detail::spawn_operation(std::move(executor), std::move(op), std::move(handler), "kill");
+            },
+            token, std::move(where.executor), kill_operation(signal));
     }
 
 private:
-    static asio::awaitable<void> refuse_kill() {
-        co_await detail::refuse_as_child(errc::not_a_parent);
+    // Each copies what it needs: the coroutine never refers to this object.
+    asio::awaitable<detail::wait_outcome> wait_operation() const {
+        if (!is_parent()) return detail::refuse_as_child<detail::wait_outcome>();
+        return detail::wait_for_child(agent_socket_, child_.id);
+    }
+    asio::awaitable<detail::kill_outcome> kill_operation(int signal) const {
+        if (!is_parent()) return detail::refuse_as_child<detail::kill_outcome>();
+        return detail::signal_child(agent_socket_, child_.id, signal);
     }
 
     side side_ = side::none;

@@ -6,4 +6,3 @@
 #include <rfork/fork_remote.hpp>
 #include <rfork/fork_result.hpp>
 #include <rfork/options.hpp>
-#include <rfork/protocol.hpp>

@@ -349,8 +349,9 @@ TEST_SUITE("integration.auth") {
         INFO(agent_logs(hosts, {"a", "b"}));
         auto error = expect_failed_fork(r, rfork::errc::agent_unreachable);
         CHECK(error.find("--secret-file") != std::string::npos);
-        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("no TLS with the shared secret") != std::string::npos; }));
-        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+        CHECK(hosts.wait_for_events("b", "peer_refused"));
+        CHECK(any_event_with(hosts.events("b", "peer_refused"), "text", "no TLS with the shared secret"));
+        CHECK(hosts.events("b", "image_receiving").empty());
         check_nothing_left(hosts, {"a", "b"}, {});
     }
 
@@ -365,7 +366,7 @@ TEST_SUITE("integration.auth") {
             CHECK(lines_with(r.out, "handshake ").empty());  // no rfork answer at all
             CHECK(lines_with(r.out, "error code=").empty());
         }
-        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+        CHECK(hosts.events("b", "image_receiving").empty());
         auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
         INFO("stdout: " << r.out << "\nstderr: " << r.err);
         CHECK(lines_with(r.out, "child goes on").size() == 1);
@@ -419,7 +420,7 @@ TEST_SUITE("integration.auth") {
         INFO(agent_logs(hosts, {"a", "b"}));
         auto error = expect_failed_fork(r, rfork::errc::not_permitted);
         CHECK(error.find("--allow-root") != std::string::npos);
-        CHECK(hosts.agent_log("b").find("restored") == std::string::npos);
+        CHECK(hosts.events("b", "child_restored").empty());
         check_nothing_left(hosts, {"a", "b"}, {});
     }
 
@@ -451,8 +452,10 @@ TEST_SUITE("integration.auth") {
             test_hosts hosts({"a", "b"}, {.agent_args = {"a=--local-users 4242", "b=--allow-uid 4242"}});
             auto r = hosts.run("a", as_user("4242", {program_path("fork_or_report"), "b:7000"}));
             INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
-            CHECK(hosts.agent_log("a").find("fork request from pid") != std::string::npos);
-            CHECK(hosts.agent_log("a").find("(uid 4242) to b:7000") != std::string::npos);
+            auto requests = hosts.events("a", "fork_request");
+            REQUIRE(requests.size() == 1);
+            CHECK(requests[0]["uid"] == "4242");
+            CHECK(requests[0]["endpoint"] == "b:7000");
             CHECK(r.out.find("may not use this agent") == std::string::npos);
             check_nothing_left(hosts, {"a", "b"}, {});
         }
@@ -476,8 +479,10 @@ TEST_SUITE("integration.auth") {
         INFO("by address: stdout: " << by_address.out << "\nstderr: " << by_address.err);
         CHECK(lines_with(by_address.out, "child goes on").size() == 1);
         // The origin b records is the name a's certificate holds.
-        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return lines_with(log, " restored: ").size() >= 2; }));
-        CHECK(lines_with(hosts.agent_log("b"), " on a)").size() == 2);
+        CHECK(hosts.wait_for_events("b", "child_restored", 2));
+        auto restored = hosts.events("b", "child_restored");
+        CHECK(restored.size() == 2);
+        for (auto& child : restored) CHECK(child["origin"] == "a");
         check_nothing_left(hosts, {"a", "b"}, {{"b", 2}});
     }
 
@@ -587,8 +592,8 @@ TEST_SUITE("integration.auth") {
         CHECK(only_line(doctor.out, "FAIL peer b:7000").find("showed a certificate for c, not b") != std::string::npos);
         // b saw the handshakes fail (failed handshakes are logged at most
         // once a second), and took no image.
-        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return !lines_with(log, "refused ").empty(); }));
-        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+        CHECK(hosts.wait_for_events("b", "peer_refused"));
+        CHECK(hosts.events("b", "image_receiving").empty());
         check_nothing_left(hosts, {"a", "b"}, {});
     }
 
@@ -607,8 +612,9 @@ TEST_SUITE("integration.auth") {
         auto refusals = lines_with(claim.out, "error code=" + error_value(rfork::errc::not_permitted));
         REQUIRE(refusals.size() == 1);
         CHECK(refusals[0].find("claims to be a, but its certificate names c") != std::string::npos);
-        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("claims to be a") != std::string::npos; }));
-        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+        CHECK(hosts.wait_for_events("b", "peer_refused"));
+        CHECK(any_event_with(hosts.events("b", "peer_refused"), "text", "claims to be a"));
+        CHECK(hosts.events("b", "image_receiving").empty());
 
         // The same peer as itself gets past that check (and no further: its image never comes).
         auto honest = hosts.raw_tls_peer_with_certificate("a", hosts.address("b"), 7000, "origin=c", pki + "/c.crt",
@@ -617,11 +623,12 @@ TEST_SUITE("integration.auth") {
         CHECK(honest.status == 0);
         CHECK(lines_with(honest.out, "error code=").size() == 1);
         CHECK(lines_with(honest.out, "error code=" + error_value(rfork::errc::not_permitted)).empty());
-        CHECK(hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("receiving an image of 4096 bytes") != std::string::npos;
-        }));
-        CHECK(lines_with(hosts.agent_log("b"), "receiving an image").size() == 1);
-        CHECK(lines_with(hosts.agent_log("b"), "(pid 1234 on c)").size() == 1);
+        CHECK(hosts.wait_for_events("b", "image_receiving"));
+        auto receiving = hosts.events("b", "image_receiving");
+        REQUIRE(receiving.size() == 1);
+        CHECK(receiving[0]["bytes"] == "4096");
+        CHECK(receiving[0]["origin"] == "c");
+        CHECK(receiving[0]["origin_pid"] == "1234");
         check_nothing_left(hosts, {"a", "b"}, {});
     }
 
@@ -637,8 +644,9 @@ TEST_SUITE("integration.auth") {
         INFO(agent_logs(hosts, {"a", "b"}));
         auto error = expect_failed_fork(r, rfork::errc::agent_unreachable);
         CHECK(error.find("no TLS with the agent at b:7000") != std::string::npos);
-        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("no TLS") != std::string::npos; }));
-        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+        CHECK(hosts.wait_for_events("b", "peer_refused"));
+        CHECK(any_event_with(hosts.events("b", "peer_refused"), "text", "no TLS"));
+        CHECK(hosts.events("b", "image_receiving").empty());
         check_nothing_left(hosts, {"a", "b"}, {});
     }
 
@@ -672,23 +680,28 @@ TEST_SUITE("integration.auth") {
         test_hosts hosts({"a"}, {.no_credentials = true});
         temp_dir dir("auth");
         auto log = (dir.path / "second.log").string();
+        auto events = (dir.path / "second.events").string();
         std::ofstream{log};  // watched from the start
+        std::ofstream{events};
         // A second agent beside the host's, its socket in the same directory;
         // in this test's cgroup, where on cgroup v2 it cannot make children's.
         auto second = hosts.start("a", {"/bin/sh", "-c", "exec \"$@\" 2>" + log, "sh", program_path("rfork-agent"),
                                         "--listen", "127.0.0.1:7001", "--socket", "/run/rfork/second.sock",
                                         "--work-dir", "/run/rfork/second-work", "--name", "second", "--allow-root",
-                                        "--allow-unlimited-children"});
-        REQUIRE(wait_for_file(log, [](const std::string& text) { return text.find("listening on") != std::string::npos; },
-                              30s));
+                                        "--allow-unlimited-children", "--event-log", events});
+        auto second_events = [&](const std::string& name) {
+            std::size_t n = 0;
+            for (auto& e : parse_events(read_file(events))) n += e.name == name;
+            return n;
+        };
+        REQUIRE(wait_for_file(events, [&](const std::string&) { return second_events("agent_ready") == 1; }, 30s));
         INFO("second agent's log: " << read_file(log) << agent_logs(hosts, {"a"}));
         auto there = hosts.run("a", {program_path("fork_or_report"), "127.0.0.1:7001"});
         CHECK(lines_with(there.out, "child goes on").size() == 1);
         auto back = hosts.run("a", {program_path("fork_or_report"), "127.0.0.1:7000"},
                               {{"RFORK_AGENT_SOCKET", "/run/rfork/second.sock"}});
         CHECK(lines_with(back.out, "child goes on").size() == 1);
-        CHECK(wait_for_file(log, [](const std::string& text) { return text.find(" ended after ") != std::string::npos; },
-                            30s));
+        CHECK(wait_for_file(events, [&](const std::string&) { return second_events("child_ended") == 1; }, 30s));
         second.finish(0ms);  // stopped: its child has ended
         check_nothing_left(hosts, {"a"}, {{"a", 1}});
     }

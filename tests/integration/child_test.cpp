@@ -83,14 +83,10 @@ std::string describe_difference(const std::string& actual, const std::string& ex
     return out.str();
 }
 
-// The ids of the children restored on a host, from its agent's log.
-std::vector<std::string> restored_ids(const std::string& log) {
+// The ids of the children restored on a host, from its agent's events.
+std::vector<std::string> restored_ids(const test_hosts& hosts, const std::string& host) {
     std::vector<std::string> ids;
-    for (auto& line : lines_with(log, " restored: pid ")) {
-        auto w = words(line);
-        for (std::size_t i = 0; i + 2 < w.size(); ++i)
-            if (w[i] == "child" && w[i + 2] == "restored:") ids.push_back(w[i + 1]);
-    }
+    for (auto& e : hosts.events(host, "child_restored")) ids.push_back(e["id"]);
     return ids;
 }
 
@@ -108,8 +104,6 @@ std::string child_pattern(std::uint64_t seed, std::size_t size) {
     return bytes;
 }
 
-// Once every child has ended, the hosts keep nothing: `ended` says how many
-// children each host ran ("ended after" in its agent's log).
 // Waits, bounded, until a process (not yet reaped) has exited.
 bool wait_for_exit_of(int pid, std::chrono::milliseconds bound) {
     int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
@@ -150,8 +144,8 @@ void check_chain(const test_hosts& hosts, const std::vector<std::string>& names,
     CHECK(field(origin_waited, "status") == "0");
     CHECK(field(child_waited, "status") == "0");
     CHECK(field(origin_waited, "child") != field(child_waited, "grandchild"));
-    CHECK(restored_ids(hosts.agent_log(first)) == std::vector<std::string>{field(origin_waited, "child")});
-    CHECK(restored_ids(hosts.agent_log(second)) == std::vector<std::string>{field(child_waited, "grandchild")});
+    CHECK(restored_ids(hosts, first) == std::vector<std::string>{field(origin_waited, "child")});
+    CHECK(restored_ids(hosts, second) == std::vector<std::string>{field(child_waited, "grandchild")});
 
     std::map<std::string, std::size_t> ended;
     ended[first] += 1;
@@ -253,12 +247,9 @@ TEST_SUITE("integration.child") {
         auto program = hosts.start("a", {program_path(child_program), "late-wait", "b:7000", dir.path});
         // The child has ended on b and its parent's agent on a knows its status;
         // only then may the parent ask.
-        bool ended_on_b = hosts.wait_for_log("b", [](const std::string& log) {
-            return !lines_with(log, " ended after ").empty();
-        });
-        bool known_on_a = hosts.wait_for_log("a", [](const std::string& log) {
-            return !lines_with(log, " ended with status 7").empty();
-        });
+        bool ended_on_b = hosts.wait_for_events("b", "child_ended");
+        bool known_on_a = hosts.wait_for_events("a", "forked_child_ended");
+        CHECK(any_event_with(hosts.events("a", "forked_child_ended"), "status", "7"));
         dir.create("go");
         auto r = program.finish(60s);
         INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
@@ -275,11 +266,18 @@ TEST_SUITE("integration.child") {
     TEST_CASE("one parent waits for four children at once and gets each one's own exit code") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
+        shared_dir dir;
         const int count = 4;
-        auto r = hosts.run("a", {program_path(child_program), "many", "b:7000", std::to_string(count)});
+        auto r = hosts.run("a", {program_path(child_program), "many", "b:7000", std::to_string(count), dir.path});
         INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
         REQUIRE(r.status == 0);
-        CHECK(lines_with(r.out, "parent wait-done ").size() == static_cast<std::size_t>(count));
+        CHECK(lines_with(r.out, "child gave up").empty());
+        // The waits overlapped: each child ended only after the wait for the
+        // next one had returned, while the wait for the first, issued first,
+        // was still pending; so they returned last child first.
+        auto done = lines_with(r.out, "parent wait-done ");
+        REQUIRE(done.size() == static_cast<std::size_t>(count));
+        for (int i = 0; i < count; ++i) CHECK(field(done[static_cast<std::size_t>(i)], "index") == std::to_string(count - 1 - i));
         std::set<std::string> ids;
         for (int i = 0; i < count; ++i) {
             CAPTURE(i);
@@ -326,10 +324,10 @@ TEST_SUITE("integration.child") {
         CHECK(late > exits);
         CHECK(lines_with(r.err, "child late stderr line").size() == 1);
         CHECK(lines_with(r.out, "child gave up").empty());
-        bool status_known = hosts.wait_for_log("a", [](const std::string& log) {
-            return !lines_with(log, " ended with status 0").empty();
-        });
-        CHECK(status_known);
+        CHECK(hosts.wait_for_events("a", "forked_child_ended"));
+        auto ended = hosts.events("a", "forked_child_ended");
+        REQUIRE(ended.size() == 1);
+        CHECK(ended[0]["status"] == "0");
         check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
 
@@ -344,6 +342,7 @@ TEST_SUITE("integration.child") {
             auto child = only_line(r.out, "child stdin ");
             CHECK(field(child, "eof") == "1");
             CHECK(field(child, "bytes") == "0");
+            CHECK(std::stol(field(child, "ms")) < 2000);  // at once, not at the end of its 10 s
             auto parent = only_line(r.out, "parent stdin ");
             CHECK(field(parent, "eof") == "1");
             CHECK(field(parent, "data") == "hello\\nworld\\n");
@@ -356,6 +355,8 @@ TEST_SUITE("integration.child") {
         auto child = only_line(null.out, "child stdin ");
         CHECK(field(child, "eof") == "1");
         CHECK(field(child, "bytes") == "0");
+        // At once: well within the 10 s its read may take.
+        CHECK(std::stol(field(child, "ms")) < 2000);
         check_nothing_left(hosts, {"a", "b"}, {{"b", 2}});
     }
 
@@ -395,7 +396,7 @@ TEST_SUITE("integration.child") {
         auto program = hosts.start("a", {program_path(child_program), "stdin", "b:7000", "forward", "120"}, {}, false,
                                    pair[0]);
         ::close(pair[0]);
-        bool restored = hosts.wait_for_log("b", [](const std::string& log) { return !restored_ids(log).empty(); });
+        bool restored = hosts.wait_for_events("b", "child_restored");
         // While a's agent waits on that socket for the child's stdin, it
         // forks another program and answers rfork-agent list.
         auto other = hosts.run("a", {program_path("fork_or_report"), "b:7000"}, {}, 60s);
@@ -493,12 +494,11 @@ TEST_SUITE("integration.child") {
         const auto agent = program_path("rfork-agent");
         auto program = hosts.start("a", {program_path(child_program), "block", "b:7000"});
         std::string id;
-        bool restored = hosts.wait_for_log("b", [&](const std::string& log) {
-            auto ids = restored_ids(log);
-            if (ids.size() == 1) id = ids[0];
-            return !id.empty();
-        });
+        bool restored = hosts.wait_for_events("b", "child_restored");
         REQUIRE(restored);
+        auto ids = restored_ids(hosts, "b");
+        REQUIRE(ids.size() == 1);
+        id = ids[0];
         auto list = hosts.run("b", {agent, "list"});
         auto list_on_a = hosts.run("a", {agent, "list"});
         auto killed = hosts.run("b", {agent, "kill", id});
@@ -530,10 +530,7 @@ TEST_SUITE("integration.child") {
         CHECK(lines_with(r.out, "child gave up").empty());
 
         // Once it ended, b lists nothing and cannot kill it.
-        bool ended = hosts.wait_for_log("b", [](const std::string& log) {
-            return !lines_with(log, " ended after ").empty();
-        });
-        REQUIRE(ended);
+        REQUIRE(hosts.wait_for_events("b", "child_ended"));
         auto after = hosts.run("b", {agent, "list"});
         CHECK(after.status == 0);
         CHECK(lines_of(after.out) == std::vector<std::string>{lines[0]});
@@ -562,8 +559,22 @@ TEST_SUITE("integration.child") {
         // 256 MiB: lazy pages, still on their way when the child forks again
         // (its agent waits for them before it dumps the child's snapshot).
         check_chain(hosts, {"a", "b"}, "b", "a", "256");
-        auto log_b = hosts.agent_log("b");
-        CHECK(log_b.find("its memory to follow") != std::string::npos);
+        // b's events, in the order its agent wrote them: the child from a
+        // asked to fork before the last of its memory had arrived.
+        auto events = hosts.events("b");
+        auto at = [&](const std::string& name, const std::string& key, const std::string& value) {
+            auto found = std::find_if(events.begin(), events.end(),
+                                      [&](const agent_event& e) { return e.name == name && e[key] == value; });
+            return found == events.end() ? std::ptrdiff_t(-1) : found - events.begin();
+        };
+        auto restored = hosts.events("b", "child_restored");
+        REQUIRE(restored.size() == 1);
+        INFO(agent_logs(hosts, {"b"}));
+        CHECK(at("image_receiving", "lazy", "1") >= 0);
+        auto complete = at("image_complete", "id", restored[0]["id"]);
+        auto second_fork = at("fork_request", "endpoint", "a:7000");
+        CHECK(second_fork >= 0);
+        CHECK(complete > second_fork);
     }
 
     TEST_CASE("a chain a to b to c keeps the memory and leaves nothing behind") {

@@ -22,7 +22,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The options `host`'s agent runs with (its command line), but --ready-fd.
+// The options `host`'s agent runs with (its command line), but the fds it was given.
 std::vector<std::string> agent_options(const test_hosts& hosts, const std::string& host) {
     auto cmdline = read_file("/proc/" + std::to_string(hosts.agent_pid(host)) + "/cmdline");
     std::vector<std::string> args;
@@ -30,8 +30,10 @@ std::vector<std::string> agent_options(const test_hosts& hosts, const std::strin
     for (std::string arg; std::getline(in, arg, '\0');) args.push_back(arg);
     REQUIRE(args.size() > 1);
     args.erase(args.begin());
-    auto ready = std::find(args.begin(), args.end(), "--ready-fd");
-    if (ready != args.end()) args.erase(ready, std::min(ready + 2, args.end()));
+    for (const char* fd_option : {"--ready-fd", "--event-fd"}) {
+        auto found = std::find(args.begin(), args.end(), fd_option);
+        if (found != args.end()) args.erase(found, std::min(found + 2, args.end()));
+    }
     return args;
 }
 
@@ -113,10 +115,8 @@ TEST_SUITE("integration.doctor") {
         CHECK(lines_starting_with(r.out, "ok   criu check").size() == 1);
         CHECK(lines_starting_with(r.out, "ok   cgroups for children: cgroup v").size() == 1);
         // A probe is answered and restores nothing.
-        CHECK(hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("answered a probe") != std::string::npos;
-        }));
-        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+        CHECK(hosts.wait_for_events("b", "probe_answered"));
+        CHECK(hosts.events("b", "image_receiving").empty());
         check_nothing_left(hosts, {"a", "b"}, {});
     }
 
@@ -135,7 +135,8 @@ TEST_SUITE("integration.doctor") {
         auto failure = the_one_failure(r, "FAIL peer " + peer);
         CHECK(failure.find("secret") != std::string::npos);
         CHECK(lines_starting_with(r.out, "ok   credentials load").size() == 1);  // the secret itself is fine
-        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("no TLS") != std::string::npos; }));
+        CHECK(hosts.wait_for_events("b", "peer_refused"));
+        CHECK(any_event_with(hosts.events("b", "peer_refused"), "text", "no TLS"));
     }
 
     TEST_CASE("doctor on a host without credentials names its own secret and probes its agent on loopback") {

@@ -18,9 +18,7 @@ namespace {
 // tests of their own, in lazy_test.cpp).
 running_program start_whole_image_fork(const test_hosts& hosts) {
     auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "256", "caller"});
-    bool receiving = hosts.wait_for_log("b", [](const std::string& log) {
-        return log.find("receiving an image") != std::string::npos;
-    });
+    bool receiving = hosts.wait_for_events("b", "image_receiving");
     REQUIRE(receiving);
     return program;
 }
@@ -64,11 +62,13 @@ TEST_SUITE("integration.fault") {
         CHECK(r.err.find("rfork: ") != std::string::npos);  // the agent closed without an answer
         CHECK(lines_with(r.out, "child id=").empty());
         // b drops the connection, the partial image and any restore in progress.
-        bool dropped = hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("fork failed from") != std::string::npos || log.find("restored") != std::string::npos;
+        bool dropped = hosts.wait_for_events("b", [](const std::vector<agent_event>& events) {
+            return std::any_of(events.begin(), events.end(), [](const agent_event& e) {
+                return e.name == "restore_failed" || e.name == "child_restored";
+            });
         });
         CHECK(dropped);
-        CHECK(hosts.agent_log("b").find("restored") == std::string::npos);
+        CHECK(hosts.events("b", "child_restored").empty());
         CHECK(hosts.work_dir_entries("b").empty());
         CHECK(hosts.processes_besides_agent("b").empty());
         CHECK(hosts.agent_fds("b") == fds_b);
@@ -89,17 +89,15 @@ TEST_SUITE("integration.fault") {
         CHECK(r.status == 1);
         CHECK(r.err.find("b:7000") != std::string::npos);
         CHECK(seconds < 20.0);  // a few idle timeouts, not TCP's fifteen minutes
-        bool dropped = hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("fork failed from") != std::string::npos;
-        });
+        bool dropped = hosts.wait_for_events("b", "restore_failed");
         CHECK(dropped);
-        CHECK(hosts.agent_log("b").find("restored") == std::string::npos);
+        CHECK(hosts.events("b", "child_restored").empty());
         CHECK(hosts.work_dir_entries("a").empty());
         CHECK(hosts.work_dir_entries("b").empty());
         CHECK(hosts.processes_besides_agent("b").empty());
         CHECK(hosts.agent_fds("a") == fds_a);
         // b drains and closes the dead connection within its idle timeout.
-        CHECK(hosts.wait_for_log("b", [](const std::string& log) { return log.find("closed the connection") != std::string::npos; }));
+        CHECK(hosts.wait_for_events("b", "connection_drained"));
         CHECK(hosts.agent_fds("b") == fds_b);
     }
 

@@ -120,9 +120,7 @@ TEST_SUITE("integration.fork") {
         auto program = hosts.start("a", {program_path("child_program"), "block", "b:7000"});
         REQUIRE(parent_group.move_self(parent_group.before));
 
-        bool restored = hosts.wait_for_log("b", [](const std::string& log) {
-            return !lines_with(log, "restored: pid").empty();
-        });
+        bool restored = hosts.wait_for_events("b", "child_restored");
         auto on_b = hosts.processes_besides_agent("b");
         auto agent_group = cgroup_of(hosts.agent_pid("b"));
         REQUIRE_FALSE(agent_group.empty());

@@ -30,6 +30,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <utility>
@@ -48,6 +49,22 @@ const std::string hosts_script = source_dir + "/scripts/hosts";
 bool executable(const std::string& path) {
     struct stat st {};
     return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
+// `name` as the shell finds it on PATH (root's PATH has the sbin
+// directories), or "" if it is on none of them.
+std::string on_path(const std::string& name) {
+    const char* path = std::getenv("PATH");
+    std::istringstream dirs(path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for (std::string dir; std::getline(dirs, dir, ':');)
+        if (!dir.empty() && executable(dir + "/" + name)) return dir + "/" + name;
+    return {};
+}
+
+// ip(8), found once.
+const std::string& ip_command() {
+    static const std::string found = on_path("ip");
+    return found;
 }
 
 // ---- a raw peer inside TLS (see raw_peer.cpp for the same in plain TCP) ----
@@ -314,8 +331,8 @@ void skip_or_fail(const std::string& missing) {
 void require_fork_environment() {
     std::string missing;
     if (::geteuid() != 0) missing = "not root (CRIU and network namespaces need root)";
-    else if (!executable("/usr/sbin/ip") && !executable("/sbin/ip") && !executable("/usr/bin/ip"))
-        missing = "no ip(8) (install iproute2, or run scripts/setup)";
+    else if (ip_command().empty())
+        missing = "no ip(8) on PATH (install iproute2, or run scripts/setup)";
     else if (!executable(RFORK_AGENT_CRIU) && std::system("command -v criu >/dev/null 2>&1") != 0)
         missing = "no CRIU (run scripts/setup)";
     if (!missing.empty()) skip_or_fail(missing);
@@ -511,14 +528,26 @@ int test_hosts::agent_pid(const std::string& host) const { return std::stoi(read
 std::string test_hosts::agent_stdout(const std::string& host) const { return read_file(state_ + "/" + host + ".out"); }
 std::string test_hosts::agent_log(const std::string& host) const { return read_file(state_ + "/" + host + ".err"); }
 
-bool test_hosts::wait_for_stdout(const std::string& host, const std::function<bool(const std::string&)>& done,
-                                 std::chrono::milliseconds bound) const {
-    return wait_for_file(state_ + "/" + host + ".out", done, bound);
+std::vector<agent_event> test_hosts::events(const std::string& host, const std::string& name) const {
+    auto all = parse_events(read_file(state_ + "/" + host + ".events"));
+    if (name.empty()) return all;
+    std::vector<agent_event> named;
+    for (auto& e : all)
+        if (e.name == name) named.push_back(std::move(e));
+    return named;
 }
 
-bool test_hosts::wait_for_log(const std::string& host, const std::function<bool(const std::string&)>& done,
-                              std::chrono::milliseconds bound) const {
-    return wait_for_file(state_ + "/" + host + ".err", done, bound);
+bool test_hosts::wait_for_events(const std::string& host, const std::string& name, std::size_t count,
+                                 std::chrono::milliseconds bound) const {
+    return wait_for_events(
+        host, [&](const std::vector<agent_event>&) { return events(host, name).size() >= count; }, bound);
+}
+
+bool test_hosts::wait_for_events(const std::string& host,
+                                 const std::function<bool(const std::vector<agent_event>&)>& done,
+                                 std::chrono::milliseconds bound) const {
+    return wait_for_file(
+        state_ + "/" + host + ".events", [&](const std::string& text) { return done(parse_events(text)); }, bound);
 }
 
 std::vector<std::string> test_hosts::work_dir_entries(const std::string& host) const {
@@ -534,7 +563,7 @@ std::vector<std::string> test_hosts::work_dir_entries(const std::string& host) c
 void test_hosts::set_link(const std::string& host, bool up) const {
     auto ns = read_file(state_ + "/" + host + ".ns");
     ns = ns.substr(0, ns.find('\n'));
-    auto r = running_program({"/usr/sbin/ip", "-n", ns, "link", "set", "eth0", up ? "up" : "down"}).finish(10s);
+    auto r = running_program({ip_command(), "-n", ns, "link", "set", "eth0", up ? "up" : "down"}).finish(10s);
     if (r.status != 0) fail_setup("ip link set failed: " + r.err);
 }
 
@@ -547,7 +576,7 @@ std::size_t test_hosts::agent_fds(const std::string& host) const {
 std::vector<int> test_hosts::processes_besides_agent(const std::string& host) const {
     auto ns = read_file(state_ + "/" + host + ".ns");
     ns = ns.substr(0, ns.find('\n'));
-    auto pids = running_program({"/usr/sbin/ip", "netns", "pids", ns}).finish(10s);
+    auto pids = running_program({ip_command(), "netns", "pids", ns}).finish(10s);
     // An empty answer must mean no process, never a failed look.
     if (pids.status != 0) fail_setup("ip netns pids " + ns + " failed: " + pids.err);
     std::vector<int> result;
@@ -650,12 +679,18 @@ bool wait_for_file(const std::string& path, const std::function<bool(const std::
 
 void check_nothing_left(const test_hosts& hosts, const std::vector<std::string>& names,
                         const std::map<std::string, std::size_t>& ended) {
-    for (auto& [host, count] : ended) {
-        bool done = hosts.wait_for_log(host, [&, n = count](const std::string& log) {
-            return lines_with(log, " ended after ").size() >= n;
-        });
+    // Exactly as many children ended on each host as `ended` says (none where
+    // it says nothing): a bounded wait for the last, then an exact count.
+    auto all = names;
+    for (auto& [host, count] : ended)
+        if (std::find(all.begin(), all.end(), host) == all.end()) all.push_back(host);
+    for (auto& host : all) {
+        auto found = ended.find(host);
+        std::size_t count = found == ended.end() ? 0 : found->second;
+        CAPTURE(host);
         INFO(host << "'s agent log: " << hosts.agent_log(host));
-        CHECK(done);
+        if (count > 0) CHECK(hosts.wait_for_events(host, "child_ended", count));
+        CHECK(hosts.events(host, "child_ended").size() == count);
     }
     for (auto& host : names) {
         CAPTURE(host);
@@ -694,6 +729,81 @@ std::vector<std::string> child_cgroups(const test_hosts& hosts, const std::strin
     std::sort(found.begin(), found.end());  // on v2 both controllers name one directory
     found.erase(std::unique(found.begin(), found.end()), found.end());
     return found;
+}
+
+namespace {
+
+// One JSON string at `at` (at its opening quote), as the agent writes them.
+std::optional<std::string> json_string(const std::string& line, std::size_t& at) {
+    if (at >= line.size() || line[at] != '"') return std::nullopt;
+    std::string out;
+    for (++at; at < line.size(); ++at) {
+        char c = line[at];
+        if (c == '"') {
+            ++at;
+            return out;
+        }
+        if (c != '\\') {
+            out += c;
+            continue;
+        }
+        if (++at >= line.size()) return std::nullopt;
+        char e = line[at];
+        if (e == 'u' && at + 4 < line.size()) {
+            out += static_cast<char>(std::stoi(line.substr(at + 1, 4), nullptr, 16));
+            at += 4;
+        } else if (e == 'n') {
+            out += '\n';
+        } else {
+            out += e;
+        }
+    }
+    return std::nullopt;
+}
+
+std::optional<agent_event> parse_event(const std::string& line) {
+    std::map<std::string, std::string> fields;
+    std::size_t at = 1;
+    if (line.empty() || line.front() != '{' || line.back() != '}') return std::nullopt;
+    while (at < line.size() - 1) {
+        auto key = json_string(line, at);
+        if (!key || at >= line.size() || line[at++] != ':') return std::nullopt;
+        std::optional<std::string> value;
+        if (line[at] == '"') {
+            value = json_string(line, at);
+        } else {
+            auto end = line.find_first_of(",}", at);
+            value = line.substr(at, end - at);
+            at = end;
+        }
+        if (!value || at >= line.size()) return std::nullopt;
+        fields[*key] = *value;
+        if (line[at] == ',') ++at;
+        else if (at != line.size() - 1) return std::nullopt;
+    }
+    auto name = fields.find("event");
+    if (name == fields.end()) return std::nullopt;
+    agent_event event{name->second, std::move(fields)};
+    return event;
+}
+
+}  // namespace
+
+std::vector<agent_event> parse_events(const std::string& text) {
+    std::vector<agent_event> events;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        auto event = parse_event(line);
+        INFO("event line: " << line);
+        REQUIRE(event);
+        events.push_back(std::move(*event));
+    }
+    return events;
+}
+
+bool any_event_with(const std::vector<agent_event>& events, const std::string& key, const std::string& needle) {
+    return std::any_of(events.begin(), events.end(),
+                       [&](const agent_event& e) { return e[key].find(needle) != std::string::npos; });
 }
 
 std::string agent_logs(const test_hosts& hosts, const std::vector<std::string>& names) {

@@ -59,6 +59,19 @@ private:
     int pid_ = -1, pidfd_ = -1, out_ = -1, err_ = -1;
 };
 
+// One event of an agent (agent/common/events.hpp): its name and its fields,
+// numbers as their text.
+struct agent_event {
+    std::string name;
+    std::map<std::string, std::string> fields;
+
+    // The field's value, or "" if the event has no such field.
+    std::string operator[](const std::string& key) const {
+        auto found = fields.find(key);
+        return found == fields.end() ? std::string{} : found->second;
+    }
+};
+
 class test_hosts {
 public:
     struct setup {
@@ -102,11 +115,16 @@ public:
     std::string agent_stdout(const std::string& host) const;  // children's output
     std::string agent_log(const std::string& host) const;     // the agent's own log (stderr)
 
-    // Waits until `host`'s agent stdout (or log) satisfies `done`; false when `bound` ran out.
-    bool wait_for_stdout(const std::string& host, const std::function<bool(const std::string&)>& done,
+
+    // `host`'s agent's events (--event-fd), all of them or those named `name`.
+    std::vector<agent_event> events(const std::string& host, const std::string& name = {}) const;
+    // Waits until `host`'s agent has had `count` events named `name` or more;
+    // false when `bound` ran out.
+    bool wait_for_events(const std::string& host, const std::string& name, std::size_t count = 1,
                          std::chrono::milliseconds bound = 30s) const;
-    bool wait_for_log(const std::string& host, const std::function<bool(const std::string&)>& done,
-                      std::chrono::milliseconds bound = 30s) const;
+    // Waits until `host`'s agent's events (all of them) satisfy `done`.
+    bool wait_for_events(const std::string& host, const std::function<bool(const std::vector<agent_event>&)>& done,
+                         std::chrono::milliseconds bound = 30s) const;
 
     // Takes `host`'s network link down (or up again): the cable pulled.
     void set_link(const std::string& host, bool up) const;
@@ -154,9 +172,10 @@ private:
     std::vector<std::string> names_;
 };
 
-// After a test: each host in `ended` logged the end of that many children (a
-// bounded wait), and every host in `names` keeps nothing of them: an empty
-// work directory and no process besides its agent.
+// After a test: each host in `ended` saw exactly that many children end (a
+// bounded wait; a host of `names` not in it, none), and every host in `names`
+// keeps nothing of them: an empty work directory, no process besides its
+// agent, no child cgroup.
 void check_nothing_left(const test_hosts& hosts, const std::vector<std::string>& names,
                         const std::map<std::string, std::size_t>& ended);
 
@@ -168,6 +187,13 @@ std::string cgroup_directory(const std::string& proc_cgroup, const std::string& 
 
 // Cgroups of children (rfork-child-*) under `host`'s agent's cgroups.
 std::vector<std::string> child_cgroups(const test_hosts& hosts, const std::string& host);
+
+// The events of an agent's event log (JSON lines of flat objects); a line
+// that is not such an object fails the test.
+std::vector<agent_event> parse_events(const std::string& text);
+
+// Whether one of `events` has a field `key` that contains `needle`.
+bool any_event_with(const std::vector<agent_event>& events, const std::string& key, const std::string& needle);
 
 // The agent logs of the hosts in `names`, for a test's INFO.
 std::string agent_logs(const test_hosts& hosts, const std::vector<std::string>& names);

@@ -12,14 +12,35 @@ using namespace rfork::test;
 
 namespace {
 
-// The position of `needle` in `log`, or npos.
-std::size_t where(const std::string& log, const std::string& needle) { return log.find(needle); }
+// The place of the first event of `host` named `name` whose `key` is
+// `value` among all of its events, or -1.
+std::ptrdiff_t place_of(const test_hosts& hosts, const std::string& host, const std::string& name,
+                        const std::string& key, const std::string& value) {
+    auto events = hosts.events(host);
+    auto found = std::find_if(events.begin(), events.end(),
+                              [&](const agent_event& e) { return e.name == name && e[key] == value; });
+    return found == events.end() ? -1 : found - events.begin();
+}
 
-// Waits until the agent of `host` has logged the end of a child it hosted,
-// however it ended.
+// Whether `host` received exactly one image, and whether its memory was to follow.
+void check_one_image(const test_hosts& hosts, const std::string& host, bool lazy) {
+    auto images = hosts.events(host, "image_receiving");
+    REQUIRE(images.size() == 1);
+    CHECK(images[0]["lazy"] == (lazy ? "1" : "0"));
+}
+
+// Waits until the agent of `host` has seen a child it hosted end, however it ended.
 bool hosted_child_ended(const test_hosts& hosts, const std::string& host) {
-    return hosts.wait_for_log(host, [](const std::string& log) {
-        return log.find("ended abnormally") != std::string::npos || log.find(" ended after ") != std::string::npos;
+    return hosts.wait_for_events(host, "child_ended");
+}
+
+// Waits until the agent of `host` has seen the parent's side of a fork end:
+// its child's status known, or the child lost.
+bool forked_child_done(const test_hosts& hosts, const std::string& host) {
+    return hosts.wait_for_events(host, [](const std::vector<agent_event>& events) {
+        return std::any_of(events.begin(), events.end(), [](const agent_event& e) {
+            return e.name == "forked_child_ended" || e.name == "forked_child_lost";
+        });
     });
 }
 
@@ -30,7 +51,6 @@ TEST_SUITE("integration.lazy") {
         require_fork_environment();
         test_hosts hosts({"a", "b"});
         auto r = hosts.run("a", {program_path("memory_probe"), "b:7000", "256"});
-        auto log_b = hosts.agent_log("b");
         INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
         REQUIRE(r.status == 0);
         auto parent = only_line(r.out, "parent id=");
@@ -41,14 +61,14 @@ TEST_SUITE("integration.lazy") {
         // b restored the child from an image without its memory, then took
         // the memory: all 256 MiB of it, after the child was running.
         auto id = field(parent, "id");
-        CHECK(where(log_b, "its memory to follow") != std::string::npos);
-        auto restored = where(log_b, "child " + id + " restored");
-        auto complete = where(log_b, "image for child " + id + " complete: ");
-        REQUIRE(restored != std::string::npos);
-        REQUIRE(complete != std::string::npos);
+        check_one_image(hosts, "b", true);
+        REQUIRE(hosts.wait_for_events("b", "image_complete"));
+        auto restored = place_of(hosts, "b", "child_restored", "id", id);
+        auto complete = place_of(hosts, "b", "image_complete", "id", id);
+        REQUIRE(restored >= 0);
+        REQUIRE(complete >= 0);
         CHECK(restored < complete);
-        auto bytes = std::stoull(log_b.substr(complete + ("image for child " + id + " complete: ").size()));
-        CHECK(bytes > 256ull << 20);
+        CHECK(std::stoull(hosts.events("b", "image_complete").at(0)["bytes"]) > 256ull << 20);
 
         check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
@@ -62,9 +82,7 @@ TEST_SUITE("integration.lazy") {
         auto parent = only_line(r.out, "parent id=");
         auto child = only_line(r.out, "child id=");
         CHECK(field(child, "sum") == field(parent, "sum"));
-        auto log_b = hosts.agent_log("b");
-        CHECK(where(log_b, "receiving an image of") != std::string::npos);
-        CHECK(where(log_b, "its memory to follow") == std::string::npos);
+        check_one_image(hosts, "b", false);
         check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
 
@@ -75,9 +93,7 @@ TEST_SUITE("integration.lazy") {
         INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
         REQUIRE(r.status == 0);
         CHECK(field(only_line(r.out, "child id="), "sum") == field(only_line(r.out, "parent id="), "sum"));
-        auto log_b = hosts.agent_log("b");
-        CHECK(where(log_b, "receiving an image of") != std::string::npos);
-        CHECK(where(log_b, "its memory to follow") == std::string::npos);
+        check_one_image(hosts, "b", false);
         check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
 
@@ -88,31 +104,25 @@ TEST_SUITE("integration.lazy") {
         auto fds_b = hosts.agent_fds("b");
         // 1 GiB: its memory is still on the way when the child runs.
         auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "1024"});
-        bool restored = hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find(" restored: ") != std::string::npos;
-        });
+        bool restored = hosts.wait_for_events("b", "child_restored");
         REQUIRE(restored);
         hosts.set_link("b", false);
 
         auto r = program.finish(60s);
-        bool killed = hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("fetching its memory failed") != std::string::npos;
-        });
+        bool killed = hosts.wait_for_events("b", "memory_failed");
         INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
         CHECK(killed);
         // The parent forked and goes on; the child never reports memory with holes.
         CHECK(r.status == 0);
         CHECK(lines_with(r.out, "parent id=").size() == 1);
         CHECK(lines_with(r.out, "child id=").empty());
-        CHECK(hosts.agent_log("b").find("complete") == std::string::npos);
+        CHECK(hosts.events("b", "image_complete").empty());
         CHECK(hosted_child_ended(hosts, "b"));
         CHECK(hosts.work_dir_entries("b").empty());
         CHECK(hosts.processes_besides_agent("b").empty());
         CHECK(hosts.agent_fds("b") == fds_b);
         // a's side of the fork ends with its connection.
-        bool a_done = hosts.wait_for_log("a", [](const std::string& log) {
-            return log.find("lost child") != std::string::npos;
-        });
+        bool a_done = hosts.wait_for_events("a", "forked_child_lost");
         CHECK(a_done);
         CHECK(hosts.work_dir_entries("a").empty());
         CHECK(hosts.processes_besides_agent("a").empty());
@@ -126,9 +136,7 @@ TEST_SUITE("integration.lazy") {
         require_fork_environment();
         test_hosts hosts({"a", "b"}, {.agent_args = {"b=--image-timeout 3"}});
         auto program = hosts.start("a", {program_path("memory_probe"), "b:7000", "1024"});
-        bool restored = hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find(" restored: ") != std::string::npos;
-        });
+        bool restored = hosts.wait_for_events("b", "child_restored");
         REQUIRE(restored);
         int a_agent = hosts.agent_pid("a");
         REQUIRE(::kill(a_agent, SIGSTOP) == 0);
@@ -140,7 +148,7 @@ TEST_SUITE("integration.lazy") {
         // Well within the idle timeout (60 s), which plays no part here.
         CHECK(hosted_child_ended(hosts, "b"));
         INFO(agent_logs(hosts, {"a", "b"}));
-        CHECK(hosts.agent_log("b").find("complete") == std::string::npos);
+        CHECK(hosts.events("b", "image_complete").empty());
         CHECK(hosts.work_dir_entries("b").empty());
         CHECK(hosts.processes_besides_agent("b").empty());
 
@@ -150,9 +158,7 @@ TEST_SUITE("integration.lazy") {
         CHECK(r.status == 0);
         CHECK(lines_with(r.out, "parent id=").size() == 1);
         CHECK(lines_with(r.out, "child id=").empty());
-        bool a_done = hosts.wait_for_log("a", [](const std::string& log) {
-            return log.find("lost child") != std::string::npos || log.find(" ended ") != std::string::npos;
-        });
+        bool a_done = forked_child_done(hosts, "a");
         CHECK(a_done);
         CHECK(hosts.work_dir_entries("a").empty());
         CHECK(hosts.processes_besides_agent("a").empty());
@@ -165,10 +171,9 @@ TEST_SUITE("integration.lazy") {
         auto r = hosts.run("a", {program_path("memory_probe"), "b:7000", "64"});
         INFO("stdout: " << r.out << "\nstderr: " << r.err << agent_logs(hosts, {"a", "b"}));
         CHECK(lines_with(r.out, "child id=").empty());
-        bool refused = hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("its memory is larger than this agent accepts") != std::string::npos;
-        });
-        CHECK(refused);
+        CHECK(hosts.wait_for_events("b", "memory_failed"));
+        CHECK(any_event_with(hosts.events("b", "memory_failed"), "code",
+                             std::to_string(static_cast<int>(rfork::errc::limit_exceeded))));
         CHECK(hosted_child_ended(hosts, "b"));
         for (std::string host : {"a", "b"}) {
             CAPTURE(host);

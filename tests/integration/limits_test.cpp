@@ -226,9 +226,7 @@ TEST_SUITE("integration.limits") {
         test_hosts hosts({"a", "b"}, {.agent_args = {"b=--max-restores 1 --idle-timeout 5"}});
         run_result stalled;
         std::thread holder([&] { stalled = hosts.raw_tls_peer("a", hosts.address("b"), 7000, "stall"); });
-        bool held = hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("receiving an image") != std::string::npos;
-        });
+        bool held = hosts.wait_for_events("b", "image_receiving");
         auto r = hosts.run("a", {program_path("fork_or_report"), "b:7000"});
         holder.join();
         REQUIRE(held);
@@ -256,9 +254,8 @@ TEST_SUITE("integration.limits") {
             CAPTURE(i);
             CHECK_FALSE(idle[i].closed_by_peer());
         }
-        CHECK(hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("(--max-pending-per-source 3)") != std::string::npos;
-        }));
+        CHECK(hosts.wait_for_events("b", "peer_refused"));
+        CHECK(any_event_with(hosts.events("b", "peer_refused"), "text", "(--max-pending-per-source 3)"));
         // Another host is not held up by them.
         check_fork_succeeded(hosts.run("c", {program_path("fork_or_report"), "b:7000"}));
 
@@ -305,9 +302,7 @@ TEST_SUITE("integration.limits") {
         std::vector<idle_connection> burst;
         for (int i = 0; i < 8; ++i) burst.emplace_back(hosts, "a", hosts.address("b"), 7000);
         // It took two; accept fails for the rest (EMFILE) while they wait.
-        REQUIRE(hosts.wait_for_log("b", [](const std::string& log) {
-            return log.find("cannot accept connections on") != std::string::npos;
-        }));
+        REQUIRE(hosts.wait_for_events("b", "accept_failed"));
         auto cpu_before = cpu_time(pid);
         auto wall_before = std::chrono::steady_clock::now();
         // Until the two it took time out (--handshake-timeout 2), it has no
@@ -319,9 +314,9 @@ TEST_SUITE("integration.limits") {
         CAPTURE(cpu.count());
         CAPTURE(wall.count());
         CHECK(cpu < wall / 4 + 50ms);
-        // One line as an episode starts, not one per failure (a second
-        // episode may have started as the two ended).
-        CHECK(lines_with(hosts.agent_log("b"), "cannot accept connections on").size() <= 2);
+        // One event (and log line) as an episode starts, not one per failure
+        // (a second episode may have started as the two ended).
+        CHECK(hosts.events("b", "accept_failed").size() <= 2);
 
         burst.clear();
         ::prlimit(pid, RLIMIT_NOFILE, &old, nullptr);

@@ -36,13 +36,11 @@ agent_usage measure(const test_hosts& hosts) {
             rss_kib(hosts.agent_pid("b"))};
 }
 
-// Waits until both agents have logged the end of `children` children: b ran
-// them, a relayed them.
+// Waits until both agents have seen `children` children end: b ran them, a
+// relayed them.
 bool all_ended(const test_hosts& hosts, std::size_t children) {
-    bool b = hosts.wait_for_log(
-        "b", [&](const std::string& log) { return lines_with(log, " ended after ").size() >= children; }, 60s);
-    bool a = hosts.wait_for_log(
-        "a", [&](const std::string& log) { return lines_with(log, ") ended with status ").size() >= children; }, 60s);
+    bool b = hosts.wait_for_events("b", "child_ended", children, 60s);
+    bool a = hosts.wait_for_events("a", "forked_child_ended", children, 60s);
     return a && b;
 }
 
@@ -128,7 +126,7 @@ TEST_SUITE("integration.load") {
         bool ended = all_ended(hosts, programs);
         INFO("a's log: " << hosts.agent_log("a") << "\nb's log: " << hosts.agent_log("b"));
         CHECK(ended);
-        CHECK(lines_with(hosts.agent_log("b"), " ended after ").size() == programs);
+        CHECK(hosts.events("b", "child_ended").size() == programs);
         CHECK(hosts.work_dir_entries("a").empty());
         CHECK(hosts.work_dir_entries("b").empty());
         CHECK(hosts.processes_besides_agent("a").empty());

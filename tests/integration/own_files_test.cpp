@@ -79,12 +79,12 @@ struct deploy_dir {
     }
 };
 
-// The receiving agent's line about the files of its last child:
-// "files for child ID: host=N cached=N received=N bytes=N".
-std::string files_line(const test_hosts& hosts, const std::string& host) {
-    auto lines = lines_with(hosts.agent_log(host), "files for child ");
-    REQUIRE_FALSE(lines.empty());
-    return lines.back();
+// The receiving agent's event about the files of its last child: how many
+// were the host's own, cached, received, and the bytes received.
+agent_event last_files(const test_hosts& hosts, const std::string& host) {
+    auto events = hosts.events(host, "child_files");
+    REQUIRE_FALSE(events.empty());
+    return events.back();
 }
 
 // The entries of `host`'s file cache (its default place, in its own root).
@@ -122,12 +122,11 @@ TEST_SUITE("integration.own_files") {
         auto list = hosts.run("b", {hosts.agent_program("b"), "list"});
         INFO("list on b: " << list.out << list.err << agent_logs(hosts, {"b"}));
         CHECK(list.status == 0);
-        // With the installed CRIU ("listening on ... (CRIU PATH)"), which runs there.
-        auto listening = lines_with(hosts.agent_log("b"), " (CRIU ");
-        REQUIRE(listening.size() == 1);
-        auto criu_path = listening[0].substr(listening[0].find(" (CRIU ") + 7);
-        criu_path.pop_back();
-        CAPTURE(listening[0]);
+        // With the installed CRIU, which runs there.
+        auto ready = hosts.events("b", "agent_ready");
+        REQUIRE(ready.size() == 1);
+        auto criu_path = ready[0]["criu"];
+        CAPTURE(criu_path);
         CHECK((criu_path == "/usr/libexec/rfork/criu" || criu_path == "/usr/sbin/criu"));
         auto version = hosts.run("b", {criu_path, "--version"});
         CHECK(version.status == 0);
@@ -206,10 +205,10 @@ TEST_SUITE("integration.own_files") {
             CHECK(lines_with(r.out, "parent waited status=0").size() == 1);
             CHECK(read_file(deployed.in_root / "data") == "start:from-b\n");
             // The program is b's own (the same file): only the data travelled.
-            auto files = files_line(hosts, "b");
-            CHECK(field(files, "received") == "1");
-            CHECK(field(files, "bytes") == "13");
-            CHECK(lines_with(hosts.agent_log("b"), "restored: pid").size() == 1);
+            auto files = last_files(hosts, "b");
+            CHECK(files["received"] == "1");
+            CHECK(files["bytes"] == "13");
+            CHECK(hosts.events("b", "child_restored").size() == 1);
             check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
             CHECK(hosts.agent_fds("b") == fds_b);
         }
@@ -235,14 +234,16 @@ TEST_SUITE("integration.own_files") {
             CHECK(field(child_line, "id") == field(parent_line, "id"));
         }
         // The first fork brought the program, the second found it in b's cache.
-        auto files = lines_with(hosts.agent_log("b"), "files for child ");
+        auto files = hosts.events("b", "child_files");
         REQUIRE(files.size() == 2);
-        CHECK(field(files[0], "received") == "1");
-        CHECK(std::stoull(field(files[0], "bytes")) == fs::file_size(program));
-        CHECK(field(files[1], "received") == "0");
-        CHECK(field(files[1], "bytes") == "0");
-        CHECK(field(files[1], "cached") == "1");
-        CHECK(lines_with(hosts.agent_log("a"), "sent 1 files").size() == 1);
+        CHECK(files[0]["received"] == "1");
+        CHECK(std::stoull(files[0]["bytes"]) == fs::file_size(program));
+        CHECK(files[1]["received"] == "0");
+        CHECK(files[1]["bytes"] == "0");
+        CHECK(files[1]["cached"] == "1");
+        auto sent = hosts.events("a", "files_sent");
+        REQUIRE(sent.size() == 1);
+        CHECK(sent[0]["files"] == "1");
         // Nowhere in b's own files but its cache, named by its hash.
         CHECK_FALSE(fs::exists(hosts.root_of("b") / fs::path(program).relative_path()));
         CHECK(cache_entries(hosts, "b").size() == 1);
@@ -263,7 +264,7 @@ TEST_SUITE("integration.own_files") {
             CHECK(parent.out.find("parent " + std::to_string(i) + "\r\n") != std::string::npos);
         }
         CHECK(lines_with(parent.out, "exited with status 0").size() == 1);
-        CHECK(field(files_line(hosts, "b"), "received") == "1");
+        CHECK(last_files(hosts, "b")["received"] == "1");
         check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
 
@@ -291,7 +292,7 @@ TEST_SUITE("integration.own_files") {
         CHECK(lines_with(r.out, "parent waited status=0").size() == 1);
         // b's own version is untouched, and still what b's own programs see.
         CHECK(read_file(on_b) == version_2);
-        CHECK(field(files_line(hosts, "b"), "received") == "2");  // the program and the library
+        CHECK(last_files(hosts, "b")["received"] == "2");  // the program and the library
         check_nothing_left(hosts, {"a", "b"}, {{"b", 1}});
     }
 

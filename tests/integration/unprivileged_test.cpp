@@ -154,8 +154,10 @@ TEST_SUITE("integration.unprivileged") {
 
         auto program = hosts.start("a", as_nobody(dir, {probe, "b:7000", "1", "caller"}));
         int pid = program.pid();
-        REQUIRE(hosts.wait_for_log("a", [&](const std::string& log) {
-            return log.find("fork request from pid " + std::to_string(pid) + " ") != std::string::npos;
+        REQUIRE(hosts.wait_for_events("a", [&](const std::vector<agent_event>& events) {
+            return std::any_of(events.begin(), events.end(), [&](const agent_event& e) {
+                return e.name == "fork_request" && e["pid"] == std::to_string(pid);
+            });
         }));
         program.kill_now();  // its pid is free
 
@@ -173,17 +175,21 @@ TEST_SUITE("integration.unprivileged") {
 
         // The fork ends, one way or the other.
         auto p = std::to_string(pid);
-        REQUIRE(hosts.wait_for_log("a", [&](const std::string& log) {
-            return log.find("fork request from pid " + p + " failed") != std::string::npos ||
-                   log.find("forked pid " + p + " ") != std::string::npos;
+        auto ended_for = [&](const agent_event& e) {
+            return (e.name == "fork_failed" || e.name == "forked") && e["pid"] == p;
+        };
+        REQUIRE(hosts.wait_for_events("a", [&](const std::vector<agent_event>& events) {
+            return std::any_of(events.begin(), events.end(), ended_for);
         }));
         INFO(agent_logs(hosts, {"a", "b"}));
         // It ended on the agent's pidfd of the caller, taken when it
         // connected: the caller is gone, so CRIU never ran on its pid (and,
         // had it run, as the user it could not have dumped root's process).
-        auto failed = lines_with(hosts.agent_log("a"), "fork request from pid " + p + " failed");
+        auto failed = hosts.events("a", "fork_failed");
         REQUIRE(failed.size() == 1);
-        CHECK(failed[0].find("pid " + p + " ended before its checkpoint was complete") != std::string::npos);
+        CHECK(failed[0]["pid"] == p);
+        CHECK(failed[0]["text"].find("pid " + p + " ended before its checkpoint was complete") != std::string::npos);
+        CHECK(hosts.events("a", "forked").empty());
         // Root's process is untouched (not stopped, still running), and
         // nothing of it reached b: no image, no restored process.
         auto stat = read_file("/proc/" + std::to_string(pid) + "/stat");
@@ -217,7 +223,7 @@ TEST_SUITE("integration.unprivileged") {
         CHECK(refused[0].starts_with("refused: " + std::to_string(static_cast<int>(rfork::errc::not_permitted)) + " "));
         CHECK(refused[0].find("no longer runs as uid 65534") != std::string::npos);
         // No CRIU ran on a, nothing reached b.
-        CHECK(hosts.agent_log("b").find("receiving an image") == std::string::npos);
+        CHECK(hosts.events("b", "image_receiving").empty());
         CHECK(hosts.processes_besides_agent("a").empty());
         CHECK(hosts.processes_besides_agent("b").empty());
         CHECK(hosts.work_dir_entries("a").empty());

@@ -11,4 +11,9 @@ namespace rfork::detail {
 // The pidfd of `pid`, or -1 with errno set.
 inline int open_pidfd(int pid) noexcept { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
+// Sends `signal` to the process the pidfd names (pidfd_send_signal(2)); 0, or -1 with errno set.
+inline int signal_pidfd(int pidfd, int signal) noexcept {
+    return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0));
+}
+
 }  // namespace rfork::detail

@@ -2,6 +2,8 @@
 // whether it can be snapshotted by a local fork(), and what CRIU must be told.
 #pragma once
 
+#include <rfork/detail/pidfd.hpp>
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -56,7 +58,7 @@ inline bool is_tcp_connection(int fd) {
 // Another process's sockets are asked through copies (pidfd_getfd); reading
 // /proc/PID/net/tcp instead walks every TCP socket of the host, ~2 ms each.
 inline bool has_tcp_connections(int pid) {
-    int pidfd = pid == 0 ? -1 : static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    int pidfd = pid == 0 ? -1 : open_pidfd(pid);
     if (pid != 0 && pidfd < 0) return true;  // cannot tell: CRIU's TCP options are the safe side
     bool found = false;
     std::error_code ec;

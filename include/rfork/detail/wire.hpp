@@ -1,6 +1,7 @@
 // Big-endian field encoding for rfork's messages, with bounds-checked reading.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -13,29 +14,37 @@ namespace rfork::detail {
 
 using bytes = std::vector<unsigned char>;
 
+// Each field goes in with one resize and one memcpy of its finished bytes.
+// Growing the vector a byte at a time (push_back, insert) let GCC 12 at -O3
+// follow each reallocation and warn, wrongly, that it writes past the end
+// (-Wstringop-overflow, -Warray-bounds) in every user's Release build.
 class wire_writer {
 public:
     explicit wire_writer(bytes& out) : out_(out) {}
 
-    void u8(std::uint8_t v) { out_.push_back(v); }
-    void u16(std::uint16_t v) { put(v, 2); }
-    void u32(std::uint32_t v) { put(v, 4); }
-    void u64(std::uint64_t v) { put(v, 8); }
-    void raw(std::span<const unsigned char> data) {
-        // resize + memcpy rather than insert: GCC 12 warns falsely (-Warray-bounds) on the insert.
-        auto at = out_.size();
-        out_.resize(at + data.size());
-        if (!data.empty()) std::memcpy(out_.data() + at, data.data(), data.size());
-    }
+    void u8(std::uint8_t v) { put<1>(v); }
+    void u16(std::uint16_t v) { put<2>(v); }
+    void u32(std::uint32_t v) { put<4>(v); }
+    void u64(std::uint64_t v) { put<8>(v); }
+    void raw(std::span<const unsigned char> data) { append(data.data(), data.size()); }
     // A string is its length (u32) and its bytes.
     void str(std::string_view s) {
         u32(static_cast<std::uint32_t>(s.size()));
-        out_.insert(out_.end(), s.begin(), s.end());
+        append(s.data(), s.size());
     }
 
 private:
-    void put(std::uint64_t v, int width) {
-        for (int i = width - 1; i >= 0; --i) out_.push_back(static_cast<unsigned char>(v >> (8 * i)));
+    template <std::size_t width>
+    void put(std::uint64_t v) {
+        std::array<unsigned char, width> field{};
+        for (std::size_t i = 0; i < width; ++i) field[i] = static_cast<unsigned char>(v >> (8 * (width - 1 - i)));
+        append(field.data(), width);
+    }
+    void append(const void* data, std::size_t size) {
+        if (size == 0) return;
+        auto at = out_.size();
+        out_.resize(at + size);
+        std::memcpy(out_.data() + at, data, size);
     }
     bytes& out_;
 };

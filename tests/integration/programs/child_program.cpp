@@ -10,7 +10,10 @@
 //   child_program kill ENDPOINT             child: blocks; parent: kill(SIGTERM), wait, wait, kill again
 //   child_program block ENDPOINT            child: blocks (up to 60 s); parent: waits
 //   child_program late-wait ENDPOINT DIR    child: exits 7 at once; parent: waits for DIR/go, then waits twice
-//   child_program many ENDPOINT COUNT       COUNT children, child I busy for (COUNT-I)*100 ms, exits 10+I; all waited at once
+//   child_program many ENDPOINT COUNT DIR   COUNT children, all waited at once, first child's wait first; child I
+//                                           exits 10+I once DIR/waited-(I+1) exists (the last at once), which the
+//                                           parent writes when its wait for child I+1 returns: so the waits
+//                                           can only all end if they are waited for at the same time
 //   child_program outlive ENDPOINT DIR      parent: writes DIR/parent-pid, exits; child: waits for DIR/go, then writes
 //   child_program stdin ENDPOINT forward|noforward [SECONDS]   child: reads stdin to its end (bounded: 10 s or
 //                                           SECONDS); parent: waits, and reports whether its stdin is non-blocking
@@ -258,35 +261,41 @@ asio::awaitable<int> late_wait_mode(asio::io_context& ctx, std::string endpoint,
     co_return 0;
 }
 
-asio::awaitable<void> wait_into(rfork::fork_result r, int index, std::vector<int>* statuses) {
+asio::awaitable<void> wait_into(rfork::fork_result r, int index, std::vector<int>* statuses, std::string dir) {
     try {
         int status = co_await r.wait();
         (*statuses)[static_cast<std::size_t>(index)] = status;
         say(1, "parent wait-done index=%d status=%d", index, status);
+        // The next child (index - 1) may end now.
+        auto path = dir + "/waited-" + std::to_string(index);
+        if (FILE* f = std::fopen(path.c_str(), "w")) std::fclose(f);
     } catch (const std::system_error& e) {
         say(2, "error index=%d category=%s value=%d message=%s", index, e.code().category().name(),
             e.code().value(), e.what());
     }
 }
 
-asio::awaitable<int> many_mode(asio::io_context& ctx, std::string endpoint, int count, std::vector<rfork::fork_result>* children,
-                               std::vector<int>* statuses) {
+asio::awaitable<int> many_mode(asio::io_context& ctx, std::string endpoint, int count, std::string dir,
+                               std::vector<rfork::fork_result>* children, std::vector<int>* statuses) {
     for (int i = 0; i < count; ++i) {
         rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint);
         if (r.is_child()) {
-            // Later children end sooner: the waits complete out of order.
-            auto until = clock_type::now() + (count - i) * 100ms;
-            volatile std::uint64_t spin = 0;
-            while (clock_type::now() < until) spin = spin + 1;
+            // The children end last first, each once its parent's wait for
+            // the one after it has returned.
+            if (i + 1 < count && !wait_for_path(dir + "/waited-" + std::to_string(i + 1), 60s)) {
+                say(1, "child gave up index=%d", i);
+                end_child(3);
+            }
             end_child(10 + i);
         }
         say(1, "parent forked index=%d id=%s", i, r.child().id.c_str());
         children->push_back(r);
     }
-    // All waits at once, the last child's first.
+    // All waits at once, the first child's (which ends last) first: waits
+    // taken one after another would never see it end.
     statuses->assign(static_cast<std::size_t>(count), -1);
-    for (int i = count - 1; i >= 0; --i)
-        asio::co_spawn(ctx, wait_into((*children)[static_cast<std::size_t>(i)], i, statuses), asio::detached);
+    for (int i = 0; i < count; ++i)
+        asio::co_spawn(ctx, wait_into((*children)[static_cast<std::size_t>(i)], i, statuses, dir), asio::detached);
     co_return 0;
 }
 
@@ -394,8 +403,9 @@ int main(int argc, char** argv) {
         done = asio::co_spawn(ctx, block_mode(ctx, endpoint), asio::use_future);
     else if (mode == "late-wait" && args.size() == 1)
         done = asio::co_spawn(ctx, late_wait_mode(ctx, endpoint, args[0]), asio::use_future);
-    else if (mode == "many" && args.size() == 1)
-        done = asio::co_spawn(ctx, many_mode(ctx, endpoint, std::stoi(args[0]), &children, &statuses), asio::use_future);
+    else if (mode == "many" && args.size() == 2)
+        done = asio::co_spawn(ctx, many_mode(ctx, endpoint, std::stoi(args[0]), args[1], &children, &statuses),
+                              asio::use_future);
     else if (mode == "outlive" && args.size() == 1)
         done = asio::co_spawn(ctx, outlive_mode(ctx, endpoint, args[0]), asio::use_future);
     else if (mode == "stdin" && (args.size() == 1 || args.size() == 2) && (args[0] == "forward" || args[0] == "noforward"))

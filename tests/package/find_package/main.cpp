@@ -1,5 +1,6 @@
 // A program that uses rfork as any user would: one include, one target.
 // Both packaging tests build this file; it must compile, link and run.
+#include <rfork/protocol.hpp>  // the wire format: not in the umbrella header
 #include <rfork/rfork.hpp>
 
 #include <asio/awaitable.hpp>
@@ -13,14 +14,19 @@
 // the way down to the socket code, with the consumer's flags.
 asio::awaitable<int> fork_once(asio::io_context& ctx) {
     rfork::fork_result r = co_await rfork::fork_remote(ctx, "x:1");
-    co_return r.is_child() ? 1 : 0;
+    std::error_code ec;
+    rfork::fork_result again = co_await rfork::fork_remote(ctx, "x:1", ec);
+    if (r.is_parent()) co_await r.kill();
+    co_return r.is_child() || again.is_child() ? 1 : co_await r.wait();
 }
 
-// Likewise for the completion-token form.
+// Likewise for the completion-token forms.
 void fork_with_callback(asio::io_context& ctx) {
     rfork::fork_options options;
-    rfork::async_fork_remote(ctx.get_executor(), "x:1", options,
-                             [](std::error_code, rfork::fork_result) {});
+    rfork::async_fork_remote(ctx.get_executor(), "x:1", options, [&ctx](std::error_code, rfork::fork_result r) {
+        r.async_kill(ctx, 15, [](std::error_code) {});
+        r.async_wait(ctx, [](std::error_code, int) {});
+    });
 }
 
 namespace {
