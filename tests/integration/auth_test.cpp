@@ -612,8 +612,11 @@ TEST_SUITE("integration.auth") {
         auto refusals = lines_with(claim.out, "error code=" + error_value(rfork::errc::not_permitted));
         REQUIRE(refusals.size() == 1);
         CHECK(refusals[0].find("claims to be a, but its certificate names c") != std::string::npos);
-        CHECK(hosts.wait_for_events("b", "peer_refused"));
-        CHECK(any_event_with(hosts.events("b", "peer_refused"), "text", "claims to be a"));
+        CHECK(hosts.wait_for_events("b", "restore_failed"));
+        auto failed = hosts.events("b", "restore_failed");
+        REQUIRE(failed.size() == 1);
+        CHECK(failed[0]["code"] == error_value(rfork::errc::not_permitted));
+        CHECK(failed[0]["text"].find("claims to be a") != std::string::npos);
         CHECK(hosts.events("b", "image_receiving").empty());
 
         // The same peer as itself gets past that check (and no further: its image never comes).
