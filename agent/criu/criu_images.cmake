@@ -6,11 +6,11 @@
 
 # The formats the gate reads (core, creds, ghost files), those the sending
 # agent reads to learn the image's files (fdinfo, remap-file-path), and all
-# they import.
+# they import, and the pagemaps whose lazy pages the sender streams.
 set(RFORK_CRIU_PROTOS core core-x86 core-arm core-aarch64 core-ppc64 core-s390 core-mips core-loongarch64
   core-riscv64 rlimit timer creds sa siginfo rseq opts ghost-file time
   fdinfo remap-file-path regfile fown fh sk-inet sk-opts sk-unix sk-netlink packet-sock ns eventfd eventpoll
-  signalfd tun timerfd fsnotify ext-file fifo pipe pidfd tty memfd bpfmap-file tcp-stream)
+  signalfd tun timerfd fsnotify ext-file fifo pipe pidfd tty memfd bpfmap-file tcp-stream pagemap)
 
 function(rfork_add_criu_images target proto_dir)
   foreach(name IN LISTS RFORK_CRIU_PROTOS)

@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -58,7 +59,7 @@ public:
     // Writes whole frames, one at a time: several coroutines send on one
     // connection (a child's output, its pages, its exit). False once a write
     // has failed: the connection is of no use after that.
-    asio::awaitable<bool> send(const detail::bytes& frames) {
+    asio::awaitable<bool> send(std::span<const unsigned char> frames) {
         if (broken_) co_return false;
         co_await lock_.lock();
         auto ec = co_await detail::write_bytes(*this, frames);

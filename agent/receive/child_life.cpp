@@ -157,8 +157,8 @@ asio::awaitable<void> take_requests(std::shared_ptr<restored_child> child, std::
     } guard{child};
     detail::received_frame frame;
     while (!co_await detail::read_frame(*peer, frame)) {
-        if (child->pages && page_relay::carries(frame.type)) {
-            if (!co_await child->pages->take(frame)) {
+        if (child->pages && lazy_page_server::carries(frame.type)) {
+            if (!child->pages->take(frame)) {
                 emit_event("memory_failed", {{"id", child->record->id}, {"code", int(errc::limit_exceeded)},
                                              {"text", "larger than --max-image-size"}});
                 log("child {}: its memory is larger than this agent accepts (--max-image-size); killed",

@@ -4,11 +4,14 @@
 #include "common/log.hpp"
 #include "common/spawn.hpp"
 #include "criu/criu.hpp"
-#include "peer/page_relay.hpp"
+#include "criu/page_criu.hpp"
+#include "receive/lazy_page_server.hpp"
 #include "receive/child_life.hpp"
 #include "receive/restore.hpp"
 
 #include <fmt/core.h>
+
+#include <sys/resource.h>
 
 #include <csignal>
 #include <utility>
@@ -17,11 +20,11 @@ namespace rfork::agent {
 
 namespace {
 
-// What the daemon writes, to the sending agent. Should that fail, the relay
-// closes: the daemon reads its end and gives up, instead of waiting on.
-asio::awaitable<void> relay_pages_out(std::shared_ptr<restored_child> child, std::shared_ptr<peer_connection> peer) {
+// The daemon's requests, answered. Should that fail, the daemon is cut off:
+// it reads its end and gives up, instead of waiting on.
+asio::awaitable<void> serve_daemon(std::shared_ptr<restored_child> child, std::shared_ptr<peer_connection> peer) {
     try {
-        co_await page_relay::pump_out(child->pages, peer);
+        co_await lazy_page_server::serve(child->pages, peer);
     } catch (...) {
         child->pages->close();
         throw;  // for spawn's log
@@ -33,20 +36,24 @@ asio::awaitable<void> relay_pages_out(std::shared_ptr<restored_child> child, std
 asio::awaitable<std::optional<std::string>> start_lazy_pages(agent_state& agent, std::string id, std::shared_ptr<restored_child> child,
                                                              std::shared_ptr<peer_connection> peer,
                                                              std::shared_ptr<criu_workspace> workspace,
-                                                             std::uint64_t image_size) {
+                                                             std::uint64_t image_size, std::uint64_t memory_size) {
     auto ex = agent.io.get_executor();
     auto command = lazy_pages_command(agent.criu, criu_page_socket_fd, criu_ready_fd);
     auto limit = agent.opts.limits.max_image_size;  // for the memory: what the files left of it
-    child->pages = co_await start_page_criu(ex, command, workspace->mappings(), std::nullopt, child->lazy_daemon, -1,
-                                            limit > image_size ? limit - image_size : 0);
-    if (!child->pages) {
+    auto daemon_end = co_await start_page_criu(ex, command, workspace->mappings(), std::nullopt, child->lazy_daemon);
+    if (!daemon_end) {
         co_await wait_for_exit(child->lazy_daemon);
         co_return log_criu_failure(fmt::format("the lazy-pages daemon for child {} failed", id), workspace->work_fd(),
                                    lazy_pages_log);
     }
-    // Pages flow both ways from now on: CRIU's restore itself touches some.
+    // CRIU's daemon polls without sleeping while it waits for an answer: at
+    // the lowest priority, it takes only what the agents leave idle.
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(child->lazy_daemon.pid), 19);
+    child->pages = std::make_shared<lazy_page_server>(ex, std::move(daemon_end),
+                                                      limit > image_size ? limit - image_size : 0, memory_size);
+    // Pages flow from now on: CRIU's restore itself touches some.
     spawn(ex, take_requests(child, peer), "the requests for child " + id);
-    spawn(ex, relay_pages_out(child, peer), "the page requests of child " + id);
+    spawn(ex, serve_daemon(child, peer), "the pages of child " + id);
     co_return std::nullopt;
 }
 

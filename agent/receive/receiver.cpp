@@ -278,6 +278,13 @@ std::optional<failure> admission_refusal(const agent_state& agent, const protoco
         return failure{errc::limit_exceeded, fmt::format("an image of {} bytes is larger than this agent accepts "
                                                          "(--max-image-size {} bytes)",
                                                          image.total_size, limits.max_image_size)};
+    // The memory that follows a lazy image counts too, refused before
+    // anything is restored (and held to it as it comes: lazy_page_server).
+    if (image.memory_size > limits.max_image_size - image.total_size)
+        return failure{errc::limit_exceeded,
+                       fmt::format("an image of {} bytes with {} bytes of memory to follow is larger than this agent "
+                                   "accepts (--max-image-size {} bytes)",
+                                   image.total_size, image.memory_size, limits.max_image_size)};
     if (agent.receiving >= limits.max_restores)
         return failure{errc::limit_exceeded, fmt::format("busy: {} forks are arriving here already (--max-restores {})",
                                                          agent.receiving, limits.max_restores)};
@@ -285,11 +292,11 @@ std::optional<failure> admission_refusal(const agent_state& agent, const protoco
         return failure{errc::limit_exceeded, fmt::format("busy: {} children run here already (--max-children {})",
                                                          agent.children, limits.max_children)};
     // Its memory alone would pass its cgroup's limit: CRIU would be killed midway.
-    if (agent.cgroups && limits.child_max_memory && image.total_size > limits.child_max_memory)
+    if (agent.cgroups && limits.child_max_memory && image.total_size + image.memory_size > limits.child_max_memory)
         return failure{errc::limit_exceeded,
                        fmt::format("an image of {} bytes cannot run within the memory each child may use here "
                                    "(--child-max-memory {} bytes)",
-                                   image.total_size, limits.child_max_memory)};
+                                   image.total_size + image.memory_size, limits.child_max_memory)};
     bool lazy = image.flags & protocol::image_begin::lazy_pages;
     if (lazy && !agent.no_lazy_pages.empty())
         return failure{errc::restore_failed, "this host cannot take lazy pages: " + agent.no_lazy_pages};

@@ -246,7 +246,7 @@ asio::awaitable<restore_outcome> restore_steps(std::shared_ptr<restore_state> s,
     if (as) as->capabilities = criu_restore_capabilities;
     auto workspace = std::make_shared<criu_workspace>(s->job, as, criu_workspace::images_access::read);
     if (lazy) {  // the daemon first: the restore hands it the child's userfaultfd
-        auto why = co_await start_lazy_pages(agent, s->id, child, peer, workspace, image.total_size);
+        auto why = co_await start_lazy_pages(agent, s->id, child, peer, workspace, image.total_size, image.memory_size);
         if (why) co_return failed(errc::restore_failed, "CRIU could not serve lazy pages: " + *why);
     }
 

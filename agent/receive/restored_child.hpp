@@ -4,7 +4,7 @@
 
 #include "common/agent_state.hpp"
 #include "common/process.hpp"
-#include "peer/page_relay.hpp"
+#include "receive/lazy_page_server.hpp"
 #include "receive/child_cgroup.hpp"
 
 #include <rfork/protocol.hpp>
@@ -37,7 +37,7 @@ struct restored_child {
     std::vector<output> outputs;
     std::shared_ptr<asio::posix::stream_descriptor> input;  // the child's stdin: a pipe, or a pty master
     bool input_is_terminal = false;
-    std::shared_ptr<page_relay> pages;  // with lazy pages: to `criu lazy-pages`
+    std::shared_ptr<lazy_page_server> pages;  // with lazy pages: answers `criu lazy-pages`
     child_process lazy_daemon;          // and that daemon
     bool running = false;               // restored: the init's child is the child, no longer CRIU
     std::optional<child_cgroup> cgroup; // every process of the child, from its init on

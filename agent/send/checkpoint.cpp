@@ -3,8 +3,10 @@
 #include "common/log.hpp"
 #include "common/run_as.hpp"
 #include "criu/criu.hpp"
+#include "criu/page_criu.hpp"
 #include "send/criu_image.hpp"
 #include "send/fork_plan.hpp"
+#include "send/lazy_ranges.hpp"
 
 #include <rfork/detail/pidfd.hpp>
 #include <rfork/detail/process_info.hpp>
@@ -101,8 +103,9 @@ struct dump_outcome {
 };
 
 // Runs CRIU's `command`. A lazy dump says "ready" once the images are
-// written, then serves the pages (through relay->pages) until the child has
-// them all; a whole one ends, within a bound that grows with the memory.
+// written, then serves the pages its pagemaps mark lazy (relay->pages
+// streams them) until the child has them all; a whole one ends, within a
+// bound that grows with the memory.
 // `join`: a pidfd of the namespace init CRIU must run under, or -1.
 asio::awaitable<dump_outcome> run_dump(agent_state& agent, std::shared_ptr<child_relay> relay,
                                        std::vector<std::string> command, std::shared_ptr<criu_workspace> workspace,
@@ -112,8 +115,19 @@ asio::awaitable<dump_outcome> run_dump(agent_state& agent, std::shared_ptr<child
     bool dumped;
     if (lazy) {
         auto ex = agent.io.get_executor();  // named: GCC 12 and temporaries around co_await
-        relay->pages = co_await start_page_criu(ex, command, workspace->mappings(), as, dump, join);
-        dumped = relay->pages != nullptr;
+        auto criu_end = co_await start_page_criu(ex, command, workspace->mappings(), as, dump, join);
+        dumped = bool(criu_end);
+        if (dumped) {
+            auto ranges = lazy_ranges_in(workspace->images_fd());
+            if (auto* why = std::get_if<std::string>(&ranges)) {
+                criu_end.reset();  // its page server reads the end, and ends
+                co_await wait_for_exit(dump);
+                outcome.failed = failure{errc::dump_failed, fmt::format("cannot read the image CRIU wrote: {}", *why)};
+                co_return outcome;
+            }
+            relay->pages = std::make_shared<page_stream>(ex, std::move(criu_end),
+                                                         std::move(std::get<std::vector<lazy_range>>(ranges)));
+        }
     } else {
         dump = spawn(command, workspace->mappings(), 0, as ? &*as : nullptr, join);
         auto memory = static_cast<std::uint64_t>(detail::status_field(pid, "VmRSS")) * 1024;

@@ -38,11 +38,12 @@ struct end_on_exit {
 };
 
 asio::awaitable<void> finish_lazy_dump(child_process dump, job_dir job, std::shared_ptr<criu_workspace> workspace,
-                                       int pid, std::shared_ptr<one_shot_event> ended) {
+                                       int pid, std::shared_ptr<one_shot_event> ended, std::shared_ptr<page_stream> stream) {
     set_on_exit ends{ended};
     int status = co_await wait_for_exit(dump);
     ended->set();
-    if (status != 0) {
+    // Cut off mid-answer (the child ended before it had all its memory), CRIU fails: no news.
+    if (status != 0 && !stream->cut_short()) {
         log_criu_failure(fmt::format("serving the pages of pid {} failed ({})", pid, describe_wait_status(status)),
                          workspace->work_fd(), dump_log);
     }
@@ -77,8 +78,8 @@ asio::awaitable<child_end> relay_frames(std::shared_ptr<child_relay> relay) {
     detail::received_frame frame;
     for (;;) {
         if (auto ec = co_await detail::read_frame(*relay->peer, frame)) co_return child_end{std::nullopt, ec};
-        if (relay->pages && page_relay::carries(frame.type)) {
-            co_await relay->pages->take(frame);
+        if (relay->pages && page_stream::carries(frame.type)) {
+            relay->pages->take(frame);
             continue;
         }
         if (frame.type == protocol::message_type::child_output) {
@@ -142,12 +143,13 @@ asio::awaitable<void> relay_child(agent_state& agent, std::shared_ptr<child_rela
 void watch_lazy_dump(agent_state& agent, const std::shared_ptr<child_relay>& relay, child_process dump, job_dir job,
                      std::shared_ptr<criu_workspace> workspace, int pid) {
     relay->pages_sent = std::make_shared<one_shot_event>(agent.io.get_executor());
-    spawn(agent.io.get_executor(), finish_lazy_dump(std::move(dump), std::move(job), std::move(workspace), pid, relay->pages_sent),
+    spawn(agent.io.get_executor(),
+          finish_lazy_dump(std::move(dump), std::move(job), std::move(workspace), pid, relay->pages_sent, relay->pages),
           fmt::format("serving the pages of pid {}", pid));
 }
 
 void start_page_pump(agent_state& agent, const std::shared_ptr<child_relay>& relay) {
-    spawn(agent.io.get_executor(), page_relay::pump_out(relay->pages, relay->peer), "sending a lazy dump's pages");
+    spawn(agent.io.get_executor(), page_stream::run(relay->pages, relay->peer), "streaming a lazy dump's pages");
 }
 
 asio::awaitable<void> end_page_serving(std::shared_ptr<child_relay> relay) {

@@ -8,8 +8,8 @@
 #include "common/process.hpp"
 #include "criu/criu_workspace.hpp"
 #include "local/parent_stdio.hpp"
-#include "peer/page_relay.hpp"
 #include "peer/peer_connection.hpp"
+#include "send/page_stream.hpp"
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
@@ -26,7 +26,7 @@ struct child_relay {
     std::shared_ptr<peer_connection> peer;
     std::optional<output_sink> out, err;
     std::optional<input_source> in;
-    std::shared_ptr<page_relay> pages;           // with lazy pages: the dump's page server
+    std::shared_ptr<page_stream> pages;          // with lazy pages: the memory, from the dump's page server
     std::shared_ptr<one_shot_event> pages_sent;  // and when it has ended
 };
 
@@ -36,7 +36,7 @@ struct child_relay {
 void watch_lazy_dump(agent_state& agent, const std::shared_ptr<child_relay>& relay, child_process dump, job_dir job,
                      std::shared_ptr<criu_workspace> workspace, int pid);
 
-// Starts sending what the dump's page server writes to the child's host.
+// Starts streaming the dump's pages to the child's host.
 void start_page_pump(agent_state& agent, const std::shared_ptr<child_relay>& relay);
 
 // Ends a lazy dump's page serving, if there is one, and waits until its CRIU

@@ -1,6 +1,6 @@
 #include "send/fork_plan.hpp"
 
-#include "peer/page_relay.hpp"
+#include "criu/page_criu.hpp"
 
 #include <fmt/core.h>
 

@@ -1,5 +1,7 @@
 #include "send/outgoing_files.hpp"
 
+#include "criu/image_entries.hpp"
+
 #include <fdinfo.pb-c.h>
 #include <remap-file-path.pb-c.h>
 
@@ -23,48 +25,8 @@ namespace rfork::agent {
 namespace {
 
 // CRIU's images/magic.h.
-constexpr std::uint32_t img_common_magic = 0x54564319;
 constexpr std::uint32_t files_magic = 0x56303138;
 constexpr std::uint32_t remap_fpath_magic = 0x59133954;
-constexpr std::size_t max_image = 64 << 20;  // as the image gate bounds files.img
-
-std::uint32_t u32le(const std::vector<unsigned char>& b, std::size_t at) {
-    return std::uint32_t(b[at]) | std::uint32_t(b[at + 1]) << 8 | std::uint32_t(b[at + 2]) << 16 |
-           std::uint32_t(b[at + 3]) << 24;
-}
-
-// Each entry of a CRIU protobuf image after its magics: a 32-bit length, the message.
-template <typename Each>
-std::string for_each_entry(const std::vector<unsigned char>& image, std::uint32_t magic, const char* name,
-                           Each each) {
-    if (image.size() < 8 || u32le(image, 0) != img_common_magic || u32le(image, 4) != magic)
-        return fmt::format("{} does not start as CRIU writes it", name);
-    for (std::size_t at = 8; at < image.size();) {
-        if (image.size() - at < 4) return fmt::format("{} is truncated", name);
-        std::size_t size = u32le(image, at);
-        at += 4;
-        if (size > image.size() - at) return fmt::format("{} is truncated", name);
-        if (auto why = each(image.data() + at, size); !why.empty()) return fmt::format("{}: {}", name, why);
-        at += size;
-    }
-    return {};
-}
-
-std::optional<std::vector<unsigned char>> read_at(int dir_fd, const char* name) {
-    unique_fd fd(::openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
-    struct stat st {};
-    if (!fd) return errno == ENOENT ? std::optional<std::vector<unsigned char>>{std::vector<unsigned char>{}}
-                                    : std::nullopt;
-    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) > max_image)
-        return std::nullopt;
-    std::vector<unsigned char> bytes(static_cast<std::size_t>(st.st_size));
-    for (std::size_t done = 0; done < bytes.size();) {
-        auto n = ::read(fd.get(), bytes.data() + done, bytes.size() - done);
-        if (n <= 0) return std::nullopt;
-        done += static_cast<std::size_t>(n);
-    }
-    return bytes;
-}
 
 // Opens `path` inside `root` as CRIU's restore would find it from that root.
 int open_in_root(int root_fd, const std::string& path, std::uint64_t flags) {
@@ -164,8 +126,8 @@ std::variant<std::vector<image_file_ref>, std::string> files_named_by(const std:
 }
 
 std::variant<std::vector<image_file_ref>, std::string> files_named_by_image(int images_dir_fd) {
-    auto files = read_at(images_dir_fd, "files.img");
-    auto remaps = read_at(images_dir_fd, "remap-fpath.img");
+    auto files = read_image_file(images_dir_fd, "files.img");
+    auto remaps = read_image_file(images_dir_fd, "remap-fpath.img");
     if (!files || files->empty() || !remaps) return std::string("cannot read files.img of the image CRIU wrote");
     return files_named_by(*files, *remaps);
 }

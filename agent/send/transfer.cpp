@@ -116,8 +116,8 @@ asio::awaitable<answer_read> read_answer(std::shared_ptr<child_relay> relay, con
                            {{"pid", pid}, {"endpoint", endpoint}, {"files", asked.wanted.size()}, {"bytes", sent.bytes}});
                 log("sent {} files ({} bytes) of pid {} to {}", asked.wanted.size(), sent.bytes, pid, endpoint);
             }
-        } else if (relay->pages && page_relay::carries(got.reply.type)) {
-            co_await relay->pages->take(got.reply);
+        } else if (relay->pages && page_stream::carries(got.reply.type)) {
+            relay->pages->take(got.reply);
         } else {
             break;
         }
@@ -137,7 +137,8 @@ asio::awaitable<std::variant<protocol::restored, failure>> transfer(agent_state&
     for (auto& file : image.files) total += file.size;
     for (auto& file : image.outgoing.manifest.files) file_bytes += file.size;
     protocol::image_begin begin{agent.host, static_cast<std::uint32_t>(pid), request.socket_inode, image.stdio, total,
-                                image.lazy ? protocol::image_begin::lazy_pages : 0u};
+                                image.lazy ? protocol::image_begin::lazy_pages : 0u,
+                                relay->pages ? relay->pages->pages_total() * protocol::page_size : 0};
     std::error_code ec = co_await detail::write_message(peer, begin);
     if (!ec) ec = co_await detail::write_message(peer, image.outgoing.manifest);
     if (!ec) ec = co_await send_image_files(relay->peer, std::move(image.files));

@@ -40,7 +40,7 @@ namespace rfork::protocol {
 using detail::bytes;
 
 inline constexpr std::array<unsigned char, 4> magic = {'R', 'F', 'R', 'K'};
-inline constexpr std::uint16_t protocol_version = 3;
+inline constexpr std::uint16_t protocol_version = 4;
 inline constexpr std::size_t handshake_size = 16;
 inline constexpr std::size_t frame_header_size = 12;
 // No frame may be larger than this, whatever a receiver allows.
@@ -67,16 +67,18 @@ enum class message_type : std::uint16_t {
     image_data = 18,   // sender -> receiver: raw bytes of the current file
     image_end = 19,    // sender -> receiver: all files sent, restore now
     restored = 20,     // receiver -> sender: the child runs
-    // Lazy pages: CRIU's page-server conversation, between the sender's
-    // `criu dump --lazy-pages` and the receiver's `criu lazy-pages`.
-    page_data = 21,    // either way: raw bytes of that conversation
-    page_end = 22,     // either way: this side's CRIU closed its end
+    // Lazy pages: the child's memory follows it. The sender streams every
+    // page at once, the receiver answers its `criu lazy-pages` from what has
+    // arrived and asks for what it lacks first.
+    page_push = 21,    // sender -> receiver: pages of the child's memory (page_push_head, then whole pages)
+    page_end = 22,     // either way: no more pages (the sender's ran out; the receiver's child has them all)
     // The files the image names (its program, libraries, open files), so
     // that the receiver holds them before it restores:
     file_manifest = 23,  // sender -> receiver, right after image_begin: each file, described
     file_request = 24,   // receiver -> sender: which of them it lacks (maybe none)
     file_data = 25,      // sender -> receiver, after image_end: raw bytes of the files asked for, in order
     files_end = 26,      // sender -> receiver: all of them sent
+    page_want = 27,      // receiver -> sender: these pages before any other (page_want)
     // Instead of an image (rfork-agent doctor --peer), at the end of the
     // agents' range so the image's messages can grow: who answers here?
     probe_request = 30,  // sender -> receiver
@@ -108,8 +110,9 @@ inline bool is_known(message_type t) {
     case message_type::image_data:
     case message_type::image_end:
     case message_type::restored:
-    case message_type::page_data:
+    case message_type::page_push:
     case message_type::page_end:
+    case message_type::page_want:
     case message_type::file_manifest:
     case message_type::file_request:
     case message_type::file_data:
@@ -193,6 +196,19 @@ inline bytes encode_frame(message_type type, std::span<const unsigned char> payl
     w.u32(frame_crc(std::span(out).first(8), payload));
     w.raw(payload);
     return out;
+}
+
+// Writes the header of a frame whose payload was filled in place after
+// frame_header_size bytes left free at the start of `frame`.
+inline void seal_frame(message_type type, std::span<unsigned char> frame) {
+    bytes header;
+    header.reserve(frame_header_size);
+    detail::wire_writer w(header);
+    w.u16(static_cast<std::uint16_t>(type));
+    w.u16(0);
+    w.u32(static_cast<std::uint32_t>(frame.size() - frame_header_size));
+    w.u32(frame_crc(header, frame.subspan(frame_header_size)));
+    std::copy(header.begin(), header.end(), frame.begin());
 }
 
 // Checks what can be checked before the payload is read: the length against
@@ -296,14 +312,15 @@ struct image_begin {
     std::uint64_t socket_inode = 0;  // its end of the connection to its agent
     stdio_keys stdio;
     std::uint64_t total_size = 0;    // bytes of all image files that follow
-    // flag: the memory comes after the files, on demand (page_data frames)
+    // flag: the memory follows the restore (page_push frames)
     static constexpr std::uint32_t lazy_pages = 1;
     std::uint32_t flags = 0;
+    std::uint64_t memory_size = 0;  // with lazy_pages: bytes of the memory that follows
 
     void encode(detail::wire_writer& w) const {
         w.str(origin_host), w.u32(pid), w.u64(socket_inode);
         for (auto& key : stdio) w.str(key);
-        w.u64(total_size), w.u32(flags);
+        w.u64(total_size), w.u32(flags), w.u64(memory_size);
     }
     bool decode(detail::wire_reader& r) {
         origin_host = r.str(max_text);
@@ -312,7 +329,8 @@ struct image_begin {
         for (auto& key : stdio) key = r.str(max_text);
         total_size = r.u64();
         flags = r.u32();
-        return pid != 0 && socket_inode != 0 && (flags & ~lazy_pages) == 0;
+        memory_size = r.u64();
+        return pid != 0 && socket_inode != 0 && (flags & ~lazy_pages) == 0 && (memory_size == 0 || (flags & lazy_pages));
     }
 };
 
@@ -448,6 +466,57 @@ struct files_end {
     static constexpr message_type type = message_type::files_end;
     void encode(detail::wire_writer&) const {}
     bool decode(detail::wire_reader&) { return true; }
+};
+
+// Lazy pages are whole pages of this size (x86-64's, as CRIU counts them).
+inline constexpr std::uint64_t page_size = 4096;
+// The most pages one page_push carries, and one page_want names.
+inline constexpr std::uint64_t max_push_pages = 1024, max_want_pages = std::uint64_t{1} << 18;
+
+// True if `pages` pages from `address` are a run of whole pages of user
+// memory: aligned, at least one, at most `most`, not wrapping around.
+inline bool is_page_run(std::uint64_t address, std::uint64_t pages, std::uint64_t most) {
+    return address % page_size == 0 && pages >= 1 && pages <= most && address <= ~std::uint64_t{0} - pages * page_size;
+}
+
+// A page_push payload starts with this head, and whole pages follow it in the
+// same frame: the sender fills them in place (seal_frame), the receiver keeps
+// the payload as it came.
+struct page_push_head {
+    static constexpr std::size_t size = 16;
+    std::uint64_t process = 0;  // the pid the image names the process by
+    std::uint64_t address = 0;  // of the first page
+};
+
+inline void put_page_push_head(std::span<unsigned char> payload, const page_push_head& head) {
+    for (std::size_t i = 0; i < 8; ++i) {
+        payload[i] = static_cast<unsigned char>(head.process >> (8 * (7 - i)));
+        payload[8 + i] = static_cast<unsigned char>(head.address >> (8 * (7 - i)));
+    }
+}
+
+// The head of a page_push and how many pages follow it.
+inline std::error_code decode_page_push(std::span<const unsigned char> payload, page_push_head& head,
+                                        std::uint64_t& pages) {
+    if (payload.size() <= page_push_head::size || (payload.size() - page_push_head::size) % page_size != 0)
+        return errc::malformed_message;
+    detail::wire_reader r(payload.first(page_push_head::size));
+    head.process = r.u64();
+    head.address = r.u64();
+    pages = (payload.size() - page_push_head::size) / page_size;
+    if (!is_page_run(head.address, pages, max_push_pages)) return errc::malformed_message;
+    return {};
+}
+
+struct page_want {
+    static constexpr message_type type = message_type::page_want;
+    std::uint64_t process = 0, address = 0, pages = 0;
+
+    void encode(detail::wire_writer& w) const { w.u64(process), w.u64(address), w.u64(pages); }
+    bool decode(detail::wire_reader& r) {
+        process = r.u64(), address = r.u64(), pages = r.u64();
+        return is_page_run(address, pages, max_want_pages);
+    }
 };
 
 struct restored {

@@ -2,7 +2,7 @@
 // for a fork request, and what the program is told when a step fails.
 #include "send/fork_plan.hpp"
 
-#include "peer/page_relay.hpp"
+#include "criu/page_criu.hpp"
 
 #include <doctest/doctest.h>
 

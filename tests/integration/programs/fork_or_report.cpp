@@ -1,13 +1,14 @@
 // Forks with the non-throwing form and reports the outcome; either way the
 // process goes on and exits 0, as a program whose fork failed must be able to.
 //
-//   fork_or_report HOST:PORT [--hold-file PATH | --hold-unwritable PATH | --hold-io-uring]
+//   fork_or_report HOST:PORT [--hold-file PATH | --hold-unwritable PATH | --hold-io-uring | --memory MIB]
 //
 // --hold-file keeps PATH open across the fork (a file the other host may not
 // have); --hold-unwritable keeps PATH open for writing, having taken away
 // its own right to open it so (its mode becomes 0400): an image that opens a
 // file its user may not; --hold-io-uring keeps an io_uring instance, which
-// CRIU cannot dump.
+// CRIU cannot dump; --memory fills MIB of memory first (a snapshot of 16 MiB
+// or more goes with lazy pages).
 #include <rfork/rfork.hpp>
 
 #include <asio.hpp>
@@ -19,7 +20,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <vector>
 
 asio::awaitable<void> report(asio::io_context& ctx, std::string endpoint) {
     std::error_code ec;
@@ -37,11 +40,16 @@ asio::awaitable<void> report(asio::io_context& ctx, std::string endpoint) {
 int main(int argc, char** argv) {
     if (argc != 2 && argc != 3 && argc != 4) {
         std::fprintf(stderr, "usage: fork_or_report HOST:PORT "
-                             "[--hold-file PATH | --hold-unwritable PATH | --hold-io-uring]\n");
+                             "[--hold-file PATH | --hold-unwritable PATH | --hold-io-uring | --memory MIB]\n");
         return 2;
     }
     int held = -1;
-    if (argc == 4 && std::strcmp(argv[2], "--hold-file") == 0) {
+    std::vector<unsigned char> memory;
+    if (argc == 4 && std::strcmp(argv[2], "--memory") == 0) {
+        memory.resize(std::strtoul(argv[3], nullptr, 10) << 20);
+        for (std::size_t i = 0; i < memory.size(); ++i) memory[i] = static_cast<unsigned char>(i * 2654435761u >> 13);
+        held = 0;
+    } else if (argc == 4 && std::strcmp(argv[2], "--hold-file") == 0) {
         held = ::open(argv[3], O_RDONLY | O_CLOEXEC);
     } else if (argc == 4 && std::strcmp(argv[2], "--hold-unwritable") == 0) {
         held = ::open(argv[3], O_RDWR | O_CLOEXEC);
