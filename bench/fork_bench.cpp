@@ -10,6 +10,17 @@
 //       child:  "child child_ns= sum="
 //   fork_bench local MIB
 //       a local fork(), the baseline; prints the same two lines.
+//   fork_bench rate HOST:PORT MIB N
+//       N fork_remote calls one after another, none waiting for the child
+//       before the next; each child exits at once, with 0 if its memory's
+//       checksum is the parent's and 3 if not. Then every child is waited for.
+//       prints "rate forks= first_call_ns= last_return_ns= matched=" (matched:
+//       children that exited with 0).
+//   fork_bench together HOST:PORT MIB FIFO
+//       for N such programs started at once: prints "ready", then opens FIFO
+//       for reading, which returns (for all of them at once) when the caller
+//       opens it for writing, and then forks as "rfork" does, without the
+//       heartbeat. The same two lines as "rfork", "parent" without frozen_ms.
 //   fork_bench idle MIB
 //       waits to be dumped by plain CRIU: prints "ready sum=", then beats until
 //       SIGTERM and prints "original frozen_ms=" (the longest gap). A restored
@@ -18,6 +29,7 @@
 
 #include <asio.hpp>
 
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,6 +43,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -150,6 +163,56 @@ asio::awaitable<int> remote(asio::io_context& ctx, std::string endpoint, std::si
     co_return 0;
 }
 
+asio::awaitable<int> rate(asio::io_context& ctx, std::string endpoint, std::size_t mib, int n) {
+    auto memory = touched_memory(mib);
+    auto sum = checksum(memory);
+    std::vector<rfork::fork_result> children;
+    long long first_call = wall_ns();
+    for (int i = 0; i < n; ++i) {
+        rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint);
+        if (r.is_child()) std::_Exit(checksum(memory) == sum ? 0 : 3);
+        children.push_back(std::move(r));
+    }
+    long long last_return = wall_ns();
+    int matched = 0;
+    for (auto& child : children)
+        if (co_await child.wait() == 0) ++matched;
+    std::printf("rate forks=%d first_call_ns=%lld last_return_ns=%lld matched=%d\n", n, first_call, last_return,
+                matched);
+    std::fflush(stdout);
+    co_return matched == n ? 0 : 1;
+}
+
+// Returns once the caller has opened FIFO for writing: the start barrier of
+// programs that fork at the same moment. The fd is closed before the fork,
+// which would otherwise have to take it along.
+void pass_barrier(const std::string& fifo) {
+    int fd = ::open(fifo.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + fifo);
+    ::close(fd);
+}
+
+asio::awaitable<int> together(asio::io_context& ctx, std::string endpoint, std::size_t mib, std::string fifo) {
+    auto memory = touched_memory(mib);
+    auto sum = checksum(memory);
+    std::printf("ready\n");
+    std::fflush(stdout);
+    pass_barrier(fifo);
+    long long call = wall_ns();
+    rfork::fork_result r = co_await rfork::fork_remote(ctx, endpoint);
+    long long back = wall_ns();
+    if (r.is_child()) {
+        std::printf("child child_ns=%lld sum=%016" PRIx64 "\n", back, checksum(memory));
+        std::fflush(stdout);
+        std::_Exit(0);
+    }
+    int status = co_await r.wait();
+    std::printf("parent id=%s call_ns=%lld return_ns=%lld sum=%016" PRIx64 " child_pid=%d status=%d\n",
+                r.child().id.c_str(), call, back, sum, r.child().pid, status);
+    std::fflush(stdout);
+    co_return 0;
+}
+
 asio::awaitable<int> local(asio::io_context& ctx, std::size_t mib) {
     auto memory = touched_memory(mib);
     auto sum = checksum(memory);
@@ -183,7 +246,10 @@ asio::awaitable<int> idle(asio::io_context& ctx, std::size_t mib) {
     heartbeat beat(ctx);
     beat.on_beat = [&] {
         if (pid_namespace() == mine) return;
-        std::printf("child child_ns=%lld sum=%016" PRIx64 "\n", wall_ns(), checksum(memory));
+        // The clock first: the order in which arguments are evaluated is
+        // unspecified, and the checksum of a large memory takes long here.
+        long long now = wall_ns();
+        std::printf("child child_ns=%lld sum=%016" PRIx64 "\n", now, checksum(memory));
         std::fflush(stdout);
         std::_Exit(0);
     };
@@ -197,7 +263,8 @@ asio::awaitable<int> idle(asio::io_context& ctx, std::size_t mib) {
 }
 
 int usage() {
-    std::fprintf(stderr, "usage: fork_bench rfork HOST:PORT MIB [threads] | local MIB | idle MIB\n");
+    std::fprintf(stderr, "usage: fork_bench rfork HOST:PORT MIB [threads] | rate HOST:PORT MIB N |\n"
+                         "                  together HOST:PORT MIB FIFO | local MIB | idle MIB\n");
     return 2;
 }
 
@@ -209,6 +276,10 @@ int main(int argc, char** argv) {
     asio::awaitable<int> body;
     if (args.size() >= 3 && args.size() <= 4 && args[0] == "rfork" && (args.size() == 3 || args[3] == "threads"))
         body = remote(ctx, args[1], std::stoul(args[2]), args.size() == 4);
+    else if (args.size() == 4 && args[0] == "rate")
+        body = rate(ctx, args[1], std::stoul(args[2]), std::stoi(args[3]));
+    else if (args.size() == 4 && args[0] == "together")
+        body = together(ctx, args[1], std::stoul(args[2]), args[3]);
     else if (args.size() == 2 && args[0] == "local")
         body = local(ctx, std::stoul(args[1]));
     else if (args.size() == 2 && args[0] == "idle")
