@@ -24,6 +24,7 @@ namespace page_server {
 
 inline constexpr std::uint32_t get_pages = 7;     // PS_IOV_GET: the daemon asks
 inline constexpr std::uint32_t add_pages = 6;     // PS_IOV_ADD_F: pages follow
+inline constexpr std::uint32_t close_session = 0x1023, force_close_session = 0x1024;  // PS_IOV_CLOSE, _FORCE_CLOSE: done, status?
 inline constexpr std::uint32_t flag_present = 4;  // PE_PRESENT, in the command's upper 16 bits
 inline constexpr std::uint32_t command_bits = 16;
 

@@ -13,9 +13,8 @@ using detail::as_tuple_awaitable;
 
 namespace {
 
-// CRIU's daemon asks for at most 4 MiB at a time; anything far beyond that
-// is not CRIU speaking.
-constexpr std::uint64_t max_request_pages = 16384;
+// CRIU's daemon asks for at most 4 MiB at a time (and a want names no more).
+constexpr std::uint64_t max_request_pages = protocol::max_want_pages;
 
 }  // namespace
 
@@ -32,24 +31,21 @@ bool lazy_page_server::take(const detail::received_frame& frame) {
         wake();
         return true;
     }
+    if (closed_) return true;  // the daemon is done, or cut off: nothing needs more pages
     protocol::page_push_head head;
     std::uint64_t count = 0;
     if (protocol::decode_page_push(frame.payload, head, count)) {
         close();
         return true;
     }
-    bool within = bytes_in_ <= max_in_;
-    bytes_in_ += count * protocol::page_size;
-    if (bytes_in_ > max_in_) {
-        close();
-        return !within;
-    }
-    if (closed_) return true;  // the daemon is done, or cut off: nothing needs it
     auto* data = frame.payload.data() + protocol::page_push_head::size;
     for (std::uint64_t i = 0; i < count; ++i, data += protocol::page_size) {
         auto [at, added] = pages_.try_emplace({head.process, head.address + i * protocol::page_size}, nullptr);
-        if (!added) continue;  // a page here already stays
-        if (pages_.size() > max_held_pages_) {  // more than the sender announced
+        if (!added) continue;  // a page here already stays (sent again: it was wanted while on its way)
+        // Counted as kept: the sender cannot pass a bound by sending a page
+        // twice, nor a child be cut off for pages that crossed its wants.
+        bytes_in_ += protocol::page_size;
+        if (bytes_in_ > max_in_ || pages_.size() > max_held_pages_) {  // more than allowed, or announced
             pages_.erase(at);
             close();
             return false;
@@ -111,6 +107,12 @@ asio::awaitable<void> lazy_page_server::read_requests(std::shared_ptr<lazy_page_
         auto [ec, n] = co_await asio::async_read(self->daemon_, asio::buffer(raw), as_tuple_awaitable);
         if (ec) co_return;  // the daemon has ended (its child has every page) or failed
         auto request = page_server::decode(raw);
+        if (request.command == page_server::close_session || request.command == page_server::force_close_session) {
+            // The daemon is done and says so: it waits for a status, 0.
+            std::int32_t status = 0;
+            co_await asio::async_write(self->daemon_, asio::buffer(&status, sizeof status), as_tuple_awaitable);
+            co_return;
+        }
         if (request.command != page_server::get_pages ||
             !protocol::is_page_run(request.address, request.pages, max_request_pages)) {
             self->close();  // not a request CRIU makes

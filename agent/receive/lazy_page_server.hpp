@@ -39,8 +39,9 @@ public:
     static asio::awaitable<void> serve(std::shared_ptr<lazy_page_server> self, std::shared_ptr<peer_connection> peer);
 
     // A page_push or page_end from the sender. False
-    // once, when the sender's pages first go beyond `max_in` or `max_held`:
-    // the daemon is cut off then, as it is by a malformed push.
+    // once, when the pages kept first go beyond `max_in` or `max_held` (a
+    // page sent again counts once): the daemon is cut off then, as it is by
+    // a malformed push. Once the daemon is done, pushes are let go.
     bool take(const detail::received_frame& frame);
     static bool carries(protocol::message_type t) {
         return t == protocol::message_type::page_push || t == protocol::message_type::page_end;

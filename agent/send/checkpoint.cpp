@@ -120,7 +120,8 @@ asio::awaitable<dump_outcome> run_dump(agent_state& agent, std::shared_ptr<child
         if (dumped) {
             auto ranges = lazy_ranges_in(workspace->images_fd());
             if (auto* why = std::get_if<std::string>(&ranges)) {
-                criu_end.reset();  // its page server reads the end, and ends
+                ::shutdown(criu_end.get(), SHUT_RDWR);  // its page server reads the end, and ends
+                criu_end.reset();
                 co_await wait_for_exit(dump);
                 outcome.failed = failure{errc::dump_failed, fmt::format("cannot read the image CRIU wrote: {}", *why)};
                 co_return outcome;

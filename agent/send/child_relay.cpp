@@ -148,8 +148,8 @@ void watch_lazy_dump(agent_state& agent, const std::shared_ptr<child_relay>& rel
           fmt::format("serving the pages of pid {}", pid));
 }
 
-void start_page_pump(agent_state& agent, const std::shared_ptr<child_relay>& relay) {
-    spawn(agent.io.get_executor(), page_stream::run(relay->pages, relay->peer), "streaming a lazy dump's pages");
+void start_page_pump(const std::shared_ptr<child_relay>& relay) {
+    spawn(relay->peer->get_executor(), page_stream::run(relay->pages, relay->peer), "streaming a lazy dump's pages");
 }
 
 asio::awaitable<void> end_page_serving(std::shared_ptr<child_relay> relay) {

@@ -37,7 +37,7 @@ void watch_lazy_dump(agent_state& agent, const std::shared_ptr<child_relay>& rel
                      std::shared_ptr<criu_workspace> workspace, int pid);
 
 // Starts streaming the dump's pages to the child's host.
-void start_page_pump(agent_state& agent, const std::shared_ptr<child_relay>& relay);
+void start_page_pump(const std::shared_ptr<child_relay>& relay);
 
 // Ends a lazy dump's page serving, if there is one, and waits until its CRIU
 // has gone: nothing of a fork stays once its parent hears the end.

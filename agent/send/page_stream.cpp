@@ -19,6 +19,7 @@ constexpr std::size_t requests_in_flight = 4;
 // Wants queued beyond this are dropped: a receiver asks for each page at
 // most a few times, a hostile one could ask without end.
 constexpr std::size_t max_wanted = 1 << 16;
+constexpr std::uint64_t max_sent_again = 8;
 
 }  // namespace
 
@@ -27,13 +28,10 @@ page_stream::page_stream(const asio::any_io_executor& ex, unique_fd criu, std::v
       wake_(ex, asio::steady_timer::time_point::max()),
       ranges_(std::move(ranges)) {
     sent_.reserve(ranges_.size());
-    for (auto& r : ranges_) sent_.emplace_back(static_cast<std::size_t>(r.pages), false);
-}
-
-std::uint64_t page_stream::pages_total() const {
-    std::uint64_t total = 0;
-    for (auto& r : ranges_) total += r.pages;
-    return total;
+    for (auto& r : ranges_) {
+        sent_.emplace_back(static_cast<std::size_t>(r.pages), false);
+        total_pages_ += r.pages;
+    }
 }
 
 page_server_iov page_stream::request_for(const run_of_pages& r) const {
@@ -84,9 +82,17 @@ void page_stream::want(const protocol::page_want& wanted) {
         auto lo = std::max(begin, it->address), hi = std::min(end, range_end);
         if (lo >= hi) continue;
         any = true;
-        if (first_.size() >= max_wanted) break;
-        first_.push_back({static_cast<std::size_t>(it - ranges_.begin()), (lo - it->address) / protocol::page_size,
-                          (hi - lo) / protocol::page_size});
+        auto range = static_cast<std::size_t>(it - ranges_.begin());
+        auto page = (lo - it->address) / protocol::page_size, pages = (hi - lo) / protocol::page_size;
+        // Pages sent already go again (the receiver let them go, or they
+        // crossed, or the child forked while they came and its copy needs
+        // them too), but not without end: the memory a few times over.
+        auto again = static_cast<std::uint64_t>(std::count(sent_[range].begin() + static_cast<std::ptrdiff_t>(page),
+                                                           sent_[range].begin() + static_cast<std::ptrdiff_t>(page + pages),
+                                                           true));
+        if (first_.size() >= max_wanted || sent_again_ + again > max_sent_again * total_pages_) break;
+        sent_again_ += again;
+        first_.push_back({range, page, pages});
     }
     // The receiver's daemon knows the lazy pages from the same image: pages
     // outside them can never come, and the child could not be whole.

@@ -51,7 +51,7 @@ public:
     // True if it was closed before the receiver had every page: the dump's
     // CRIU may fail then (a reply cut off), which is no news.
     bool cut_short() const { return closed_ && !receiver_done_; }
-    std::uint64_t pages_total() const;
+    std::uint64_t pages_total() const { return total_pages_; }
 
 private:
     // Pages [page, page + pages) of ranges_[range].
@@ -71,6 +71,8 @@ private:
     std::size_t cursor_range_ = 0;         // the stream's place
     std::uint64_t cursor_page_ = 0;
     std::deque<run_of_pages> first_;  // wanted, before the stream
+    std::uint64_t total_pages_ = 0;
+    std::uint64_t sent_again_ = 0;  // pages wanted after they were sent
     bool closed_ = false, receiver_done_ = false, hopeless_ = false;
 };
 

@@ -88,7 +88,8 @@ struct answer_read {
 };
 
 // Reads until the peer's answer: first its request for files it lacks,
-// answered once the image is out; then, with lazy pages, pages flow.
+// answered once the image is out; then, with lazy pages, pages flow (the
+// stream starts once the files are sent).
 // `image` is the caller's, which awaits this at once. `sending` is how
 // sending the image failed: the peer may still say why, so it is read.
 asio::awaitable<answer_read> read_answer(std::shared_ptr<child_relay> relay, const checkpoint_image& image, int pid,
@@ -111,6 +112,9 @@ asio::awaitable<answer_read> read_answer(std::shared_ptr<child_relay> relay, con
             auto sent = co_await send_wanted_files(relay->peer, image.outgoing, asked);
             got.sending = answer_due.timed_out_or(sent.ec);
             if (got.sending) break;
+            // The memory follows the files, never among them: the restore
+            // that needs it starts once they are there.
+            if (relay->pages) start_page_pump(relay);
             if (!asked.wanted.empty()) {
                 emit_event("files_sent",
                            {{"pid", pid}, {"endpoint", endpoint}, {"files", asked.wanted.size()}, {"bytes", sent.bytes}});
@@ -143,7 +147,6 @@ asio::awaitable<std::variant<protocol::restored, failure>> transfer(agent_state&
     if (!ec) ec = co_await detail::write_message(peer, image.outgoing.manifest);
     if (!ec) ec = co_await send_image_files(relay->peer, std::move(image.files));
     image.job.remove();  // the image is sent or lost: either way it is no longer needed here (a lazy dump's is not here)
-    if (relay->pages && !ec) start_page_pump(agent, relay);
 
     // The answer, or why the peer stopped taking the image (a limit, say).
     // The child's pages flow meanwhile, when they are lazy. A peer that

@@ -471,7 +471,7 @@ struct files_end {
 // Lazy pages are whole pages of this size (x86-64's, as CRIU counts them).
 inline constexpr std::uint64_t page_size = 4096;
 // The most pages one page_push carries, and one page_want names.
-inline constexpr std::uint64_t max_push_pages = 1024, max_want_pages = std::uint64_t{1} << 18;
+inline constexpr std::uint64_t max_push_pages = 1024, max_want_pages = 1024;
 
 // True if `pages` pages from `address` are a run of whole pages of user
 // memory: aligned, at least one, at most `most`, not wrapping around.
