@@ -177,7 +177,7 @@ TEST_CASE("frame: a corrupted header byte is a bad checksum") {
 }
 
 TEST_CASE("frame: an unknown type with a valid CRC is an unexpected message") {
-    for (unsigned type : {0u, 4u, 15u, 27u, 0x1000u, 0xFFFFu}) {
+    for (unsigned type : {0u, 4u, 15u, 28u, 0x1000u, 0xFFFFu}) {
         CAPTURE(type);
         auto frame = proto::encode_frame(static_cast<message_type>(type), to_bytes("abc"));
         proto::frame_header h;
@@ -190,11 +190,11 @@ TEST_CASE("frame: an unknown type with a valid CRC is an unexpected message") {
 }
 
 TEST_CASE("frame: is_known lists exactly the message types") {
-    for (unsigned t : {1u, 2u, 3u, 16u, 17u, 18u, 19u, 20u, 21u, 22u, 23u, 24u, 25u, 26u}) {
+    for (unsigned t : {1u, 2u, 3u, 16u, 17u, 18u, 19u, 20u, 21u, 22u, 23u, 24u, 25u, 26u, 27u}) {
         CAPTURE(t);
         CHECK(proto::is_known(static_cast<message_type>(t)));
     }
-    for (unsigned t : {0u, 4u, 5u, 15u, 27u, 64u, 256u, 0xFFFFu}) {
+    for (unsigned t : {0u, 4u, 5u, 15u, 28u, 64u, 256u, 0xFFFFu}) {
         CAPTURE(t);
         CHECK_FALSE(proto::is_known(static_cast<message_type>(t)));
     }

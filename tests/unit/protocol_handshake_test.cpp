@@ -30,7 +30,7 @@ TEST_SUITE("unit.handshake") {
 
 TEST_CASE("handshake: constants match the documented layout") {
     CHECK(proto::handshake_size == 16);
-    CHECK(proto::protocol_version == 3);
+    CHECK(proto::protocol_version == 4);
     CHECK(to_bytes(proto::magic) == to_bytes("RFRK"));
     CHECK(static_cast<int>(proto::role::program) == 1);
     CHECK(static_cast<int>(proto::role::sender) == 2);
@@ -40,15 +40,15 @@ TEST_CASE("handshake: constants match the documented layout") {
 TEST_CASE("handshake: encoding is byte-exact") {
     // CRC values checked against an independent bitwise CRC-32C.
     SUBCASE("program") {
-        const bytes want = {'R', 'F', 'R', 'K', 0x00, 0x03, 0x01, 0x00, 0, 0, 0, 0, 0x3e, 0x62, 0xb6, 0xe5};
+        const bytes want = {'R', 'F', 'R', 'K', 0x00, 0x04, 0x01, 0x00, 0, 0, 0, 0, 0x23, 0x87, 0x06, 0x6c};
         CHECK(to_bytes(proto::encode_handshake(proto::role::program)) == want);
     }
     SUBCASE("sender") {
-        const bytes want = {'R', 'F', 'R', 'K', 0x00, 0x03, 0x02, 0x00, 0, 0, 0, 0, 0x0a, 0xde, 0x7d, 0x3f};
+        const bytes want = {'R', 'F', 'R', 'K', 0x00, 0x04, 0x02, 0x00, 0, 0, 0, 0, 0x17, 0x3b, 0xcd, 0xb6};
         CHECK(to_bytes(proto::encode_handshake(proto::role::sender)) == want);
     }
     SUBCASE("agent") {
-        const bytes want = {'R', 'F', 'R', 'K', 0x00, 0x03, 0x03, 0x00, 0, 0, 0, 0, 0xe5, 0xee, 0x16, 0x26};
+        const bytes want = {'R', 'F', 'R', 'K', 0x00, 0x04, 0x03, 0x00, 0, 0, 0, 0, 0xf8, 0x0b, 0xa6, 0xaf};
         CHECK(to_bytes(proto::encode_handshake(proto::role::agent)) == want);
     }
     SUBCASE("another version is written big-endian") {

@@ -194,6 +194,7 @@ TEST_CASE("messages: image_begin") {
     valid.stdio = {"pipe:[123]", "", "tty[88:5]"};
     valid.total_size = 145326;
     valid.flags = proto::image_begin::lazy_pages;
+    valid.memory_size = 64u << 20;
 
     SUBCASE("round trip") {
         proto::image_begin out;
@@ -204,6 +205,14 @@ TEST_CASE("messages: image_begin") {
         CHECK(out.stdio == valid.stdio);
         CHECK(out.total_size == valid.total_size);
         CHECK(out.flags == proto::image_begin::lazy_pages);
+        CHECK(out.memory_size == valid.memory_size);
+    }
+    SUBCASE("memory to follow without lazy pages") {
+        auto m = valid;
+        m.flags = 0;
+        CHECK(decode_as<proto::image_begin>(payload_of(m)) == errc::malformed_message);
+        m.memory_size = 0;
+        CHECK_FALSE(decode_as<proto::image_begin>(payload_of(m)));
     }
     SUBCASE("unknown flags") {
         auto m = valid;
