@@ -52,7 +52,7 @@ bool page_stream::next(run_of_pages& out) {
         std::fill_n(sent.begin() + static_cast<std::ptrdiff_t>(out.page), out.pages, true);
         return true;
     }
-    for (; cursor_range_ < ranges_.size(); ++cursor_range_, cursor_page_ = 0) {
+    for (; ahead_ && cursor_range_ < ranges_.size(); ++cursor_range_, cursor_page_ = 0) {
         auto& sent = sent_[cursor_range_];
         auto pages = ranges_[cursor_range_].pages;
         while (cursor_page_ < pages && sent[cursor_page_]) ++cursor_page_;
@@ -111,6 +111,11 @@ void page_stream::take(const detail::received_frame& frame) {
 }
 
 void page_stream::wake() { wake_.cancel(); }
+
+void page_stream::go_ahead() {
+    ahead_ = true;
+    wake();
+}
 
 void page_stream::close() {
     closed_ = true;

@@ -1,11 +1,10 @@
-// The memory of a lazily dumped process, streamed to its child's host: every
-// lazy page, asked of the dump's CRIU (its page server, a few requests in
-// flight) and sent on as page_push frames as fast as the connection takes
-// them, from the moment the image is out. Pages the receiver wants
-// (page_want: its child touched them, or its lazy-pages daemon asks) go
-// before all others. The receiver answers its daemon from what has arrived
-// (receive/lazy_page_server.hpp), so no request waits for a round trip
-// between the agents unless the child needs a page not yet there.
+// The memory of a lazily dumped process, sent to its child's host: the
+// pages the receiver wants (page_want: its lazy-pages daemon asks for them,
+// for the restore, a fault of the child, or in the background), asked of the
+// dump's CRIU (its page server, a few requests in flight) and sent on as
+// page_push frames; and, after go_ahead(), every other lazy page behind
+// them as fast as the connection takes them. The receiver answers its
+// daemon from what has arrived (receive/lazy_page_server.hpp).
 #pragma once
 
 #include "common/process.hpp"
@@ -34,11 +33,19 @@ public:
     // `ranges`: its lazy pages (lazy_ranges_in), sorted.
     page_stream(const asio::any_io_executor& ex, unique_fd criu, std::vector<lazy_range> ranges);
 
-    // Sends every page, wanted ones first, then those wanted again, until the
+    // Sends wanted pages, and every page once go_ahead() is called, until the
     // receiver says its child has them all (page_end), the connection fails,
     // or close(). If the dump's CRIU fails first, or the receiver wants pages
     // the dump does not have, the receiver hears page_end: no more come.
     static asio::awaitable<void> run(std::shared_ptr<page_stream> self, std::shared_ptr<peer_connection> peer);
+
+    // Until this is called, only wanted pages go; then all of them. The
+    // agent does not call it today: measured on 2 cores (issue 12), pages
+    // streamed ahead delayed the child (its faults waited behind them) and
+    // did not bring the memory sooner, CRIU's lazy-pages daemon being the
+    // bottleneck. It is there for a handler of the child's faults of the
+    // agent's own, which would place pages as they arrive.
+    void go_ahead();
 
     // A page_want or page_end from the receiver. A malformed want is ignored.
     void take(const detail::received_frame& frame);
@@ -73,7 +80,7 @@ private:
     std::deque<run_of_pages> first_;  // wanted, before the stream
     std::uint64_t total_pages_ = 0;
     std::uint64_t sent_again_ = 0;  // pages wanted after they were sent
-    bool closed_ = false, receiver_done_ = false, hopeless_ = false;
+    bool ahead_ = false, closed_ = false, receiver_done_ = false, hopeless_ = false;
 };
 
 }  // namespace rfork::agent

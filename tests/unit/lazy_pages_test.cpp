@@ -190,6 +190,7 @@ TEST_SUITE("unit.lazy_pages") {
         std::vector<lazy_range> ranges = {{7, 0x10000, 300}, {7, 0x400000, 2}, {9, 0x10000, 1}};
         auto stream = std::make_shared<page_stream>(io.get_executor(), std::move(criu.agent_end), ranges);
         CHECK(stream->pages_total() == 303);
+        stream->go_ahead();  // the child runs: all of its memory goes
 
         // Plays the dump's CRIU: answers each request in order, with at most
         // 200 pages (CRIU may answer with fewer than asked), until the end.
