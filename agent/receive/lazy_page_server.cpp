@@ -96,6 +96,8 @@ void lazy_page_server::close() {
     daemon_.shutdown(asio::socket_base::shutdown_both, ignored);
     daemon_.close(ignored);
     wake();
+    // Safe while a write to the daemon is pending: the agent runs one thread,
+    // and closing the socket ended that write before the pages go.
     pages_.clear();
     pool_.clear();
 }
