@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <future>
 #include <map>
 #include <memory>
 #include <set>
@@ -125,6 +126,17 @@ std::vector<unsigned char> pagemap_image(const std::vector<std::tuple<std::uint6
     }
     return out;
 }
+
+// A lazy_page_server serving, between the test's daemon end and the test's
+// far agent.
+struct serving_daemon {
+    asio::io_context io;
+    agents link{io};
+    criu_pair daemon{io};
+    std::shared_ptr<lazy_page_server> server = std::make_shared<lazy_page_server>(
+        io.get_executor(), std::move(daemon.agent_end), 1 << 30, 1 << 20);
+    std::future<void> served = asio::co_spawn(io, lazy_page_server::serve(server, link.ours), asio::use_future);
+};
 
 }  // namespace
 
@@ -281,11 +293,8 @@ TEST_SUITE("unit.lazy_pages") {
     }
 
     TEST_CASE("the daemon's requests are answered from pushed pages and what is missing is wanted") {
-        asio::io_context io;
-        agents link(io);
-        criu_pair daemon(io);
-        auto server = std::make_shared<lazy_page_server>(io.get_executor(), std::move(daemon.agent_end), 1 << 30, 1 << 20);
-        auto served = asio::co_spawn(io, lazy_page_server::serve(server, link.ours), asio::use_future);
+        serving_daemon s;
+        auto& [io, link, daemon, server, served] = s;
         auto play = [&]() -> asio::awaitable<int> {
             // Two pages here before the daemon asks, two not.
             auto early = push_frame(7, 0x10000, 2);
@@ -349,11 +358,8 @@ TEST_SUITE("unit.lazy_pages") {
     }
 
     TEST_CASE("a request that can no longer be answered ends the daemon's conversation") {
-        asio::io_context io;
-        agents link(io);
-        criu_pair daemon(io);
-        auto server = std::make_shared<lazy_page_server>(io.get_executor(), std::move(daemon.agent_end), 1 << 30, 1 << 20);
-        auto served = asio::co_spawn(io, lazy_page_server::serve(server, link.ours), asio::use_future);
+        serving_daemon s;
+        auto& [io, link, daemon, server, served] = s;
         auto play = [&]() -> asio::awaitable<bool> {
             auto request = page_server::encode(page_server::request(7, 0x10000, 1));
             co_await asio::async_write(daemon.criu, asio::buffer(request), as_tuple_awaitable);
