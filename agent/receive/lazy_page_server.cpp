@@ -42,9 +42,10 @@ bool lazy_page_server::take(const detail::received_frame& frame) {
     for (std::uint64_t i = 0; i < count; ++i, data += protocol::page_size) {
         auto [at, added] = pages_.try_emplace({head.process, head.address + i * protocol::page_size}, nullptr);
         if (!added) continue;  // a page here already stays (sent again: it was wanted while on its way)
-        // Counted as kept: the sender cannot pass a bound by sending a page
-        // twice, nor a child be cut off for pages that crossed its wants.
-        bytes_in_ += protocol::page_size;
+        // Counted the first time it comes: the sender cannot pass a bound by
+        // sending a page twice, nor a child be cut off for pages sent again
+        // (they crossed its wants, or a child of it that forked needs them).
+        if (seen_.insert(at->first).second) bytes_in_ += protocol::page_size;
         if (bytes_in_ > max_in_ || pages_.size() > max_held_pages_) {  // more than allowed, or announced
             pages_.erase(at);
             close();
@@ -99,6 +100,7 @@ void lazy_page_server::close() {
     // Safe while a write to the daemon is pending: the agent runs one thread,
     // and closing the socket ended that write before the pages go.
     pages_.clear();
+    seen_.clear();
     pool_.clear();
 }
 

@@ -23,6 +23,7 @@
 #include <deque>
 #include <memory>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace rfork::agent {
 
@@ -76,6 +77,7 @@ private:
     asio::steady_timer wake_;
     page_pool pool_;
     std::unordered_map<page_key, unsigned char*, key_hash> pages_;  // in pool_
+    std::unordered_set<page_key, key_hash> seen_;  // every page that ever arrived, counted once
     std::deque<page_server_iov> asked_;  // the daemon's requests, answered in order
     bool sender_done_ = false, closed_ = false;
     std::uint64_t bytes_in_ = 0, max_in_, max_held_pages_;

@@ -90,8 +90,15 @@ void page_stream::want(const protocol::page_want& wanted) {
         auto again = static_cast<std::uint64_t>(std::count(sent_[range].begin() + static_cast<std::ptrdiff_t>(page),
                                                            sent_[range].begin() + static_cast<std::ptrdiff_t>(page + pages),
                                                            true));
-        if (first_.size() >= max_wanted || sent_again_ + again > max_sent_again * total_pages_) break;
+        // Beyond that the receiver is told at once that no more come, so its
+        // child fails now rather than at --image-timeout.
+        if (first_.size() >= max_wanted || sent_again_ + again > max_sent_again * total_pages_) {
+            hopeless_ = true;
+            break;
+        }
         sent_again_ += again;
+        // Marked now, not when it leaves the queue: the same want twice counts as again.
+        std::fill_n(sent_[range].begin() + static_cast<std::ptrdiff_t>(page), pages, true);
         first_.push_back({range, page, pages});
     }
     // The receiver's daemon knows the lazy pages from the same image: pages
